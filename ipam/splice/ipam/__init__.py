@@ -1,0 +1,1 @@
+"""splice.ipam: address management (host-local compatible configuration, embedded store)."""

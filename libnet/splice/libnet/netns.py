@@ -1,0 +1,162 @@
+"""Explicit network namespace handles.
+
+A :class:`Netns` is an open file descriptor on a network namespace. Work that must
+happen inside a namespace (a netlink socket, a sysctl write, an nftables transaction)
+goes through :meth:`Netns.run`, which runs the callable on a short-lived helper thread
+that has ``setns()``-ed into the namespace. ``setns(CLONE_NEWNET)`` changes only the
+calling thread, so the caller's thread (and every other thread of a long-lived
+process) never changes namespace.
+
+``Netns.current()`` stands for the namespace of the calling thread: work runs inline,
+without a helper thread (the fast path of a CNI executable, whose own namespace is
+the host).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Any, Callable, TypeVar
+
+from .errors import NetnsNotFound, NetError
+
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+_libc: ctypes.CDLL | None = None
+
+
+def _setns(fd: int) -> None:
+    global _libc
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class Netns:
+    """A network namespace, held open by file descriptor (or the caller's own)."""
+
+    __slots__ = ("path", "fd", "_owned")
+
+    def __init__(self, path: str | None, fd: int | None, owned: bool) -> None:
+        self.path = path
+        self.fd = fd
+        self._owned = owned
+
+    # -- constructors -------------------------------------------------------
+    @classmethod
+    def current(cls) -> "Netns":
+        """The namespace of the calling thread; :meth:`run` executes inline."""
+        return cls(None, None, False)
+
+    @classmethod
+    def open(cls, path: str) -> "Netns":
+        """Open a namespace file (``/run/netns/x``, ``/proc/<pid>/ns/net``).
+
+        Never creates anything: a missing path raises :class:`NetnsNotFound`.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NetnsNotFound(f"network namespace {path!r} does not exist") from None
+        except OSError as e:
+            raise NetnsNotFound(f"cannot open network namespace {path!r}: {e.strerror}") from None
+        try:
+            if not _is_netns_fd(fd):
+                raise NetnsNotFound(f"{path!r} is not a network namespace")
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, True)
+
+    @classmethod
+    def from_fd(cls, fd: int, path: str | None = None) -> "Netns":
+        """Wrap a namespace fd owned by the caller (it is not closed by :meth:`close`)."""
+        return cls(path, fd, False)
+
+    # -- identity -----------------------------------------------------------
+    @property
+    def is_current(self) -> bool:
+        return self.fd is None
+
+    def inode(self) -> tuple[int, int]:
+        """(st_dev, st_ino) of the namespace: equal inodes mean the same namespace."""
+        if self.fd is None:
+            st = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+        else:
+            st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino)
+
+    def same_as(self, other: "Netns") -> bool:
+        return self.inode() == other.inode()
+
+    # -- work ---------------------------------------------------------------
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` inside this namespace and return its result.
+
+        Exceptions raised by ``fn`` propagate to the caller unchanged.
+        """
+        if self.fd is None:
+            return fn(*args, **kwargs)
+        box: dict[str, Any] = {}
+
+        def body() -> None:
+            try:
+                _setns(self.fd)  # type: ignore[arg-type]
+            except OSError as e:
+                box["err"] = NetError(f"cannot enter network namespace {self.path or self.fd}: {e.strerror}")
+                return
+            try:
+                box["ok"] = fn(*args, **kwargs)
+            except BaseException as e:  # re-raised in the caller's thread
+                box["err"] = e
+
+        t = threading.Thread(target=body, name="splice-netns", daemon=True)
+        t.start()
+        t.join()
+        if "err" in box:
+            raise box["err"]
+        return box["ok"]
+
+    def close(self) -> None:
+        if self._owned and self.fd is not None:
+            os.close(self.fd)
+        self.fd = None if self._owned else self.fd
+        self._owned = False
+
+    def __enter__(self) -> "Netns":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Netns({self.path or ('current' if self.fd is None else self.fd)!r})"
+
+
+NSFS_MAGIC = 0x6E736673
+
+
+def _is_netns_fd(fd: int) -> bool:
+    """True when fd refers to a namespace inode (nsfs), not a plain file."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is the first word
+    if _libc.fstatfs(fd, buf) != 0:
+        return False
+    f_type = int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little")
+    if f_type != NSFS_MAGIC:
+        return False
+    # an nsfs file of another namespace type (mnt, pid, ...) is not a network namespace
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    return not target.startswith(("mnt:", "pid:", "uts:", "ipc:", "user:", "cgroup:", "time:"))

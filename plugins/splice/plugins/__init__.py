@@ -1,0 +1,1 @@
+"""splice.plugins: protocol-neutral drivers (bridge, ...) and the CNI / CNM front-ends."""

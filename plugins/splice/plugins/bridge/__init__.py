@@ -1,0 +1,1 @@
+"""The Linux bridge driver (docker0 style): bridge, veth pairs, gateway, masquerade."""

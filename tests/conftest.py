@@ -1,0 +1,190 @@
+"""Shared fixtures: throwaway network namespaces, the installed executables, leak checks.
+
+Every namespace a test makes is called ``spt-<random>`` and deleted by the fixture that
+made it, so nothing touches the machine's own interfaces, routes, sysctls or nftables.
+A "host" is itself such a namespace: the CNI executables run inside it (via nsenter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from splice.conformance import oracle
+
+REPO = Path(__file__).resolve().parent.parent
+NS_PREFIX = "spt-"
+IS_ROOT = os.geteuid() == 0
+
+
+def bin_dir() -> Path:
+    """Directory holding the installed splice-* executables (the venv running pytest)."""
+    return Path(sys.executable).parent
+
+
+def require_root() -> None:
+    if not IS_ROOT:
+        pytest.skip("needs root (network namespaces)")
+
+
+@dataclass
+class Namespace:
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def sh(self, *argv: str, check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        p = subprocess.run(
+            ["nsenter", f"--net={self.path}", *argv], capture_output=True, text=True, input=input, timeout=timeout
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"{argv} in {self.name} failed: {p.stdout}{p.stderr}")
+        return p
+
+    def links(self) -> set[str]:
+        return oracle.link_names(self.name)
+
+
+def _new_ns() -> Namespace:
+    name = f"{NS_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True)
+    return Namespace(name)
+
+
+def _del_ns(ns: Namespace) -> None:
+    subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+
+
+@pytest.fixture
+def make_ns():
+    """Factory of throwaway namespaces, all deleted after the test."""
+    require_root()
+    made: list[Namespace] = []
+
+    def make() -> Namespace:
+        ns = _new_ns()
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in reversed(made):
+        _del_ns(ns)
+
+
+@pytest.fixture
+def host_ns(make_ns) -> Namespace:
+    """A namespace standing for the host the CNI executables run on."""
+    return make_ns()
+
+
+@pytest.fixture
+def sandbox_ns(make_ns) -> Namespace:
+    """A namespace standing for a container."""
+    return make_ns()
+
+
+@dataclass
+class CniResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class CniRunner:
+    """Runs one CNI executable the way a runtime does: env vars, config on stdin.
+
+    The executable runs inside ``host`` (via nsenter) so its host-side work lands
+    in the throwaway host namespace.
+    """
+
+    host: Namespace
+    cni_path: list[str] = field(default_factory=lambda: [str(bin_dir())])
+
+    def run(
+        self,
+        plugin: str,
+        command: str,
+        conf: dict | str | bytes,
+        *,
+        container_id: str | None = "c0ffee",
+        netns: str | None = None,
+        ifname: str | None = "eth0",
+        args: str | None = None,
+        extra_env: dict | None = None,
+        timeout: float = 60,
+    ) -> CniResult:
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command}
+        if container_id is not None:
+            env["CNI_CONTAINERID"] = container_id
+        if netns is not None:
+            env["CNI_NETNS"] = netns
+        if ifname is not None:
+            env["CNI_IFNAME"] = ifname
+        if args is not None:
+            env["CNI_ARGS"] = args
+        env["CNI_PATH"] = ":".join(self.cni_path)
+        if extra_env:
+            env.update(extra_env)
+        if isinstance(conf, dict):
+            data = json.dumps(conf)
+        elif isinstance(conf, bytes):
+            data = conf.decode()
+        else:
+            data = conf
+        exe = plugin if "/" in plugin else _find(plugin, self.cni_path)
+        p = subprocess.run(
+            ["nsenter", f"--net={self.host.path}", exe],
+            input=data, capture_output=True, text=True, env=env, timeout=timeout,
+        )
+        return CniResult(p.returncode, p.stdout, p.stderr)
+
+
+def _find(plugin: str, path: list[str]) -> str:
+    for d in path:
+        cand = os.path.join(d, plugin)
+        if os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError(f"{plugin} not found in {path}")
+
+
+@pytest.fixture
+def cni(host_ns) -> CniRunner:
+    runner = CniRunner(host_ns)
+    if os.path.isdir("/usr/lib/cni"):
+        runner.cni_path.append("/usr/lib/cni")
+    return runner
+
+
+REFERENCE_PLUGINS = "/usr/lib/cni"
+
+
+@pytest.fixture
+def reference_plugins() -> str:
+    if not os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK):
+        pytest.skip("Go reference plugins (containernetworking-plugins) not installed")
+    return REFERENCE_PLUGINS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Janitor: remove any namespace this test process made and did not delete."""
+    if not IS_ROOT or not shutil.which("ip"):
+        return
+    for entry in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+        if entry.startswith(f"{NS_PREFIX}{os.getpid()}-"):
+            subprocess.run(["ip", "netns", "del", entry], capture_output=True)
