@@ -1,0 +1,168 @@
+"""`splice-bridge`: the CNI front-end of the bridge driver.
+
+Translates a CNI call into IPAM + driver calls; the skel does the protocol.
+Heavy modules (the driver, pyroute2) are imported inside the verbs so that VERSION
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from splice.plugins.cni.version import ALL_VERSIONS
+
+if TYPE_CHECKING:
+    from splice.plugins.cni.skel import CmdArgs
+    from splice.plugins.model import Attachment
+
+
+def _mac(a: "CmdArgs") -> str | None:
+    """Container MAC: runtimeConfig "mac" > args.cni.mac > CNI_ARGS MAC (CONVENTIONS.md)."""
+    rc = a.config.get("runtimeConfig") or {}
+    if isinstance(rc, dict) and rc.get("mac"):
+        return str(rc["mac"])
+    args = a.config.get("args") or {}
+    cni = args.get("cni") if isinstance(args, dict) else None
+    if isinstance(cni, dict) and cni.get("mac"):
+        return str(cni["mac"])
+    return a.args.get("MAC") or None
+
+
+def _has_ipam(a: "CmdArgs") -> bool:
+    ipam = a.config.get("ipam")
+    return isinstance(ipam, dict) and bool(ipam.get("type"))
+
+
+def _attachment(a: "CmdArgs") -> "Attachment":
+    from splice.plugins.model import Attachment
+
+    return Attachment(
+        network=a.config["name"],
+        container_id=a.container_id or "",
+        ifname=a.ifname or "",
+        netns=a.netns or None,
+        mac=_mac(a),
+    )
+
+
+def _valid_attachments(config: dict) -> set[tuple[str, str]]:
+    from splice.plugins.errors import ConfigError
+
+    valid: set[tuple[str, str]] = set()
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        items = config.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise ConfigError(f"{key} must be a list of attachments")
+        for item in items:
+            if not isinstance(item, dict) or "containerID" not in item or "ifname" not in item:
+                raise ConfigError(f"{key}: each attachment needs containerID and ifname, got {item!r}")
+            valid.add((str(item["containerID"]), str(item["ifname"])))
+    return valid
+
+
+class BridgePlugin:
+    name = "splice-bridge"
+    supported_versions = ALL_VERSIONS
+    cni_args = frozenset({"IP", "MAC"})
+
+    def _driver(self, a: "CmdArgs"):
+        from splice.libnet.netns import Netns
+        from splice.plugins.bridge.config import parse_bridge_config
+        from splice.plugins.bridge.driver import BridgeDriver
+
+        return BridgeDriver(parse_bridge_config(a.config), Netns.current())
+
+    def add(self, a: "CmdArgs") -> dict:
+        from splice.plugins.cni import ipam as ipamc
+        from splice.plugins.cni.types import wiring_to_result
+        from splice.plugins.model import IPConfig, Route
+
+        driver = self._driver(a)  # validates the whole config before touching anything
+        att = _attachment(a)
+        ipam_result: dict = {}
+        if _has_ipam(a):
+            ipam_result = ipamc.ipam_add(a)
+        try:
+            ips = [
+                IPConfig(
+                    address=ipaddress.ip_interface(ip["address"]),
+                    gateway=ipaddress.ip_address(ip["gateway"]) if ip.get("gateway") else None,
+                )
+                for ip in ipam_result.get("ips", [])
+            ]
+            routes = [
+                Route(
+                    dst=ipaddress.ip_network(r["dst"], strict=False),
+                    gw=ipaddress.ip_address(r["gw"]) if r.get("gw") else None,
+                    mtu=r.get("mtu"), advmss=r.get("advmss"), priority=r.get("priority"),
+                    table=r.get("table"), scope=r.get("scope"),
+                )
+                for r in ipam_result.get("routes", [])
+            ]
+            wiring = driver.add(att, ips, routes)
+        except BaseException:
+            if _has_ipam(a):
+                try:
+                    ipamc.ipam_del(a)
+                except Exception:  # the original error is what the caller needs
+                    pass
+            raise
+        result = wiring_to_result(wiring)
+        dns = ipam_result.get("dns") or a.config.get("dns")
+        if dns:
+            result["dns"] = dns
+        return result
+
+    def delete(self, a: "CmdArgs") -> None:
+        from splice.plugins.cni import ipam as ipamc
+        from splice.plugins.cni.types import result_to_wiring
+
+        driver = self._driver(a)
+        att = _attachment(a)
+        ips = None
+        if a.prev_result and a.prev_result.get("ips"):
+            ips = result_to_wiring(a.prev_result).ips
+        driver.delete(att, ips)
+        if _has_ipam(a):
+            ipamc.ipam_del(a)
+
+    def check(self, a: "CmdArgs") -> None:
+        from splice.plugins.cni import ipam as ipamc
+        from splice.plugins.cni.types import result_to_wiring
+        from splice.plugins.errors import ConfigError
+
+        if not a.prev_result:
+            raise ConfigError("CHECK needs prevResult (the result of ADD)")
+        driver = self._driver(a)
+        if _has_ipam(a):
+            ipamc.ipam_check(a)
+        driver.check(_attachment(a), result_to_wiring(a.prev_result))
+
+    def status(self, a: "CmdArgs") -> None:
+        from splice.plugins.cni import ipam as ipamc
+
+        driver = self._driver(a)
+        if _has_ipam(a):
+            ipamc.ipam_status(a)
+        driver.status()
+
+    def gc(self, a: "CmdArgs") -> None:
+        from splice.plugins.cni import ipam as ipamc
+
+        driver = self._driver(a)
+        valid = _valid_attachments(a.config)
+        errors: list[BaseException] = []
+        try:
+            driver.gc(a.config["name"], valid)
+        except Exception as e:  # GC continues past failures and reports them all
+            errors.append(e)
+        if _has_ipam(a):
+            try:
+                ipamc.ipam_gc(a)
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine (as root) to run splice, its demo and its tests.
+# Idempotent: installs the Debian packages splice needs, creates .venv (Debian's
+# /usr/bin/python3, with system site-packages for python3-nftables) and installs
+# splice into it with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (splice manages network namespaces and nftables)" >&2
+  exit 1
+fi
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip python3-nftables  # interpreter + libnftables JSON bindings
+  nftables libnftables1                              # nft (tests' oracle) and the library
+  iproute2 util-linux procps iputils-ping conntrack  # ip/bridge (oracle), nsenter, ping
+  containernetworking-plugins                        # the Go reference plugins, compared against
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The CNI executables' interpreter is the venv's python, a symlink to Debian's
+# /usr/bin/python3 (starts in ~10 ms; a pyenv shim takes ~110 ms).
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import nftables' 2>/dev/null; then
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup.sh: ready (.venv/bin/splice-bridge, .venv/bin/splice-ipam)"
