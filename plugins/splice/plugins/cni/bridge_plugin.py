@@ -76,6 +76,7 @@ class BridgePlugin:
         return BridgeDriver(parse_bridge_config(a.config), Netns.current())
 
     def add(self, a: "CmdArgs") -> dict:
+        from splice.plugins import failpoint
         from splice.plugins.cni import ipam as ipamc
         from splice.plugins.cni.types import wiring_to_result
         from splice.plugins.model import IPConfig, Route
@@ -86,6 +87,7 @@ class BridgePlugin:
         if _has_ipam(a):
             ipam_result = ipamc.ipam_add(a)
         try:
+            failpoint.hit("ipam.allocated")
             ips = [
                 IPConfig(
                     address=ipaddress.ip_interface(ip["address"]),
