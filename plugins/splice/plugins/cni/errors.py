@@ -10,6 +10,7 @@ INVALID_ENVIRONMENT = 4
 IO_FAILURE = 5
 DECODE_FAILURE = 6
 INVALID_CONFIG = 7
+INVALID_NETNS = 8  # libcni only: the plugin's own netns is CNI_NETNS
 TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50  # STATUS
 NOT_AVAILABLE_LIMITED = 51  # STATUS: existing containers may have limited connectivity

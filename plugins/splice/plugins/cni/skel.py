@@ -1,0 +1,336 @@
+"""The CNI protocol engine shared by every splice executable (cf. Go ``pkg/skel``).
+
+``run_plugin`` reads the environment and stdin, validates everything the spec and libcni
+validate, calls one verb of a ``Plugin`` with a ``CmdArgs`` and prints the result (ADD) or
+the error JSON on stdout. It never lets a traceback reach stdout.
+
+Import-light on purpose: VERSION must not pull in ipaddress, the drivers or pyroute2, so
+``types`` and the error mapping are imported only when a verb needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, TextIO
+
+from splice.plugins.cni import errors as E
+from splice.plugins.cni import version as ver
+from splice.plugins.cni.errors import CniError
+
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+# Same regex libcni uses for container ids and network names (pkg/utils/utils.go).
+ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")  # current name, pre-6a68851 name
+
+# Environment variables and the commands that require them (STATUS needs nothing but the
+# command; CNI_PATH is optional except for GC, where the spec requires it).
+_REQUIRED: tuple[tuple[str, frozenset[str]], ...] = (
+    ("CNI_CONTAINERID", frozenset({"ADD", "DEL", "CHECK"})),
+    ("CNI_NETNS", frozenset({"ADD", "CHECK"})),
+    ("CNI_IFNAME", frozenset({"ADD", "DEL", "CHECK"})),
+    ("CNI_PATH", frozenset({"GC"})),
+)
+
+
+@dataclass
+class CmdArgs:
+    command: str  # ADD DEL CHECK STATUS GC VERSION
+    container_id: str | None
+    netns: str | None
+    ifname: str | None
+    args: dict[str, str]  # CNI_ARGS, parsed (IgnoreUnknown removed)
+    path: list[str]  # CNI_PATH split on ':'
+    stdin: bytes  # raw config, forwarded verbatim to delegates
+    config: dict  # parsed plugin config (runtimeConfig, args, prevResult included)
+    version: str  # the config's cniVersion (answer in this version)
+    prev_result: dict | None  # prevResult converted to the canonical (1.1.0-shaped) dict
+    env: dict[str, str] = field(default_factory=dict)  # the environment, for delegates
+
+
+class Plugin(Protocol):
+    name: str
+    supported_versions: tuple[str, ...]
+    cni_args: frozenset[str]
+
+    def add(self, a: CmdArgs) -> dict: ...  # canonical result (1.1.0 shape); skel converts
+
+    def delete(self, a: CmdArgs) -> None: ...
+
+    def check(self, a: CmdArgs) -> None: ...
+
+    def status(self, a: CmdArgs) -> None: ...
+
+    def gc(self, a: CmdArgs) -> None: ...  # a.config holds cni.dev/valid-attachments
+
+
+# --- validation helpers (pure) ------------------------------------------------------------
+
+
+def validate_container_id(cid: str) -> None:
+    if not ID_RE.match(cid):
+        raise CniError(E.INVALID_ENVIRONMENT, f"invalid characters in CNI_CONTAINERID {cid!r}",
+                       "must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+
+
+def validate_ifname(name: str) -> None:
+    why = ""
+    if len(name) > IFNAME_MAX:
+        why = f"longer than {IFNAME_MAX} characters"
+    elif name in (".", ".."):
+        why = "'.' and '..' are not allowed"
+    elif any(c == "/" or c == ":" or c.isspace() for c in name):
+        why = "'/', ':' and whitespace are not allowed"
+    if why:
+        raise CniError(E.INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {name!r}: {why}")
+
+
+def validate_network_name(name: object) -> None:
+    if name is None or name == "":
+        raise CniError(E.INVALID_CONFIG, "missing network name")
+    if not isinstance(name, str) or not ID_RE.match(name):
+        raise CniError(E.INVALID_CONFIG, f"invalid network name {name!r}",
+                       "must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+
+
+def _parse_bool(value: str) -> bool | None:
+    v = value.lower()
+    if v in ("1", "true"):
+        return True
+    if v in ("0", "false"):
+        return False
+    return None
+
+
+def parse_cni_args(raw: str, known: frozenset[str] | set[str] | tuple[str, ...]) -> dict[str, str]:
+    """``K=V;K2=V2`` -> dict, as libcni's ``types.LoadArgs``.
+
+    Every pair must be exactly ``KEY=VALUE`` (empty segments from a stray ``;`` are skipped).
+    Keys outside ``known`` are rejected unless ``IgnoreUnknown`` is 1/true (any case); then
+    they are kept. ``IgnoreUnknown`` itself is removed. Errors are CniError code 4.
+    """
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for pair in raw.split(";"):
+        if pair == "":
+            continue
+        kv = pair.split("=")
+        if len(kv) != 2 or kv[0] == "":
+            raise CniError(E.INVALID_ENVIRONMENT, f"CNI_ARGS: invalid pair {pair!r}", "expected KEY=VALUE;KEY=VALUE")
+        out[kv[0]] = kv[1]
+    ignore = False
+    if "IgnoreUnknown" in out:
+        flag = _parse_bool(out.pop("IgnoreUnknown"))
+        if flag is None:
+            raise CniError(E.INVALID_ENVIRONMENT, "CNI_ARGS: IgnoreUnknown must be 1, true, 0 or false")
+        ignore = flag
+    unknown = sorted(k for k in out if k not in known)
+    if unknown and not ignore:
+        raise CniError(E.INVALID_ENVIRONMENT, f"CNI_ARGS: unknown args {unknown}",
+                       "set IgnoreUnknown=1 to ignore keys this plugin does not know")
+    return out
+
+
+def valid_attachments(config: dict) -> set[tuple[str, str]]:
+    """The GC keep-list: union of ``cni.dev/valid-attachments`` and the legacy
+    ``cni.dev/attachments`` as ``{(containerID, ifname)}``. ``null`` means empty; neither key
+    present is a config error (code 7) so a malformed request never releases everything.
+    """
+    if not any(k in config for k in GC_KEYS):
+        raise CniError(E.INVALID_CONFIG, "GC config has no cni.dev/valid-attachments")
+    out: set[tuple[str, str]] = set()
+    for key in GC_KEYS:
+        items = config.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise CniError(E.INVALID_CONFIG, f"{key} must be a list")
+        for i, item in enumerate(items):
+            if (not isinstance(item, dict) or not isinstance(item.get("containerID"), str)
+                    or not isinstance(item.get("ifname"), str)):
+                raise CniError(E.INVALID_CONFIG, f"{key}[{i}] must be {{\"containerID\": str, \"ifname\": str}}")
+            out.add((item["containerID"], item["ifname"]))
+    return out
+
+
+def _same_netns_as_self(path: str) -> bool:
+    """Cheap version of Go's ``ns.CheckNetNS``: does ``path`` name our own namespace?"""
+    try:
+        mine = os.stat("/proc/self/ns/net")
+        theirs = os.stat(path)
+    except OSError:
+        return False  # a missing namespace is the verb's business (DEL must succeed)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+# --- the dispatcher -----------------------------------------------------------------------
+
+
+def _read_stdin(stdin) -> bytes:
+    try:
+        data = stdin.read()
+    except (OSError, ValueError) as exc:
+        raise CniError(E.IO_FAILURE, "error reading from stdin", str(exc)) from None
+    if isinstance(data, str):
+        data = data.encode()
+    return data
+
+
+def _version_command(plugin: Plugin, stdin, stdout: TextIO) -> int:
+    asked = None
+    try:
+        if not (hasattr(stdin, "isatty") and stdin.isatty()):
+            data = stdin.read()
+            if data and data.strip():
+                conf = json.loads(data)
+                if isinstance(conf, dict):
+                    asked = conf.get("cniVersion")
+    except Exception:  # VERSION answers whatever stdin holds
+        asked = None
+    _emit(stdout, ver.version_answer(asked, tuple(plugin.supported_versions)))
+    return 0
+
+
+def _emit(stdout: TextIO, obj: dict) -> None:
+    stdout.write(json.dumps(obj, indent=4) + "\n")
+    stdout.flush()
+
+
+def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: dict) -> CmdArgs:
+    """Validate env and stdin into a CmdArgs; ``seen["version"]`` is set once the config's
+    version is known to be supported (errors after that point answer in that version)."""
+    missing = [name for name, needed_by in _REQUIRED if cmd in needed_by and not env.get(name)]
+    if missing:
+        raise CniError(E.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
+    cid = env.get("CNI_CONTAINERID") or None
+    ifname = env.get("CNI_IFNAME") or None
+    netns = env.get("CNI_NETNS") or None
+    if cid is not None:
+        validate_container_id(cid)
+    if ifname is not None:
+        validate_ifname(ifname)
+    cni_args = parse_cni_args(env.get("CNI_ARGS", ""), plugin.cni_args)
+    path = [p for p in env.get("CNI_PATH", "").split(":") if p]
+
+    raw = _read_stdin(stdin)
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CniError(E.DECODE_FAILURE, "error unmarshalling network config", str(exc)) from None
+    if not isinstance(config, dict):
+        raise CniError(E.DECODE_FAILURE, "error unmarshalling network config",
+                       f"expected a JSON object, got {type(config).__name__}")
+    supported = tuple(plugin.supported_versions)
+    if config.get("cniVersion") in supported:
+        seen["version"] = config["cniVersion"]  # answer errors in the config's version
+    # Order as libcni's skel: network name, then the version reconciliation.
+    validate_network_name(config.get("name"))
+    if not isinstance(config.get("type"), str) or not config["type"]:
+        raise CniError(E.INVALID_CONFIG, "missing plugin type")
+    version = config.get("cniVersion")
+    if version in (None, ""):
+        version = ver.DEFAULT_CONFIG_VERSION
+    if not isinstance(version, str):
+        raise CniError(E.DECODE_FAILURE, f"cniVersion must be a string, got {version!r}")
+    if version not in supported:
+        raise CniError(E.INCOMPATIBLE_VERSION,
+                       f"incompatible CNI versions: config is {version!r}, plugin supports {list(supported)}")
+    seen["version"] = version
+    gates = {"CHECK": ("0.4.0", ver.has_check), "STATUS": ("1.1.0", ver.has_status), "GC": ("1.1.0", ver.has_gc)}
+    if cmd in gates and not gates[cmd][1](version):
+        raise CniError(E.INCOMPATIBLE_VERSION, f"config version does not allow {cmd}",
+                       f"config is {version!r}, {cmd} needs cniVersion >= {gates[cmd][0]}")
+
+    prev = None
+    if config.get("prevResult") is not None:
+        from splice.plugins.cni import types
+
+        raw_prev = config["prevResult"]
+        if not isinstance(raw_prev, dict):
+            raise CniError(E.DECODE_FAILURE, "invalid prevResult: expected a JSON object")
+        try:
+            prev = types.parse_result(raw_prev, version)
+        except CniError as exc:
+            raise CniError(exc.code, f"prevResult: {exc.msg}", exc.details) from None
+    if cmd == "GC":
+        valid_attachments(config)  # reject a malformed keep-list before the plugin runs
+
+    if (netns and cmd in ("ADD", "CHECK", "DEL")
+            and str(env.get("CNI_NETNS_OVERRIDE", "")).lower() not in ("1", "true")
+            and _same_netns_as_self(netns)):
+        raise CniError(E.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same")
+
+    return CmdArgs(command=cmd, container_id=cid, netns=netns, ifname=ifname, args=cni_args, path=path,
+                   stdin=raw, config=config, version=version, prev_result=prev, env=dict(env))
+
+
+def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, stdout: TextIO | None = None) -> int:
+    """Run one CNI command for ``plugin``; returns the process exit code (0 or 1).
+
+    ``stdin`` is a binary (or text) stream, default ``sys.stdin.buffer``; ``stdout`` a text
+    stream, default ``sys.stdout``. Errors go to stdout as ``{"cniVersion","code","msg",
+    "details"?}`` (as libcni's skel) plus one short line on stderr; ``SPLICE_DEBUG=1`` in
+    ``env`` also prints the traceback to stderr.
+    """
+    if stdin is None:
+        stdin = sys.stdin.buffer
+    if stdout is None:
+        stdout = sys.stdout
+    cmd = env.get("CNI_COMMAND", "")
+    if cmd == "VERSION":
+        return _version_command(plugin, stdin, stdout)
+
+    seen: dict = {}
+    try:
+        if not cmd:
+            raise CniError(E.INVALID_ENVIRONMENT, "required env variables [CNI_COMMAND] missing")
+        if cmd not in COMMANDS:
+            raise CniError(E.INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {cmd!r}",
+                           f"expected one of {', '.join(COMMANDS)}")
+        a = _build_args(plugin, cmd, env, stdin, seen)
+        if cmd == "ADD":
+            from splice.plugins.cni import types
+
+            result = plugin.add(a)
+            if not isinstance(result, dict):
+                raise CniError(E.INTERNAL, f"plugin returned {type(result).__name__} instead of a result")
+            out = types.convert(result, a.version)
+        else:
+            {"DEL": plugin.delete, "CHECK": plugin.check, "STATUS": plugin.status, "GC": plugin.gc}[cmd](a)
+            out = None
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(plugin, cmd, env, seen.get("version", ver.CURRENT), exc, stdout)
+    if out is not None:
+        try:
+            _emit(stdout, out)
+        except OSError as exc:
+            print(f"{plugin.name}: {cmd}: cannot write result: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _fail(plugin: Plugin, cmd: str, env: Mapping[str, str], version: str, exc: BaseException,
+          stdout: TextIO) -> int:
+    try:
+        err = E.from_exception(exc) if isinstance(exc, Exception) else CniError(E.INTERNAL, "interrupted")
+    except Exception as mapping_exc:  # never let the error path itself raise
+        err = CniError(E.INTERNAL, f"internal error: {exc.__class__.__name__}: {exc}",
+                       f"error mapping failed: {mapping_exc!r}")
+    try:
+        print(f"{plugin.name}: {cmd or '?'}: error {err.code}: {err.msg}", file=sys.stderr)
+        if str(env.get("SPLICE_DEBUG", "")).lower() in ("1", "true", "yes"):
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    except Exception:
+        pass
+    try:
+        _emit(stdout, err.to_json(version))
+    except Exception:
+        pass
+    return 1
