@@ -1,0 +1,318 @@
+"""The reservation store: one embedded SQLite database per network.
+
+Layout: ``<dataDir>/<network>/store.db`` (plus SQLite's ``-wal``/``-shm`` files).
+
+Why it is safe:
+
+* WAL journal; every change runs in one ``BEGIN IMMEDIATE`` transaction, so writers
+  are serialised across processes by SQLite's own file locks (released by the kernel
+  when a process dies) and readers never block. A process SIGKILLed at any point leaves
+  either the whole transaction or nothing; the next opener recovers the WAL.
+* Addresses are the table's primary key: two owners can never hold one address, even
+  if the allocator logic were wrong.
+* ``synchronous=NORMAL``: a crash of the process never loses a commit; a power loss may
+  lose the last commits but never corrupts the file (and it also kills every container
+  those reservations belonged to).
+* Waiting for the write lock is bounded by ``busy_timeout`` (default 10 s), after which
+  :class:`StoreBusy` (transient, CNI code 11) is raised.
+
+Why it is fast: an address is stored as integers ``(fam, hi, lo)`` (upper and lower 64
+bits, each shifted into SQLite's signed 64-bit range), the primary key is a
+clustered index on them, and the next free address after the round-robin cursor is found
+by one point lookup or one indexed gap query (``NOT EXISTS lo+1 ... ORDER BY lo LIMIT 1``)
+executed inside SQLite. Release goes through an index on ``(container_id, ifname)``.
+
+``sqlite3`` is imported when a store is first opened (CNI start-up stays lean).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
+
+from splice.ipam.errors import StoreBusy, StoreError
+
+DB_NAME = "store.db"
+DEFAULT_BUSY_TIMEOUT = 10.0
+SCHEMA_VERSION = 1
+
+_M64 = (1 << 64) - 1
+_B63 = 1 << 63
+
+# Test hook: when set, called with a point name ("before-commit") while a write
+# transaction holds the lock, e.g. to SIGKILL the process there.
+_txn_hook: Callable[[str], None] | None = None
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lease (
+    fam          INTEGER NOT NULL,   -- 4 or 6
+    hi           INTEGER NOT NULL,   -- (address >> 64) - 2**63
+    lo           INTEGER NOT NULL,   -- (address & (2**64-1)) - 2**63
+    prefix       INTEGER NOT NULL,   -- prefix length of the subnet it came from
+    gateway      TEXT,               -- gateway of that range, NULL if none
+    range_set    INTEGER NOT NULL,   -- index of the range set in the config
+    container_id TEXT NOT NULL,
+    ifname       TEXT NOT NULL,
+    created      INTEGER NOT NULL,   -- unix time
+    PRIMARY KEY (fam, hi, lo)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lease_owner ON lease (container_id, ifname);
+CREATE TABLE IF NOT EXISTS cursor (  -- round-robin: last address handed out per range set
+    range_set INTEGER PRIMARY KEY,
+    fam       INTEGER NOT NULL,
+    hi        INTEGER NOT NULL,
+    lo        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+_POINT = "SELECT container_id, ifname FROM lease WHERE fam=? AND hi=? AND lo=?"
+# First occupied address in [lo_a, lo_b) whose successor is free: the successor is the
+# first free address after a run of occupied ones starting at lo_a. Walks the primary key.
+_GAP = (
+    "SELECT l.lo FROM lease AS l WHERE l.fam=?1 AND l.hi=?2 AND l.lo>=?3 AND l.lo<?4 "
+    "AND NOT EXISTS (SELECT 1 FROM lease AS m WHERE m.fam=?1 AND m.hi=?2 AND m.lo=l.lo+1) "
+    "ORDER BY l.lo LIMIT 1"
+)
+_COLS = "fam, hi, lo, prefix, gateway, range_set, container_id, ifname"
+
+
+def split(addr: int) -> tuple[int, int]:
+    """An address (up to 128 bits) as two signed 64-bit integers (order-preserving)."""
+    return (addr >> 64) - _B63, (addr & _M64) - _B63
+
+
+def join(hi: int, lo: int) -> int:
+    return ((hi + _B63) << 64) | (lo + _B63)
+
+
+class Row(NamedTuple):
+    fam: int
+    addr: int
+    prefix: int
+    gateway: str | None
+    range_set: int
+    container_id: str
+    ifname: str
+
+
+def _row(t: tuple) -> Row:
+    return Row(t[0], join(t[1], t[2]), t[3], t[4], t[5], t[6], t[7])
+
+
+def _is_busy(e: BaseException) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    m = str(e).lower()
+    return "locked" in m or "busy" in m
+
+
+class Txn:
+    """Queries of one transaction (only valid inside ``Store.write()``/``read()``)."""
+
+    def __init__(self, con) -> None:
+        self._con = con
+
+    def owner_leases(self, cid: str, ifname: str) -> list[Row]:
+        cur = self._con.execute(
+            f"SELECT {_COLS} FROM lease WHERE container_id=? AND ifname=? ORDER BY range_set", (cid, ifname)
+        )
+        return [_row(t) for t in cur]
+
+    def holder(self, fam: int, addr: int) -> tuple[str, str] | None:
+        t = self._con.execute(_POINT, (fam, *split(addr))).fetchone()
+        return (t[0], t[1]) if t else None
+
+    def find_free(self, fam: int, a: int, b: int, exclude: frozenset[int] | set[int] = frozenset()) -> int | None:
+        """Smallest address in ``[a, b]`` that is neither leased nor in ``exclude``."""
+        con = self._con
+        x = a
+        while x <= b:
+            top = x >> 64
+            seg_end = min(b, (top << 64) | _M64)  # this segment shares the upper 64 bits
+            hi, lx = split(x)
+            le = (seg_end & _M64) - _B63
+            found: int | None
+            if con.execute(_POINT, (fam, hi, lx)).fetchone() is None:
+                found = x
+            else:
+                t = con.execute(_GAP, (fam, hi, lx, le)).fetchone()
+                found = join(hi, t[0] + 1) if t else None
+            if found is None:
+                x = seg_end + 1
+                continue
+            if found in exclude:
+                x = found + 1
+                continue
+            return found
+        return None
+
+    def insert(self, fam: int, addr: int, prefix: int, gateway: str | None, range_set: int, cid: str, ifname: str) -> None:
+        hi, lo = split(addr)
+        self._con.execute(
+            "INSERT INTO lease (fam, hi, lo, prefix, gateway, range_set, container_id, ifname, created) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (fam, hi, lo, prefix, gateway, range_set, cid, ifname, int(time.time())),
+        )
+
+    def delete_owner(self, cid: str, ifname: str) -> list[Row]:
+        rows = self.owner_leases(cid, ifname)
+        if rows:
+            self._con.execute("DELETE FROM lease WHERE container_id=? AND ifname=?", (cid, ifname))
+        return rows
+
+    def owners(self) -> set[tuple[str, str]]:
+        return {(t[0], t[1]) for t in self._con.execute("SELECT DISTINCT container_id, ifname FROM lease")}
+
+    def count(self) -> int:
+        return self._con.execute("SELECT count(*) FROM lease").fetchone()[0]
+
+    def get_cursor(self, range_set: int) -> tuple[int, int] | None:
+        t = self._con.execute("SELECT fam, hi, lo FROM cursor WHERE range_set=?", (range_set,)).fetchone()
+        return (t[0], join(t[1], t[2])) if t else None
+
+    def set_cursor(self, range_set: int, fam: int, addr: int) -> None:
+        self._con.execute(
+            "INSERT OR REPLACE INTO cursor (range_set, fam, hi, lo) VALUES (?,?,?,?)", (range_set, fam, *split(addr))
+        )
+
+    def touch(self) -> None:
+        self._con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('status', ?)", (str(time.time()),))
+
+
+class Store:
+    """One network's reservation database. Not shared between threads without its lock."""
+
+    def __init__(self, directory: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, DB_NAME)
+        self.busy_timeout = float(busy_timeout)
+        self._con = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def open(self) -> None:
+        """Open (creating directory, file and schema if needed)."""
+        if self._con is not None:
+            return
+        import sqlite3
+
+        try:
+            os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create IPAM store directory {self.directory}: {e.strerror or e}") from None
+        con = None
+        try:
+            con = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._set_wal(con)
+            con.execute("PRAGMA synchronous=NORMAL")
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    version = con.execute("PRAGMA user_version").fetchone()[0]
+                    if version > SCHEMA_VERSION:
+                        raise StoreError(
+                            f"IPAM store {self.path} has schema version {version}, newer than this splice "
+                            f"({SCHEMA_VERSION})"
+                        )
+                    if version < SCHEMA_VERSION:
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                con.execute(stmt)
+                        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as e:
+            if con is not None:
+                con.close()
+            raise self._map(e) from None
+        except BaseException:
+            if con is not None:
+                con.close()
+            raise
+        self._con = con
+
+    def _set_wal(self, con) -> None:
+        # Switching a new file to WAL needs an exclusive lock; concurrent first openers
+        # may see "busy" (or the old mode) for a moment: retry within the busy timeout.
+        import sqlite3
+
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.002
+        while True:
+            try:
+                mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+                err: BaseException = StoreError(f"IPAM store {self.path}: cannot use WAL journal (got {mode!r})")
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+                err = e
+            if time.monotonic() >= deadline:
+                raise err
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def _map(self, e: BaseException) -> BaseException:
+        if _is_busy(e):
+            return StoreBusy(
+                f"IPAM store {self.path} is locked by another process (waited {self.busy_timeout:g}s); try again"
+            )
+        return StoreError(f"IPAM store {self.path} unusable: {e}")
+
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed if the body returns, else rolled back."""
+        with self._lock:
+            self.open()
+            yield from self._txn("BEGIN IMMEDIATE", write=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A consistent read snapshot (never waits for writers in WAL mode)."""
+        with self._lock:
+            self.open()
+            yield from self._txn("BEGIN", write=False)
+
+    def _txn(self, begin: str, write: bool) -> Iterator[Txn]:
+        import sqlite3
+
+        con = self._con
+        try:
+            con.execute(begin)
+        except sqlite3.Error as e:
+            raise self._map(e) from None
+        try:
+            yield Txn(con)
+            if write and _txn_hook is not None:
+                _txn_hook("before-commit")
+            con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise self._map(exc) from None
+            raise
