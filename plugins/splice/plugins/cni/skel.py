@@ -202,8 +202,29 @@ def _emit(stdout: TextIO, obj: dict) -> None:
 
 
 def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: dict) -> CmdArgs:
-    """Validate env and stdin into a CmdArgs; ``seen["version"]`` is set once the config's
-    version is known to be supported (errors after that point answer in that version)."""
+    """Validate env and stdin into a CmdArgs.
+
+    stdin is read first but its errors are raised after the env checks (env errors first,
+    as libcni); ``seen["version"]`` is set as soon as the config's cniVersion is known to be
+    supported, so every later error answers in that version.
+    """
+    stdin_error: CniError | None = None
+    raw = b""
+    config: object = None
+    try:
+        raw = _read_stdin(stdin)
+        config = json.loads(raw)
+    except CniError as exc:
+        stdin_error = exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        stdin_error = CniError(E.DECODE_FAILURE, "error unmarshalling network config", str(exc))
+    if stdin_error is None and not isinstance(config, dict):
+        stdin_error = CniError(E.DECODE_FAILURE, "error unmarshalling network config",
+                               f"expected a JSON object, got {type(config).__name__}")
+    supported = tuple(plugin.supported_versions)
+    if isinstance(config, dict) and config.get("cniVersion") in supported:
+        seen["version"] = config["cniVersion"]  # answer errors in the config's version
+
     missing = [name for name, needed_by in _REQUIRED if cmd in needed_by and not env.get(name)]
     if missing:
         raise CniError(E.INVALID_ENVIRONMENT, f"required env variables [{','.join(missing)}] missing")
@@ -217,17 +238,9 @@ def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: d
     cni_args = parse_cni_args(env.get("CNI_ARGS", ""), plugin.cni_args)
     path = [p for p in env.get("CNI_PATH", "").split(":") if p]
 
-    raw = _read_stdin(stdin)
-    try:
-        config = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CniError(E.DECODE_FAILURE, "error unmarshalling network config", str(exc)) from None
-    if not isinstance(config, dict):
-        raise CniError(E.DECODE_FAILURE, "error unmarshalling network config",
-                       f"expected a JSON object, got {type(config).__name__}")
-    supported = tuple(plugin.supported_versions)
-    if config.get("cniVersion") in supported:
-        seen["version"] = config["cniVersion"]  # answer errors in the config's version
+    if stdin_error is not None:
+        raise stdin_error
+    assert isinstance(config, dict)
     # Order as libcni's skel: network name, then the version reconciliation.
     validate_network_name(config.get("name"))
     if not isinstance(config.get("type"), str) or not config["type"]:
