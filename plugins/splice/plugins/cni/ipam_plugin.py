@@ -1,0 +1,195 @@
+"""``splice-ipam``: the CNI adapter of splice.ipam (host-local compatible IPAM).
+
+Used two ways: as the ``splice-ipam`` executable (class :class:`SpliceIpam`, run by the
+skel) and in-process by splice's own main plugins through the module-level helpers
+``ipam_add/ipam_del/ipam_check/ipam_status/ipam_gc`` (see ``splice.plugins.cni.ipam``).
+
+Per-call inputs:
+
+* ``config["ipam"]``, ``config["name"]`` (network name = store directory);
+* ``runtimeConfig.ipRanges`` (capability) replaces the configured ranges;
+* requested addresses, first non-empty source wins (CNI CONVENTIONS):
+  ``runtimeConfig.ips`` (capability) > ``args.cni.ips`` > ``CNI_ARGS`` ``IP=`` (a
+  comma-separated list is allowed); with or without a prefix length.
+
+Errors are splice.ipam's (IpamConfigError, PoolExhausted, AddressUnavailable,
+StoreBusy, StoreError) or CheckFailed; the skel maps them to CNI codes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from splice.plugins.cni.version import ALL_VERSIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from splice.ipam.allocator import Ipam, Lease
+    from splice.ipam.config import IpamConfig
+    from splice.plugins.cni.skel import CmdArgs
+
+
+def _runtime_config(a: "CmdArgs") -> dict:
+    rc = a.config.get("runtimeConfig")
+    return rc if isinstance(rc, dict) else {}
+
+
+def _config(a: "CmdArgs", *, ranges: bool = True) -> "IpamConfig":
+    """The parsed IPAM config. With ``ranges=False`` (DEL, GC) a config whose ranges do
+    not parse still yields the store location, so a release is never blocked by it."""
+    from splice.ipam.config import parse_ipam_config, store_location
+    from splice.ipam.errors import IpamConfigError
+
+    ipam = a.config.get("ipam")
+    name = a.config.get("name")
+    override = _runtime_config(a).get("ipRanges") or None
+    try:
+        return parse_ipam_config(ipam, name, override)
+    except IpamConfigError:
+        if ranges:
+            raise
+        return store_location(ipam, name)
+
+
+def _open(a: "CmdArgs", *, ranges: bool = True) -> "Ipam":
+    from splice.ipam.allocator import Ipam
+
+    return Ipam(_config(a, ranges=ranges))
+
+
+def _as_list(value: Any, where: str) -> list[str]:
+    from splice.ipam.errors import IpamConfigError
+
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise IpamConfigError(f"{where}: expected a list of IP addresses, got {value!r}")
+    return value
+
+
+def requested_ips(a: "CmdArgs") -> list:
+    """Requested addresses (``ip_interface``) by precedence: capability ``ips`` >
+    ``args.cni.ips`` > CNI_ARGS ``IP``. Each may carry a prefix length or not."""
+    import ipaddress
+
+    from splice.ipam.errors import IpamConfigError
+
+    raw: list[str] = []
+    where = ""
+    caps = _runtime_config(a).get("ips")
+    args = a.config.get("args")
+    cni = args.get("cni") if isinstance(args, dict) else None
+    from_args = cni.get("ips") if isinstance(cni, dict) else None
+    if caps:
+        raw, where = _as_list(caps, "runtimeConfig.ips"), "runtimeConfig.ips"
+    elif from_args:
+        raw, where = _as_list(from_args, "args.cni.ips"), "args.cni.ips"
+    elif (a.args or {}).get("IP"):
+        raw, where = [s for s in a.args["IP"].split(",") if s.strip()], "CNI_ARGS IP"
+    out = []
+    for s in raw:
+        try:
+            out.append(ipaddress.ip_interface(s.strip()))
+        except ValueError:
+            raise IpamConfigError(f"{where}: invalid IP address {s!r}") from None
+    return out
+
+
+def lease_result(cfg: "IpamConfig", leases: "list[Lease]") -> dict:
+    """The abbreviated IPAM result (canonical 1.1.0 shape: no interfaces)."""
+    ips = []
+    for lease in leases:
+        ip: dict = {"address": str(lease.address)}
+        if lease.gateway is not None:
+            ip["gateway"] = str(lease.gateway)
+        ips.append(ip)
+    result: dict = {"cniVersion": "1.1.0", "ips": ips, "routes": [r.to_dict() for r in cfg.routes]}
+    dns = {k: v for k, v in (cfg.dns or {}).items() if v not in (None, "", [], {})}
+    if dns:
+        result["dns"] = dns
+    return result
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ipam_add(a: "CmdArgs") -> dict:
+    """Allocate for ``(a.container_id, a.ifname)``; the canonical IPAM result."""
+    cfg = _config(a)
+    wanted = requested_ips(a)
+    from splice.ipam.allocator import Ipam
+
+    with Ipam(cfg) as ipam:
+        leases = ipam.allocate(a.container_id, a.ifname, wanted)
+    return lease_result(cfg, leases)
+
+
+def ipam_del(a: "CmdArgs") -> "list[Lease]":
+    """Release (idempotent, needs no netns); returns what was released."""
+    with _open(a, ranges=False) as ipam:
+        return ipam.release(a.container_id, a.ifname)
+
+
+def ipam_check(a: "CmdArgs") -> None:
+    """CheckFailed unless ``(cid, ifname)`` holds a reservation, and every address of
+    ``prevResult.ips`` is reserved for it."""
+    import ipaddress
+
+    from splice.plugins.errors import CheckFailed
+
+    with _open(a, ranges=False) as ipam:
+        leases = ipam.get(a.container_id, a.ifname)
+    name = a.config.get("name")
+    if not leases:
+        raise CheckFailed(
+            f"no IP address is reserved for container {a.container_id} interface {a.ifname} on network {name}"
+        )
+    mine = {lease.address.ip for lease in leases}
+    for ip in (a.prev_result or {}).get("ips") or []:
+        addr = ip.get("address") if isinstance(ip, dict) else None
+        try:
+            want = ipaddress.ip_interface(addr).ip
+        except (TypeError, ValueError):
+            raise CheckFailed(f"prevResult has an invalid address {addr!r}") from None
+        if want not in mine:
+            raise CheckFailed(
+                f"address {want} of prevResult is not reserved for container {a.container_id} "
+                f"interface {a.ifname} on network {name} (reserved: {', '.join(sorted(map(str, mine)))})"
+            )
+
+
+def ipam_status(a: "CmdArgs") -> None:
+    with _open(a) as ipam:
+        ipam.status()
+
+
+def ipam_gc(a: "CmdArgs") -> "list[Lease]":
+    """Release every reservation of the network not in the GC keep-list (union of
+    ``cni.dev/valid-attachments`` and legacy ``cni.dev/attachments``)."""
+    from splice.plugins.cni.skel import valid_attachments
+
+    valid = valid_attachments(a.config)
+    with _open(a, ranges=False) as ipam:
+        return ipam.gc(valid)
+
+
+class SpliceIpam:
+    """The ``splice-ipam`` executable's plugin (see the module docstring)."""
+
+    name = "splice-ipam"
+    supported_versions: tuple[str, ...] = ALL_VERSIONS
+    cni_args = frozenset({"IP"})
+
+    def add(self, a: "CmdArgs") -> dict:
+        return ipam_add(a)
+
+    def delete(self, a: "CmdArgs") -> None:
+        ipam_del(a)
+
+    def check(self, a: "CmdArgs") -> None:
+        ipam_check(a)
+
+    def status(self, a: "CmdArgs") -> None:
+        ipam_status(a)
+
+    def gc(self, a: "CmdArgs") -> None:
+        ipam_gc(a)
