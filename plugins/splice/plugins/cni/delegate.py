@@ -41,8 +41,13 @@ def _tail(text: str) -> str:
 
 
 def _error_from_output(plugin_type: str, command: str, rc: int, stdout: bytes, stderr: str) -> CniError:
-    """The delegate's own CNI error (stdout first, as libcni; then stderr), else a generic one."""
-    for stream in (stdout, stderr.encode()):
+    """The delegate's own CNI error (stdout first, as libcni; then stderr, whole or its last
+    line, since the spec once put errors there), else a generic one."""
+    err_text = stderr.strip()
+    candidates = [stdout, err_text.encode()]
+    if "\n" in err_text:
+        candidates.append(err_text.rsplit("\n", 1)[1].encode())
+    for stream in candidates:
         try:
             err = json.loads(stream)
         except (ValueError, UnicodeDecodeError):
