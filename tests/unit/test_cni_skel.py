@@ -570,18 +570,50 @@ class Fake:
 '''
 
 
-def test_version_subprocess_is_light(tmp_path):
-    """VERSION through run_plugin in a fresh interpreter: no ipaddress, json result."""
+def _python(tmp_path, code: str, env_extra: dict, stdin: bytes) -> subprocess.CompletedProcess:
     (tmp_path / "fakemod.py").write_text(FAKE_MODULE)
-    code = ("import sys; before = set(sys.modules); from splice.plugins.cni.skel import run_plugin; import fakemod; "
-            "rc = run_plugin(fakemod.Fake()); new = set(sys.modules) - before; "
-            "heavy = sorted(m for m in new if m.split('.')[0] in ('ipaddress', 'pyroute2', 'subprocess', 'sqlite3') "
-            "or m in ('splice.plugins.cni.types', 'splice.plugins.cni.delegate', 'traceback')); "
-            "print(heavy, file=sys.stderr); sys.exit(rc)")
-    env = {**os.environ, "CNI_COMMAND": "VERSION",
+    env = {**os.environ, **env_extra,
            "PYTHONPATH": os.pathsep.join([str(tmp_path)] + [os.path.join(REPO, d) for d in ("plugins", "ipam", "libnet")])}
-    p = subprocess.run([sys.executable, "-c", code], input=b'{"cniVersion": "0.4.0"}', capture_output=True, env=env,
-                       timeout=30)
+    return subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, env=env, timeout=30)
+
+
+NEW_HEAVY = ("import sys; new = set(sys.modules) - before; "
+             "heavy = sorted(m for m in new if m.split('.')[0] in HEAVY or m in HEAVY); "
+             "print(heavy, file=sys.stderr); sys.exit(rc)")
+
+
+def test_version_through_run_plugin_is_light(tmp_path):
+    """VERSION via run_plugin in a fresh interpreter: no types/ipaddress/subprocess loaded."""
+    code = ("import sys; before = set(sys.modules); from splice.plugins.cni.skel import run_plugin; import fakemod; "
+            "HEAVY = ('ipaddress', 'pyroute2', 'subprocess', 'sqlite3', 'traceback', 'splice.plugins.cni.types', "
+            "'splice.plugins.cni.delegate'); rc = run_plugin(fakemod.Fake()); " + NEW_HEAVY)
+    p = _python(tmp_path, code, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"cniVersion": "0.4.0", "supportedVersions": list(ALL_VERSIONS)}
     assert p.stderr.decode().strip() == "[]"
+
+
+def test_entry_point_version_fast_path_skips_skel(tmp_path):
+    code = ("import sys; before = set(sys.modules); from splice.plugins.cni import main; "
+            "HEAVY = ('dataclasses', 'ipaddress', 'pyroute2', 'subprocess', 'sqlite3', 'splice.plugins.cni.skel', "
+            "'splice.plugins.cni.types'); rc = main._run('fakemod', 'Fake'); " + NEW_HEAVY)
+    p = _python(tmp_path, code, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}')
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"cniVersion": "1.0.0", "supportedVersions": list(ALL_VERSIONS)}
+    assert p.stderr.decode().strip() == "[]"
+
+
+def test_entry_point_runs_skel_for_other_commands(tmp_path):
+    code = "import sys; from splice.plugins.cni import main; sys.exit(main._run('fakemod', 'Fake'))"
+    p = _python(tmp_path, code, {"CNI_COMMAND": "ADD"}, b"{}")
+    assert p.returncode == 1
+    assert json.loads(p.stdout)["code"] == 4
+
+
+def test_entry_point_plugin_import_failure_is_json(tmp_path):
+    code = "import sys; from splice.plugins.cni import main; sys.exit(main._run('no_such_module_xyz', 'X'))"
+    p = _python(tmp_path, code, {"CNI_COMMAND": "ADD"}, b"{}")
+    assert p.returncode == 1
+    err = json.loads(p.stdout)
+    assert err["code"] == E.INTERNAL and "no_such_module_xyz" in err["details"]
+    assert b"Traceback" not in p.stdout + p.stderr

@@ -181,21 +181,6 @@ def _read_stdin(stdin) -> bytes:
     return data
 
 
-def _version_command(plugin: Plugin, stdin, stdout: TextIO) -> int:
-    asked = None
-    try:
-        if not (hasattr(stdin, "isatty") and stdin.isatty()):
-            data = stdin.read()
-            if data and data.strip():
-                conf = json.loads(data)
-                if isinstance(conf, dict):
-                    asked = conf.get("cniVersion")
-    except Exception:  # VERSION answers whatever stdin holds
-        asked = None
-    _emit(stdout, ver.version_answer(asked, tuple(plugin.supported_versions)))
-    return 0
-
-
 def _emit(stdout: TextIO, obj: dict) -> None:
     stdout.write(json.dumps(obj, indent=4) + "\n")
     stdout.flush()
@@ -296,7 +281,7 @@ def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, 
         stdout = sys.stdout
     cmd = env.get("CNI_COMMAND", "")
     if cmd == "VERSION":
-        return _version_command(plugin, stdin, stdout)
+        return ver.run_version(tuple(plugin.supported_versions), stdin, stdout)
 
     seen: dict = {}
     try:

@@ -60,3 +60,27 @@ def version_answer(config_version: object, supported: tuple[str, ...] | list[str
     """The VERSION reply: the asked ``cniVersion`` if we support it, else CURRENT."""
     answer = config_version if isinstance(config_version, str) and config_version in supported else CURRENT
     return {"cniVersion": answer, "supportedVersions": list(supported)}
+
+
+def run_version(supported: tuple[str, ...] | list[str], stdin, stdout) -> int:
+    """The whole VERSION command: read ``{"cniVersion": ...}`` from ``stdin`` if there is one
+    (never blocking on a terminal, ignoring anything unparseable), print the answer, exit 0.
+
+    Shared by ``skel.run_plugin`` and the console scripts' fast path (``main.py``), which
+    answers VERSION without importing skel at all.
+    """
+    import json
+
+    asked = None
+    try:
+        if not (hasattr(stdin, "isatty") and stdin.isatty()):
+            data = stdin.read()
+            if data and data.strip():
+                conf = json.loads(data)
+                if isinstance(conf, dict):
+                    asked = conf.get("cniVersion")
+    except Exception:  # VERSION answers whatever stdin holds
+        asked = None
+    stdout.write(json.dumps(version_answer(asked, tuple(supported)), indent=4) + "\n")
+    stdout.flush()
+    return 0
