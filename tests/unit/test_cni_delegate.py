@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import sys
 import types as pytypes
 
@@ -321,7 +320,7 @@ class Upper:
 
 
 @pytest.mark.parametrize("config_version", ALL_VERSIONS)
-def test_upper_plugin_with_delegated_ipam(cni_bin, tmp_path, config_version, monkeypatch):
+def test_upper_plugin_with_delegated_ipam(cni_bin, tmp_path, config_version):
     base = make_args(cni_bin, tmp_path, version=config_version, FAKE_VERSION=config_version)
     env = {**base.env, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web"}
     out = io.StringIO()
