@@ -1,0 +1,241 @@
+"""MAC spoof check on bridge ports (the reference bridge's ``macspoofchk``, REFERENCE 2.2).
+
+Frames entering a bridge from a guarded port with a source MAC other than the one
+registered for that port are dropped. The reference makes two chains per attachment;
+here it is one rule and two sets, so the packet path is O(1) however many ports exist::
+
+    table bridge splice_filter {
+        set spoof_ifaces { type ifname }                 # "veth0a1b2c3d4e" comment "<owner>"
+        set spoof_allow { type ifname . ether_addr }     # "veth0a1b2c3d4e" . 02:42:0a:16:00:02 comment "<owner>"
+        chain prerouting {                               # type filter hook prerouting priority -300
+            iifname @spoof_ifaces iifname . ether saddr != @spoof_allow drop
+        }
+    }
+
+Ownership: both elements carry the owner as comment (127 bytes at most). The host veth
+name is derived from the owner (design.md), so a port name has one owner; an ``add`` for a
+port that is already guarded (a re-add, or a stale entry) replaces the port's elements
+atomically. ``remove(owner)`` lists the table (O(N)); when the caller also passes the
+port name and MAC it registered, the delete is one transaction without a listing.
+The table and chain are never deleted (shared by every bridge in the namespace).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import nft as N
+from .errors import NftError
+
+FAMILY = "bridge"
+TABLE = "splice_filter"
+BASE_CHAIN = "prerouting"
+PRIORITY = -300  # as the reference (before bridge nat/filter)
+IFACES = "spoof_ifaces"
+ALLOW = "spoof_allow"
+_ATTEMPTS = 5
+
+
+def normalize_mac(mac: str) -> str:
+    """``02-42-AC-11-00-02`` / ``0242.ac11.0002`` / ``02:42:ac:11:00:02`` -> lower-case colon form."""
+    hexdigits = "".join(ch for ch in mac if ch not in ":-.")
+    try:
+        raw = bytes.fromhex(hexdigits)
+    except ValueError:
+        raise ValueError(f"invalid MAC address {mac!r}") from None
+    if len(raw) != 6:
+        raise ValueError(f"invalid MAC address {mac!r}")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _check_ifname(name: str) -> str:
+    if not name or len(name.encode()) > 15 or name in (".", "..") or any(c in name for c in "/:\0") or any(
+        c.isspace() for c in name
+    ):
+        raise ValueError(f"invalid interface name {name!r}")
+    return name
+
+
+# -- pure builders --------------------------------------------------------------
+def build_skeleton() -> list[dict]:
+    t = (FAMILY, TABLE)
+    return [
+        N.add("table", N.table(*t)),
+        N.add("set", N.set_(*t, IFACES, "ifname")),
+        N.add("set", N.set_(*t, ALLOW, ["ifname", "ether_addr"])),
+        N.add("chain", N.base_chain(*t, BASE_CHAIN, type="filter", hook="prerouting", prio=PRIORITY)),
+        N.flush("chain", N.chain(*t, BASE_CHAIN)),
+        N.add("rule", N.rule(*t, BASE_CHAIN, [
+            N.match(N.meta("iifname"), "@" + IFACES),
+            N.match(N.concat(N.meta("iifname"), N.payload("ether", "saddr")), "@" + ALLOW, op="!="),
+            {"drop": None},
+        ])),
+    ]
+
+
+def iface_elem(ifname: str, owner_tag: str | None) -> dict:
+    return N.elements(FAMILY, TABLE, IFACES, [N.elem(ifname, owner_tag)])
+
+
+def allow_elem(ifname: str, mac: str, owner_tag: str | None) -> dict:
+    return N.elements(FAMILY, TABLE, ALLOW, [N.elem(N.concat(ifname, mac), owner_tag)])
+
+
+def build_add(owner_tag: str, ifname: str, mac: str) -> list[dict]:
+    """Fast-path ADD: fails with EEXIST when the port is already guarded."""
+    return build_skeleton() + [
+        N.create("element", iface_elem(ifname, owner_tag)),
+        N.add("element", allow_elem(ifname, mac, owner_tag)),
+    ]
+
+
+class _State:
+    def __init__(self, listing: list[dict] | None) -> None:
+        self.exists = listing is not None
+        listing = listing or []
+        sets = N.sets_in(listing)
+        self.rules = N.rules_in(listing, BASE_CHAIN)
+        self.has_chain = BASE_CHAIN in N.chains_in(listing)
+        self.ifaces: dict[str, str | None] = {}
+        self.allow: dict[tuple[str, str], str | None] = {}
+        for e in (sets.get(IFACES) or {}).get("elem", []) or []:
+            key, _, comment = N.split_elem(e)
+            self.ifaces[key] = comment
+        for e in (sets.get(ALLOW) or {}).get("elem", []) or []:
+            key, _, comment = N.split_elem(e)
+            if isinstance(key, tuple) and len(key) == 2:
+                self.allow[(key[0], key[1])] = comment
+
+
+class MacSpoofCheck:
+    """Source-MAC guards on bridge ports, tagged with their owner."""
+
+    def __init__(self, nft: N.Nft | None = None) -> None:
+        self.nft = nft or N.Nft()
+
+    def add(self, owner: str, host_ifname: str, mac: str) -> None:
+        """Drop frames entering the bridge from ``host_ifname`` unless their source is ``mac``."""
+        tag = N.tag(owner)
+        ifname = _check_ifname(host_ifname)
+        mac = normalize_mac(mac)
+        try:
+            self.nft.apply(build_add(tag, ifname, mac))
+            return
+        except NftError:
+            pass  # port already guarded (or a real error: the slow path re-raises)
+
+        def build(state: _State) -> list[dict]:
+            cmds = build_skeleton()
+            if ifname in state.ifaces and state.ifaces[ifname] != tag:
+                cmds += N.delete_quietly("element", iface_elem(ifname, None))
+            cmds.append(N.add("element", iface_elem(ifname, tag)))
+            for (name, other), comment in state.allow.items():
+                if name == ifname and (other != mac or comment != tag):
+                    cmds += N.delete_quietly("element", allow_elem(name, other, None))
+            cmds.append(N.add("element", allow_elem(ifname, mac, tag)))
+            return cmds
+
+        self._converge(build)
+
+    def remove(self, owner: str, host_ifname: str | None = None, mac: str | None = None) -> None:
+        """Remove ``owner``'s guard; idempotent.
+
+        ``host_ifname`` and ``mac`` (optional, both or neither) are what ``add`` was given:
+        with them the removal is one transaction and needs no listing.
+        """
+        tag = N.tag(owner)
+        if host_ifname is not None and mac is not None:
+            try:
+                self.nft.apply([
+                    N.delete("element", allow_elem(_check_ifname(host_ifname), normalize_mac(mac), None)),
+                    N.delete("element", iface_elem(host_ifname, None)),
+                ])
+                return
+            except NftError:
+                pass  # already gone, or registered differently: read the table
+
+        def build(state: _State) -> list[dict]:
+            cmds: list[dict] = []
+            for name, comment in state.ifaces.items():
+                if comment == tag:
+                    cmds += N.delete_quietly("element", iface_elem(name, None))
+            for (name, m), comment in state.allow.items():
+                if comment == tag:
+                    cmds += N.delete_quietly("element", allow_elem(name, m, None))
+            return cmds
+
+        self._converge(build)
+
+    def check(self, owner: str, host_ifname: str, mac: str) -> list[str]:
+        """Human-readable problems with ``owner``'s guard; [] when it is in place."""
+        tag = N.tag(owner)
+        mac = normalize_mac(mac)
+        state = self._state()
+        where = f"table {FAMILY} {TABLE}"
+        if not state.exists:
+            return [f"{where} does not exist"]
+        problems = []
+        want_rule = build_skeleton()[-1]["add"]["rule"]["expr"]
+        if not state.has_chain:
+            problems.append(f"{where}: chain {BASE_CHAIN} is missing")
+        elif not any(r["expr"] == want_rule for r in state.rules):
+            problems.append(f"{where}: chain {BASE_CHAIN} lacks the spoof-check rule")
+        if host_ifname not in state.ifaces:
+            problems.append(f"port {host_ifname} is not guarded (owner {tag!r})")
+        elif state.ifaces[host_ifname] != tag:
+            problems.append(f"port {host_ifname} is guarded for {state.ifaces[host_ifname]!r}, not {tag!r}")
+        if (host_ifname, mac) not in state.allow:
+            problems.append(f"{mac} is not the allowed source MAC of port {host_ifname}")
+        elif state.allow[(host_ifname, mac)] != tag:
+            problems.append(f"allowed MAC {mac} on {host_ifname} belongs to {state.allow[(host_ifname, mac)]!r}")
+        for (name, other) in state.allow:
+            if name == host_ifname and other != mac:
+                problems.append(f"port {host_ifname} also allows source MAC {other}")
+        return problems
+
+    def gc(self, prefix: str, keep: Callable[[str], bool]) -> list[str]:
+        """Remove guards whose owner starts with ``prefix`` and ``keep(owner)`` is False."""
+        verdicts: dict[str, bool] = {}
+
+        def stale(owner: str | None) -> bool:
+            if owner is None or not owner.startswith(prefix):
+                return False
+            if owner not in verdicts:
+                verdicts[owner] = not keep(owner)
+            return verdicts[owner]
+
+        removed: set[str] = set()
+
+        def build(state: _State) -> list[dict]:
+            removed.clear()
+            cmds: list[dict] = []
+            for name, comment in state.ifaces.items():
+                if stale(comment):
+                    removed.add(comment)  # type: ignore[arg-type]
+                    cmds += N.delete_quietly("element", iface_elem(name, None))
+            for (name, m), comment in state.allow.items():
+                if stale(comment):
+                    removed.add(comment)  # type: ignore[arg-type]
+                    cmds += N.delete_quietly("element", allow_elem(name, m, None))
+            return cmds
+
+        self._converge(build)
+        return sorted(removed)
+
+    # -- internals -----------------------------------------------------------
+    def _state(self) -> _State:
+        return _State(self.nft.list_table(FAMILY, TABLE))
+
+    def _converge(self, build: Callable[[_State], list[dict]]) -> None:
+        err: NftError | None = None
+        for _ in range(_ATTEMPTS):
+            cmds = build(self._state())
+            if not cmds:
+                return
+            try:
+                self.nft.apply(cmds)
+                return
+            except NftError as e:
+                err = e
+        assert err is not None
+        raise err
