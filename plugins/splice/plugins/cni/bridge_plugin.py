@@ -30,8 +30,9 @@ def _mac(a: "CmdArgs") -> str | None:
 
 
 def _has_ipam(a: "CmdArgs") -> bool:
-    ipam = a.config.get("ipam")
-    return isinstance(ipam, dict) and bool(ipam.get("type"))
+    from splice.plugins.cni.ipam import has_ipam
+
+    return has_ipam(a.config)
 
 
 def _attachment(a: "CmdArgs") -> "Attachment":
@@ -44,23 +45,6 @@ def _attachment(a: "CmdArgs") -> "Attachment":
         netns=a.netns or None,
         mac=_mac(a),
     )
-
-
-def _valid_attachments(config: dict) -> set[tuple[str, str]]:
-    from splice.plugins.errors import ConfigError
-
-    valid: set[tuple[str, str]] = set()
-    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-        items = config.get(key)
-        if items is None:
-            continue
-        if not isinstance(items, list):
-            raise ConfigError(f"{key} must be a list of attachments")
-        for item in items:
-            if not isinstance(item, dict) or "containerID" not in item or "ifname" not in item:
-                raise ConfigError(f"{key}: each attachment needs containerID and ifname, got {item!r}")
-            valid.add((str(item["containerID"]), str(item["ifname"])))
-    return valid
 
 
 class BridgePlugin:
@@ -155,7 +139,9 @@ class BridgePlugin:
         from splice.plugins.cni import ipam as ipamc
 
         driver = self._driver(a)
-        valid = _valid_attachments(a.config)
+        from splice.plugins.cni.skel import valid_attachments
+
+        valid = valid_attachments(a.config)
         errors: list[BaseException] = []
         try:
             driver.gc(a.config["name"], valid)
