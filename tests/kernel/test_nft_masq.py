@@ -12,6 +12,7 @@ import pytest
 
 from splice.conformance import oracle
 from splice.libnet.masq import Masquerade
+from splice.libnet.nft import Nft
 from splice.libnet.netns import Netns
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
@@ -316,3 +317,48 @@ def test_masquerade_real_traffic(make_ns):
     assert_nothing_left(host)
     ok, peer = _connect(container, outside, timeout=0.8)
     assert not ok and peer == "timeout"  # outside has no route back to 10.99.0.0/24
+
+
+class CountingNft(Nft):
+    """An Nft that records which calls list the whole table (the O(N) slow path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.listings = 0
+
+    def list_json(self, obj):
+        self.listings += "table" in obj
+        return super().list_json(obj)
+
+
+def test_common_paths_do_not_list_the_table(host_ns):
+    """ADD (first, next, repeated) and DEL (first, repeated, of a taken-over address) are O(1)."""
+    def body():
+        nft = CountingNft()
+        m = Masquerade(nft)
+        m.add(A, A_SRC)  # first use: scaffolding created on the way
+        m.add(B, B_SRC)
+        m.add(A, A_SRC)  # repeated ADD
+        m.remove(A, A_SRC)
+        m.remove(A, A_SRC)  # repeated DEL
+        m.add(C, [ip_interface("10.22.0.3/24")])  # takes B's v4 address over: slow path
+        slow = nft.listings
+        m.remove(B, [ip_interface("10.22.0.3/24")])  # not B's any more: probe says so
+        m.remove(C, [ip_interface("10.22.0.3/24")])
+        return slow, nft.listings
+    with Netns.open(host_ns.path) as ns:
+        slow, total = ns.run(body)
+    assert slow == 1 and total == 1
+    assert {k: v[0] for k, v in entries(host_ns).items()} == {"fd00:22::3": B}
+    masq(host_ns, "remove", B, B_SRC)
+    assert_nothing_left(host_ns)
+
+
+def test_remove_partial_ownership_removes_only_ours(host_ns):
+    masq(host_ns, "add", A, A_SRC)
+    masq(host_ns, "add", B, A_SRC[:1])  # A's v4 address given to B
+    masq(host_ns, "remove", A, A_SRC)  # compare-and-delete fails as a whole, the listing sorts it out
+    assert {k: v[0] for k, v in entries(host_ns).items()} == {"10.22.0.2": B}
+    assert owner_pairs(host_ns) == {"10.22.0.2": B}
+    masq(host_ns, "remove", B, A_SRC[:1])
+    assert_nothing_left(host_ns)

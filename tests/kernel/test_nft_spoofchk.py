@@ -126,3 +126,28 @@ def test_spoofed_source_mac_is_dropped(make_ns):
     assert_nothing_left(host)
     c2.sh("ip", "neigh", "flush", "all")
     assert _ping(c1, "10.98.0.3")  # unguarded again
+
+
+def test_common_paths_do_not_list_the_table(host_ns):
+    from splice.libnet.nft import Nft
+
+    class CountingNft(Nft):
+        listings = 0
+
+        def list_json(self, obj):
+            CountingNft.listings += "table" in obj
+            return super().list_json(obj)
+
+    def body():
+        s = MacSpoofCheck(CountingNft())
+        s.add(OWNER1, "vsp1", MAC1)  # first use
+        s.add(OWNER2, "vsp2", MAC2)
+        s.add(OWNER1, "vsp1", MAC1)  # repeated ADD
+        s.remove(OWNER1, "vsp1", MAC1)
+        s.remove(OWNER1, "vsp1", MAC1)  # repeated DEL
+        fast = CountingNft.listings
+        s.remove(OWNER2)  # by owner only: lists
+        return fast, CountingNft.listings
+    with Netns.open(host_ns.path) as ns:
+        assert ns.run(body) == (0, 1)
+    assert_nothing_left(host_ns)

@@ -33,11 +33,24 @@ digest is 15 hex digits of sha256 of the stored owner). Deleting the pair and th
 element in one transaction is a kernel-checked compare-and-delete: if the address now
 belongs to someone else the pair is absent, the transaction fails, nothing is removed.
 
-Costs: ``add`` is one transaction (``create`` of the element, so an address that is
-already present - a re-add, or a stale entry of another owner - is detected for free and
-handled on a slower path that lists the table and replaces the entry atomically).
-``remove`` with sources is one transaction; when it fails (already removed, not ours) a
-listing decides. ``remove(owner, None)``, ``list``, ``check`` and ``gc`` list the table.
+Costs (every path below is O(1) in the number of entries unless it says "lists"):
+
+* ``add``: one transaction holding only the elements (``create`` of the map element, so
+  an existing entry makes it fail). If it fails: create what is missing (scaffolding,
+  base chain, subnet chain; each with ``create`` so nothing is ever flushed or deleted
+  on this path) and retry; then try "re-assert" (the address is already ours: a
+  repeated ADD); only a stale entry of another owner, a partial state, a damaged table
+  or a real error reaches the slow path, which lists the table and converges it
+  (replace, flush and refill chains) in one transaction, or raises.
+* ``remove`` with sources: one compare-and-delete transaction. If it fails: is there a
+  table (lists table names only)? does none of the addresses carry our pair (a
+  create-then-delete probe)? then there is nothing of ours (a repeated DEL). Only a
+  partial state or a real error lists.
+* ``remove(owner, None)``, ``list``, ``check`` and ``gc`` list the table.
+
+Paths that only add things keep a short-lived process cheap: any transaction that
+deletes (even a chain flush) makes closing the netlink socket wait ~12 ms for the
+kernel's deferred destruction (perf-notes 4a), so ``add`` deletes only on its slow path.
 
 The table, the base chain and the (possibly empty) maps are never deleted (shared by every
 network, like the bridge); subnet chains no element refers to any more are pruned by
@@ -79,14 +92,17 @@ def subnet_chain(network: Any) -> str:
     return f"{CHAIN_PREFIX}{str(network.network_address).replace(':', '_')}-{network.prefixlen}"
 
 
-def build_skeleton() -> list[dict]:
-    """Table, maps, ownership sets and the base chain (flushed and refilled: idempotent)."""
+def build_scaffold() -> list[dict]:
+    """Table, maps and ownership sets: ``add`` is idempotent and deletes nothing."""
     cmds = [N.add("table", N.table(FAMILY, TABLE))]
     for v in (4, 6):
         cmds.append(N.add("map", N.map_(FAMILY, TABLE, MAPS[v], _ADDR_TYPE[v], "verdict")))
         cmds.append(N.add("set", N.set_(FAMILY, TABLE, OWNER_SETS[v], [_ADDR_TYPE[v], "ifname"])))
-    cmds.append(N.add("chain", N.base_chain(FAMILY, TABLE, BASE_CHAIN, type="nat", hook="postrouting", prio=SRCNAT)))
-    cmds.append(N.flush("chain", N.chain(FAMILY, TABLE, BASE_CHAIN)))
+    return cmds
+
+
+def _base_rules() -> list[dict]:
+    cmds = []
     for v in (4, 6):
         addr, plen = _MULTICAST[v]
         cmds.append(N.add("rule", N.rule(FAMILY, TABLE, BASE_CHAIN, [
@@ -99,17 +115,39 @@ def build_skeleton() -> list[dict]:
     return cmds
 
 
-def build_subnet_chain(network: Any) -> list[dict]:
-    """The subnet chain, created or reset to its two rules (converges under concurrency)."""
+def build_base_chain_once() -> list[dict]:
+    """The base chain with its rules; fails (EEXIST, changing nothing) when it exists."""
+    chain = N.base_chain(FAMILY, TABLE, BASE_CHAIN, type="nat", hook="postrouting", prio=SRCNAT)
+    return [N.create("chain", chain)] + _base_rules()
+
+
+def build_skeleton() -> list[dict]:
+    """Scaffold plus the base chain flushed and refilled: idempotent and self-repairing,
+    but the flush deletes rules (a short-lived process then pays ~12 ms closing its
+    netlink socket), so only the slow path uses it."""
+    chain = N.base_chain(FAMILY, TABLE, BASE_CHAIN, type="nat", hook="postrouting", prio=SRCNAT)
+    return build_scaffold() + [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, BASE_CHAIN))] + _base_rules()
+
+
+def _subnet_rules(network: Any) -> list[dict]:
     name = subnet_chain(network)
     proto = _PROTO[network.version]
     return [
-        N.add("chain", N.chain(FAMILY, TABLE, name)),
-        N.flush("chain", N.chain(FAMILY, TABLE, name)),
         N.add("rule", N.rule(FAMILY, TABLE, name, [
             N.match(N.payload(proto, "daddr"), N.prefix_or_addr(network)), {"return": None}])),
         N.add("rule", N.rule(FAMILY, TABLE, name, [{"masquerade": None}])),
     ]
+
+
+def build_subnet_chain_once(network: Any) -> list[dict]:
+    """The subnet chain with its rules; fails (EEXIST, changing nothing) when it exists."""
+    return [N.create("chain", N.chain(FAMILY, TABLE, subnet_chain(network)))] + _subnet_rules(network)
+
+
+def build_subnet_chain(network: Any) -> list[dict]:
+    """The subnet chain, created or reset to its two rules (converges under concurrency)."""
+    name = subnet_chain(network)
+    return [N.add("chain", N.chain(FAMILY, TABLE, name)), N.flush("chain", N.chain(FAMILY, TABLE, name))] + _subnet_rules(network)
 
 
 def map_elem(address: Any, owner_tag: str | None, target: Any) -> dict:
@@ -124,14 +162,23 @@ def owner_elem(address: Any, owner_tag: str, comment: str | None = None) -> dict
 
 
 def build_add(owner_tag: str, sources: list[Source]) -> list[dict]:
-    """Fast-path ADD: fails with EEXIST when any source address already has an element."""
-    cmds = build_skeleton()
-    for net in _networks(sources):
-        cmds += build_subnet_chain(net)
+    """Fast-path ADD, elements only: fails when the scaffolding or a subnet chain is
+    missing, or when a source address already has an entry (``create``)."""
+    cmds = []
     for s in sources:
         cmds.append(N.create("element", map_elem(s.ip, owner_tag, subnet_chain(s.network))))
         cmds.append(N.add("element", owner_elem(s.ip, owner_tag)))
     return cmds
+
+
+def build_reassert(owner_tag: str, sources: list[Source]) -> list[dict]:
+    """Repeated ADD: replace our own entries; fails (changing nothing) unless every
+    source already has this owner's ownership pair."""
+    cmds = []
+    for s in sources:
+        cmds.append(N.delete("element", owner_elem(s.ip, owner_tag)))
+        cmds.append(N.delete("element", N.elements(FAMILY, TABLE, MAPS[s.ip.version], [str(s.ip)])))
+    return cmds + build_add(owner_tag, sources)
 
 
 def build_remove(owner_tag: str, addresses: list[Any]) -> list[dict]:
@@ -140,6 +187,14 @@ def build_remove(owner_tag: str, addresses: list[Any]) -> list[dict]:
     for a in addresses:
         cmds.append(N.delete("element", owner_elem(a, owner_tag)))
         cmds.append(N.delete("element", N.elements(FAMILY, TABLE, MAPS[a.version], [str(a)])))
+    return cmds
+
+
+def build_none_owned(owner_tag: str, addresses: list[Any]) -> list[dict]:
+    """Probe: succeeds (changing nothing) iff none of ``addresses`` has this owner's pair."""
+    cmds = []
+    for a in addresses:
+        cmds += N.absent_probe("element", owner_elem(a, owner_tag))
     return cmds
 
 
@@ -208,11 +263,22 @@ class Masquerade:
         srcs = _sources(sources)
         if not srcs:
             return
-        try:
-            self.nft.apply(build_add(tag, srcs))
+        nft = self.nft
+        fast = build_add(tag, srcs)
+        if nft.try_apply(fast):
             return
-        except NftError:
-            pass  # some address is already present (or a real error: the slow path re-raises)
+        # first use on this host or in this subnet? create what is missing, deleting nothing
+        nft.try_apply(build_scaffold())
+        nft.try_apply(build_base_chain_once())
+        for net in _networks(srcs):
+            nft.try_apply(build_subnet_chain_once(net))
+        if nft.try_apply(fast):
+            return
+        # some address has an entry: all ours (a repeated ADD) is one more transaction
+        if nft.try_apply(build_reassert(tag, srcs)):
+            return
+        # someone else's (a stale entry for an address IPAM gave out again), a mix, a
+        # damaged table, or a real error: read the table, replace and repair, or raise
 
         def build(state: _State) -> list[dict]:
             cmds = build_skeleton()
@@ -249,11 +315,15 @@ class Masquerade:
             wanted = {_address(s) for s in sources}
             if not wanted:
                 return
-            try:
-                self.nft.apply(build_remove(tag, sorted(wanted, key=_sort_key)))
+            addresses = sorted(wanted, key=_sort_key)
+            if self.nft.try_apply(build_remove(tag, addresses)):
                 return
-            except NftError:
-                pass  # already gone, not ours, or no table: read the table and decide
+            # already gone, not ours, or no table at all: two cheap questions first
+            if not self.nft.table_exists(FAMILY, TABLE):
+                return
+            if self.nft.try_apply(build_none_owned(tag, addresses)):
+                return
+            # a partial state (some ours, some not) or a real error: read the table
         d = digest(tag)
 
         def build(state: _State) -> list[dict]:

@@ -94,6 +94,15 @@ class Nft:
         if cmds:
             self._run(list(cmds))
 
+    def try_apply(self, cmds: list[dict]) -> bool:
+        """:meth:`apply`, returning False instead of raising (for probes and fast paths
+        whose failure sends the caller down a path that re-detects real errors)."""
+        try:
+            self.apply(cmds)
+            return True
+        except NftError:
+            return False
+
     def list_json(self, obj: dict) -> list[dict]:
         """``{"list": obj}``: the listed objects (metainfo dropped), e.g. ``[{"table": ..}, {"map": ..}]``.
 
@@ -147,6 +156,19 @@ def delete_quietly(kind: str, obj: dict) -> list[dict]:
     adding an existing key with different data fails with EEXIST.
     """
     return [add(kind, obj), delete(kind, obj)]
+
+
+def present_probe(kind: str, obj: dict) -> list[dict]:
+    """Delete, then add again: a batch that succeeds (changing nothing) iff ``obj`` exists.
+
+    For elements the re-added copy is ``obj`` as given (its comment and data win).
+    """
+    return [delete(kind, obj), add(kind, obj)]
+
+
+def absent_probe(kind: str, obj: dict) -> list[dict]:
+    """Create, then delete: a batch that succeeds (changing nothing) iff ``obj`` is absent."""
+    return [create(kind, obj), delete(kind, obj)]
 
 
 def table(family: str, name: str) -> dict:

@@ -15,8 +15,10 @@ here it is one rule and two sets, so the packet path is O(1) however many ports 
 Ownership: both elements carry the owner as comment (127 bytes at most). The host veth
 name is derived from the owner (design.md), so a port name has one owner; an ``add`` for a
 port that is already guarded (a re-add, or a stale entry) replaces the port's elements
-atomically. ``remove(owner)`` lists the table (O(N)); when the caller also passes the
-port name and MAC it registered, the delete is one transaction without a listing.
+atomically. As in masq.py, ``add`` (first, next, repeated) needs no listing and deletes
+nothing on its common paths; ``remove(owner)`` lists the table (O(N)); when the caller
+also passes the port name and MAC it registered, the delete is one transaction (and a
+repeated delete two cheap ones) without a listing.
 The table and chain are never deleted (shared by every bridge in the namespace).
 """
 
@@ -57,19 +59,39 @@ def _check_ifname(name: str) -> str:
 
 
 # -- pure builders --------------------------------------------------------------
-def build_skeleton() -> list[dict]:
+def build_scaffold() -> list[dict]:
+    """Table and sets: ``add`` is idempotent and deletes nothing."""
     t = (FAMILY, TABLE)
     return [
         N.add("table", N.table(*t)),
         N.add("set", N.set_(*t, IFACES, "ifname")),
         N.add("set", N.set_(*t, ALLOW, ["ifname", "ether_addr"])),
-        N.add("chain", N.base_chain(*t, BASE_CHAIN, type="filter", hook="prerouting", prio=PRIORITY)),
-        N.flush("chain", N.chain(*t, BASE_CHAIN)),
-        N.add("rule", N.rule(*t, BASE_CHAIN, [
-            N.match(N.meta("iifname"), "@" + IFACES),
-            N.match(N.concat(N.meta("iifname"), N.payload("ether", "saddr")), "@" + ALLOW, op="!="),
-            {"drop": None},
-        ])),
+    ]
+
+
+def _rule() -> dict:
+    return N.add("rule", N.rule(FAMILY, TABLE, BASE_CHAIN, [
+        N.match(N.meta("iifname"), "@" + IFACES),
+        N.match(N.concat(N.meta("iifname"), N.payload("ether", "saddr")), "@" + ALLOW, op="!="),
+        {"drop": None},
+    ]))
+
+
+def _base_chain() -> dict:
+    return N.base_chain(FAMILY, TABLE, BASE_CHAIN, type="filter", hook="prerouting", prio=PRIORITY)
+
+
+def build_chain_once() -> list[dict]:
+    """The base chain and its rule; fails (EEXIST, changing nothing) when it exists."""
+    return [N.create("chain", _base_chain()), _rule()]
+
+
+def build_skeleton() -> list[dict]:
+    """Scaffold plus the chain flushed and refilled (slow path: self-repairing)."""
+    return build_scaffold() + [
+        N.add("chain", _base_chain()),
+        N.flush("chain", N.chain(FAMILY, TABLE, BASE_CHAIN)),
+        _rule(),
     ]
 
 
@@ -82,11 +104,31 @@ def allow_elem(ifname: str, mac: str, owner_tag: str | None) -> dict:
 
 
 def build_add(owner_tag: str, ifname: str, mac: str) -> list[dict]:
-    """Fast-path ADD: fails with EEXIST when the port is already guarded."""
-    return build_skeleton() + [
+    """Fast-path ADD, elements only: fails when the table is missing or the port is
+    already guarded (``create``)."""
+    return [
         N.create("element", iface_elem(ifname, owner_tag)),
         N.add("element", allow_elem(ifname, mac, owner_tag)),
     ]
+
+
+def build_remove(ifname: str, mac: str) -> list[dict]:
+    """Fast-path DEL: fails (removing nothing) unless the port is guarded with ``mac``."""
+    return [
+        N.delete("element", allow_elem(ifname, mac, None)),
+        N.delete("element", iface_elem(ifname, None)),
+    ]
+
+
+def build_reassert(owner_tag: str, ifname: str, mac: str) -> list[dict]:
+    """Repeated ADD: re-create both elements with this owner; fails (changing nothing)
+    unless the port is already guarded with ``mac``."""
+    return build_remove(ifname, mac) + build_add(owner_tag, ifname, mac)
+
+
+def build_unguarded(ifname: str, mac: str) -> list[dict]:
+    """Probe: succeeds (changing nothing) iff neither the guard nor the pair exists."""
+    return N.absent_probe("element", iface_elem(ifname, None)) + N.absent_probe("element", allow_elem(ifname, mac, None))
 
 
 class _State:
@@ -118,11 +160,18 @@ class MacSpoofCheck:
         tag = N.tag(owner)
         ifname = _check_ifname(host_ifname)
         mac = normalize_mac(mac)
-        try:
-            self.nft.apply(build_add(tag, ifname, mac))
+        nft = self.nft
+        fast = build_add(tag, ifname, mac)
+        if nft.try_apply(fast):
             return
-        except NftError:
-            pass  # port already guarded (or a real error: the slow path re-raises)
+        # first use in this namespace? create what is missing, deleting nothing
+        nft.try_apply(build_scaffold())
+        nft.try_apply(build_chain_once())
+        if nft.try_apply(fast):
+            return
+        if nft.try_apply(build_reassert(tag, ifname, mac)):  # a repeated ADD
+            return
+        # the port is guarded with another MAC (or damaged, or a real error): list and converge
 
         def build(state: _State) -> list[dict]:
             cmds = build_skeleton()
@@ -145,14 +194,14 @@ class MacSpoofCheck:
         """
         tag = N.tag(owner)
         if host_ifname is not None and mac is not None:
-            try:
-                self.nft.apply([
-                    N.delete("element", allow_elem(_check_ifname(host_ifname), normalize_mac(mac), None)),
-                    N.delete("element", iface_elem(host_ifname, None)),
-                ])
+            ifname, mac = _check_ifname(host_ifname), normalize_mac(mac)
+            if self.nft.try_apply(build_remove(ifname, mac)):
                 return
-            except NftError:
-                pass  # already gone, or registered differently: read the table
+            if not self.nft.table_exists(FAMILY, TABLE):
+                return
+            if self.nft.try_apply(build_unguarded(ifname, mac)):  # a repeated DEL
+                return
+            # registered differently (another MAC), or a real error: read the table
 
         def build(state: _State) -> list[dict]:
             cmds: list[dict] = []
@@ -175,7 +224,7 @@ class MacSpoofCheck:
         if not state.exists:
             return [f"{where} does not exist"]
         problems = []
-        want_rule = build_skeleton()[-1]["add"]["rule"]["expr"]
+        want_rule = _rule()["add"]["rule"]["expr"]
         if not state.has_chain:
             problems.append(f"{where}: chain {BASE_CHAIN} is missing")
         elif not any(r["expr"] == want_rule for r in state.rules):
