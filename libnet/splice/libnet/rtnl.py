@@ -25,6 +25,7 @@ stand-in (``from pyroute2 import NDB``) executes the real ``__init__`` into it.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -95,7 +96,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # -- results -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Link:
-    """What one RTM_NEWLINK message says about a link (the fields splice uses)."""
+    """What one RTM_NEWLINK message says about a link (the fields splice uses).
+
+    ``brport`` and ``vlan_filtering`` are decoded on first access only: pyroute2 decodes
+    nested attributes lazily, and a bridge's IFLA_INFO_DATA (or a port's slave data) is
+    the most expensive part of the message.
+    """
 
     index: int
     name: str
@@ -109,8 +115,8 @@ class Link:
     peer_netnsid: int | None = None  # IFLA_LINK_NETNSID: set when the peer lives in another netns
     operstate: str | None = None
     slave_kind: str | None = None
-    brport: Mapping[str, int] = field(default_factory=dict)  # IFLA_BRPORT_* without prefix, lower case
-    vlan_filtering: bool | None = None  # bridges only
+    _info_data: Any = field(default=None, repr=False, compare=False)
+    _slave_data: Any = field(default=None, repr=False, compare=False)
 
     @property
     def up(self) -> bool:
@@ -119,6 +125,26 @@ class Link:
     @property
     def promisc(self) -> bool:
         return bool(self.flags & IFF_PROMISC)
+
+    @functools.cached_property
+    def brport(self) -> Mapping[str, int]:
+        """IFLA_BRPORT_{MODE,ISOLATED,STATE} of a bridge port, keys without prefix, lower case."""
+        out: dict[str, int] = {}
+        if self.slave_kind == "bridge" and self._slave_data is not None:
+            for name, value in self._slave_data.get("attrs", ()):
+                if name in ("IFLA_BRPORT_MODE", "IFLA_BRPORT_ISOLATED", "IFLA_BRPORT_STATE"):
+                    out[name[len("IFLA_BRPORT_"):].lower()] = value
+        return out
+
+    @functools.cached_property
+    def vlan_filtering(self) -> bool | None:
+        """IFLA_BR_VLAN_FILTERING of a bridge; None for other links."""
+        if self.kind != "bridge" or self._info_data is None:
+            return None
+        for name, value in self._info_data.get("attrs", ()):
+            if name == "IFLA_BR_VLAN_FILTERING":
+                return bool(value)
+        return None
 
     @property
     def hairpin(self) -> bool:
@@ -160,41 +186,41 @@ def _error(e: NetlinkError, what: str) -> NetError:
     return from_errno(code, f"{what}: {os.strerror(code) if code else e}")
 
 
+_LINK_ATTRS = {
+    "IFLA_IFNAME": "name",
+    "IFLA_ADDRESS": "mac",
+    "IFLA_MTU": "mtu",
+    "IFLA_MASTER": "master",
+    "IFLA_IFALIAS": "alias",
+    "IFLA_LINK": "peer_index",
+    "IFLA_LINK_NETNSID": "peer_netnsid",
+    "IFLA_OPERSTATE": "operstate",
+}
+
+
 def _link_from_msg(msg: Any) -> Link:
-    kind = slave_kind = None
-    brport: dict[str, int] = {}
-    vlan_filtering = None
-    info = msg.get("linkinfo")
+    """One pass over the message's attributes (pyroute2's ``get()`` rescans them per key)."""
+    kw: dict[str, Any] = {}
+    info = None
+    for name, value in msg["attrs"]:
+        key = _LINK_ATTRS.get(name)
+        if key is not None:
+            kw[key] = value
+        elif name == "IFLA_LINKINFO":
+            info = value
     if info is not None:
-        kind = info.get("kind")
-        slave_kind = info.get("slave_kind")
-        if kind == "bridge":
-            data = info.get("data")
-            if data is not None:
-                vf = data.get("IFLA_BR_VLAN_FILTERING")
-                vlan_filtering = None if vf is None else bool(vf)
-        if slave_kind == "bridge":
-            sdata = info.get("slave_data")
-            for name, value in getattr(sdata, "get", lambda *_: None)("attrs") or ():
-                if name in ("IFLA_BRPORT_MODE", "IFLA_BRPORT_ISOLATED", "IFLA_BRPORT_STATE"):
-                    brport[name[len("IFLA_BRPORT_"):].lower()] = value
-    master = msg.get("master")
-    return Link(
-        index=msg["index"],
-        name=msg.get("ifname"),
-        kind=kind,
-        mac=msg.get("address"),
-        mtu=msg.get("mtu"),
-        flags=msg["flags"],
-        master=master or None,
-        alias=msg.get("ifalias"),
-        peer_index=msg.get("link"),
-        peer_netnsid=msg.get("link_netnsid"),
-        operstate=msg.get("operstate"),
-        slave_kind=slave_kind,
-        brport=brport,
-        vlan_filtering=vlan_filtering,
-    )
+        for name, value in info.get("attrs", ()):
+            if name == "IFLA_INFO_KIND":
+                kw["kind"] = value
+            elif name == "IFLA_INFO_SLAVE_KIND":
+                kw["slave_kind"] = value
+            elif name == "IFLA_INFO_DATA":
+                kw["_info_data"] = value
+            elif name == "IFLA_INFO_SLAVE_DATA":
+                kw["_slave_data"] = value
+    if not kw.get("master"):
+        kw["master"] = None
+    return Link(index=msg["index"], flags=msg["flags"], **kw)
 
 
 def _flags(up: bool | None = None, promisc: bool | None = None) -> dict[str, int]:
@@ -224,6 +250,23 @@ class Rtnl:
 
     def close(self) -> None:
         self._ipr.close()
+
+    def _echo_link(self, **kw: Any) -> Link | None:
+        """``link('add', **kw)`` with NLM_F_ECHO: the kernel answers with the new link.
+
+        Saves the lookup that would follow a creation. None on kernels that do not echo
+        RTM_NEWLINK (before 6.1); callers then look the link up by name.
+        """
+        status = self._ipr.asyncore.status
+        status["nlm_echo"] = True
+        try:
+            msgs = self._ipr.link("add", **kw)
+        finally:
+            status["nlm_echo"] = False
+        for m in msgs or ():
+            if m.get("event") == "RTM_NEWLINK" and m.get("ifname") == kw.get("ifname"):
+                return _link_from_msg(m)
+        return None
 
     def __enter__(self) -> "Rtnl":
         return self
@@ -274,8 +317,8 @@ class Rtnl:
         mac: str | None = None,
         vlan_filtering: bool = False,
         up: bool = False,
-    ) -> bool:
-        """Create a bridge; True when created, False when a link with that name exists.
+    ) -> Link | None:
+        """Create a bridge; the new link, or None when a link with that name exists.
 
         ``vlan_filtering`` on a kernel without CONFIG_BRIDGE_VLAN_FILTERING raises
         :class:`NotSupported`.
@@ -289,17 +332,17 @@ class Rtnl:
             kw["br_vlan_filtering"] = 1
         kw.update(_flags(up=True) if up else {})
         try:
-            self._ipr.link("add", **kw)
-            return True
+            link = self._echo_link(**kw)
         except NetlinkError as e:
             if e.code == _errno.EEXIST:
-                return False
+                return None
             if e.code == _errno.EOPNOTSUPP and vlan_filtering:
                 raise NotSupported(
                     f"create bridge {name!r} with VLAN filtering: not supported by this kernel "
                     "(CONFIG_BRIDGE_VLAN_FILTERING)"
                 ) from None
             raise _error(e, f"create bridge {name!r}") from None
+        return link or self.require_link(name)
 
     def add_veth(
         self,
@@ -312,12 +355,13 @@ class Rtnl:
         mac: str | None = None,
         peer_mac: str | None = None,
         up: bool = False,
-    ) -> None:
+    ) -> Link:
         """Create a veth pair in one RTM_NEWLINK; the peer directly in ``peer_netns_fd``.
 
         Creating the peer inside the target namespace avoids a namespace move (about
         18 ms of RCU grace period). ``master`` (an ifindex) and ``up`` apply to ``name``.
-        Either name taken → :class:`LinkExists`.
+        Returns the new link ``name``; its ``peer_index`` is the peer's ifindex in the
+        peer's namespace. Either name taken → :class:`LinkExists`.
         """
         peer_attrs: dict[str, Any] = {"ifname": peer}
         if peer_netns_fd is not None:
@@ -335,11 +379,12 @@ class Rtnl:
             kw["master"] = master
         kw.update(_flags(up=True) if up else {})
         try:
-            self._ipr.link("add", **kw)
+            link = self._echo_link(**kw)
         except NetlinkError as e:
             if e.code == _errno.EEXIST:
                 raise LinkExists(f"create veth {name!r}/{peer!r}: a link with one of these names exists") from None
             raise _error(e, f"create veth {name!r}/{peer!r}") from None
+        return link or self.require_link(name)
 
     def set_link(
         self,
@@ -379,7 +424,7 @@ class Rtnl:
 
     def set_brport(
         self,
-        index: int,
+        link: int | str,
         *,
         hairpin: bool | None = None,
         isolated: bool | None = None,
@@ -387,9 +432,10 @@ class Rtnl:
     ) -> None:
         """Bridge-port options of an enslaved link (IFLA_INFO_SLAVE_DATA), plus its alias.
 
-        One RTM_NEWLINK; the link must already be a bridge port.
+        One RTM_NEWLINK; ``link`` is an ifindex or a name (the kernel resolves a name
+        itself, which saves a lookup). Hairpin/isolated need the link to be a bridge port.
         """
-        kw: dict[str, Any] = {"index": index}
+        kw: dict[str, Any] = {"index": link} if isinstance(link, int) else {"ifname": link}
         if alias is not None:
             kw["ifalias"] = alias
         if hairpin is not None or isolated is not None:
@@ -403,7 +449,7 @@ class Rtnl:
         try:
             self._ipr.link("set", **kw)
         except NetlinkError as e:
-            raise _error(e, f"set bridge port options of link #{index}") from None
+            raise _error(e, f"set bridge port options of link {link!r}") from None
 
     def delete_link(self, index: int | None = None, name: str | None = None) -> bool:
         """Delete a link by index or name; False when it is already gone."""

@@ -1,0 +1,688 @@
+"""The bridge driver: a Linux bridge in the host, a veth pair per attachment.
+
+Protocol-neutral: it takes :mod:`splice.plugins.model` objects and an explicit host
+:class:`~splice.libnet.netns.Netns`, and knows nothing of CNI. Behaviour follows the
+reference ``bridge`` plugin (REFERENCE 2.2); differences are noted where they occur.
+
+ADD does its host work in one ``host.run`` and its sandbox work in one ``sandbox.run``:
+
+* host: look the bridge up (create it if missing, with a fixed random MAC so that ports
+  coming and going never change it; ``vlan_filtering`` only at creation; ``accept_ra=0``;
+  up; promisc), the gateway addresses and forwarding sysctls, then ONE ``RTM_NEWLINK``
+  making the veth pair with the host end enslaved and up and the peer created directly
+  inside the sandbox under a temporary name (no namespace move: perf-notes 3b), then the
+  alias/hairpin/isolated of the port, its VLANs, masquerade and MAC spoof check;
+* sandbox: sysctls of the new interface, addresses, rename to ``ifname`` + up in one
+  message (the rename fails with EEXIST when ``ifname`` exists: that is the
+  :class:`InterfaceExists` check, at no extra round trip), then routes.
+
+Both MACs of the pair are chosen here (the requested one for the sandbox side), so no
+read-back is needed. Anything ADD created is undone on failure (the bridge excepted).
+
+Ownership lives in the kernel: the host veth name is derived from
+``(network, container_id, ifname)`` and carries the alias
+``splice:<network>:<cid>:<ifname>``; masquerade / spoof-check entries carry the owner
+tag ``"<sha256(network)[:8]> <cid> <ifname>"``. DEL and GC need nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from splice.libnet import rtnl, sysctl
+from splice.libnet.errors import LinkExists, NetnsNotFound
+from splice.libnet.names import ifname_problem, normalize_mac, random_mac, truncate_utf8
+from splice.libnet.netns import Netns
+from splice.plugins.bridge.config import BridgeConfig
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
+from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
+
+ALIAS_PREFIX = "splice:"
+GW_ALIAS_PREFIX = "splice-gw:"  # the bridge-side port of a "<bridge>.<vlan>" gateway interface
+BRIDGE_ALIAS = "splice-bridge"  # on bridges splice created (their MAC is pinned)
+MAX_ALIAS = 255
+MAX_OWNER = 127
+CONTAINER_IF_INDEX = 2  # interfaces = [bridge, host veth, container]
+DAD_SETTLE_TIMEOUT = 10.0  # seconds, with enabledad only (as the reference's SettleAddresses)
+RT_SCOPE_LINK = 253
+
+
+# -- names and tags (design.md "Kernel objects and owners") --------------------------
+def host_veth_name(network: str, container_id: str, ifname: str) -> str:
+    return "veth" + hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:10]
+
+
+def veth_alias(network: str, container_id: str, ifname: str) -> str:
+    return truncate_utf8(f"{ALIAS_PREFIX}{network}:{container_id}:{ifname}", MAX_ALIAS)
+
+
+def net8(network: str) -> str:
+    return hashlib.sha256(network.encode()).hexdigest()[:8]
+
+
+def owner_tag(network: str, container_id: str, ifname: str) -> str:
+    return truncate_utf8(f"{net8(network)} {container_id} {ifname}", MAX_OWNER)
+
+
+def gc_prefix(network: str) -> str:
+    """Prefix of every masquerade / spoof-check owner tag of ``network``."""
+    return net8(network) + " "
+
+
+def vlan_gateway_port_name(bridge: str, vlan: int) -> str:
+    return "vethg" + hashlib.sha256(f"{bridge}\0{vlan}".encode()).hexdigest()[:10]
+
+
+def default_gateway(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> Any:
+    """The reference's ``calcGatewayIP``: the first address after the network address."""
+    return address.network.network_address + 1
+
+
+def _masquerade() -> Any:
+    from splice.libnet.masq import Masquerade
+
+    return Masquerade()
+
+
+def _spoofchk() -> Any:
+    from splice.libnet.spoofchk import MacSpoofCheck
+
+    return MacSpoofCheck()
+
+
+# -- ADD bookkeeping --------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Everything ADD decides before touching the kernel."""
+
+    host_veth: str
+    alias: str
+    tmp: str
+    owner: str
+    host_mac: str
+    peer_mac: str
+    ips: list[IPConfig]
+    routes: list[Route]  # as returned (IPAM routes + default routes)
+    gw_addrs: list[Any]  # gateway/prefix to put on the bridge (or its VLAN interface)
+    family_gw: dict[int, Any]  # gateway per IP version, for routes without one
+
+
+@dataclass
+class _Progress:
+    """What ADD has done so far, for the rollback and the result."""
+
+    bridge_index: int | None = None
+    bridge_mac: str | None = None
+    gw_link_index: int | None = None
+    added_addrs: list[Any] = field(default_factory=list)
+    veth_created: bool = False
+    peer_index: int | None = None  # ifindex of the new interface inside the sandbox
+    masq_added: bool = False
+    spoof_added: bool = False
+    vlan_gw: Interface | None = None
+
+
+class BridgeDriver:
+    def __init__(self, cfg: BridgeConfig, host: Netns) -> None:
+        self.cfg = cfg
+        self.host = host
+
+    # =================================================================== ADD
+    def add(self, att: Attachment, ips: list[IPConfig], routes: list[Route]) -> Wiring:
+        """Wire ``att`` to the bridge; returns what was made. Rolls back on failure."""
+        self._validate(att, need_netns=True)
+        plan = self._plan(att, ips, routes)
+        prog = _Progress()
+        with contextlib.ExitStack() as stack:
+            sandbox = Netns.open(att.netns)  # type: ignore[arg-type]  # NetnsNotFound when gone
+            stack.callback(sandbox.close)
+            stack.push(lambda et, ev, tb: self._rollback(ev, att, plan, prog) if ev is not None else False)
+            rtnl.run(self.host, self._host_add, att, plan, prog, sandbox.fd)
+            rtnl.run(sandbox, self._sandbox_add, att, plan, prog.peer_index)
+        interfaces = [
+            Interface(name=self.cfg.bridge, mac=prog.bridge_mac),
+            Interface(name=plan.host_veth, mac=plan.host_mac),
+            Interface(name=att.ifname, mac=plan.peer_mac, sandbox=att.netns, mtu=self.cfg.mtu),
+        ]
+        if prog.vlan_gw is not None:
+            interfaces.append(prog.vlan_gw)  # as the reference: appended after the container
+        return Wiring(interfaces=interfaces, ips=plan.ips, routes=plan.routes)
+
+    def _validate(self, att: Attachment, need_netns: bool) -> None:
+        if not att.container_id:
+            raise ConfigError("container id must not be empty")
+        problem = ifname_problem(att.ifname)
+        if problem:
+            raise ConfigError(f"interface name {att.ifname!r} is not valid: it {problem}")
+        if need_netns and not att.netns:
+            raise ConfigError("the sandbox network namespace path is required")
+
+    def _plan(self, att: Attachment, ips: list[IPConfig], routes: list[Route]) -> _Plan:
+        cfg = self.cfg
+        if att.mac:
+            try:
+                peer_mac = normalize_mac(att.mac)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        else:
+            peer_mac = random_mac()
+        out_ips: list[IPConfig] = []
+        family_gw: dict[int, Any] = {}
+        gw_addrs: list[Any] = []
+        for ip in ips:
+            gw = ip.gateway
+            if gw is None and cfg.is_gateway:
+                gw = default_gateway(ip.address)
+            out_ips.append(IPConfig(address=ip.address, gateway=gw, interface=CONTAINER_IF_INDEX))
+            if gw is not None:
+                family_gw.setdefault(ip.address.version, gw)
+            if cfg.is_gateway:
+                want = ipaddress.ip_interface(f"{gw}/{ip.address.network.prefixlen}")
+                if want not in gw_addrs:
+                    gw_addrs.append(want)
+        out_routes = list(routes)
+        if cfg.is_default_gateway:
+            for version, gw in sorted(family_gw.items()):
+                dflt = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+                # as the reference: a default route *with a gateway* from IPAM wins
+                if not any(r.dst == dflt and r.gw is not None for r in out_routes):
+                    out_routes.append(Route(dst=dflt, gw=gw))
+        return _Plan(
+            host_veth=host_veth_name(att.network, att.container_id, att.ifname),
+            alias=veth_alias(att.network, att.container_id, att.ifname),
+            tmp="sp" + secrets.token_hex(4),
+            owner=owner_tag(att.network, att.container_id, att.ifname),
+            host_mac=random_mac(),
+            peer_mac=peer_mac,
+            ips=out_ips,
+            routes=out_routes,
+            gw_addrs=gw_addrs,
+            family_gw=family_gw,
+        )
+
+    # -- host side -------------------------------------------------------------------
+    def _host_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, prog: _Progress, sandbox_fd: int) -> None:
+        cfg = self.cfg
+        br, created = self._ensure_bridge(rt)
+        prog.bridge_index, prog.bridge_mac = br.index, br.mac
+
+        if plan.gw_addrs:
+            target = br
+            if cfg.vlan:
+                target = self._ensure_vlan_gateway(rt, br)
+                prog.vlan_gw = Interface(name=target.name, mac=target.mac)
+            prog.gw_link_index = target.index
+            self._ensure_gateway_addrs(rt, target, plan.gw_addrs, prog)
+            if prog.added_addrs and not created and target.index == br.index and br.mac:
+                # as the reference's ensureAddr: pin the bridge MAC (else it follows the
+                # lowest port MAC as ports come and go)
+                rt.set_link(br.index, mac=br.mac)
+            versions = {a.version for a in plan.gw_addrs}
+            if 4 in versions:
+                sysctl.ensure("ipv4/ip_forward", 1)
+            if 6 in versions:
+                sysctl.try_ensure("ipv6/conf/all/forwarding", 1)
+
+        try:
+            veth = rt.add_veth(
+                plan.host_veth,
+                plan.tmp,
+                peer_netns_fd=sandbox_fd,
+                master=br.index,
+                mtu=cfg.mtu,
+                mac=plan.host_mac,
+                peer_mac=plan.peer_mac,
+                up=True,
+            )
+        except LinkExists:
+            if rt.get_link(plan.host_veth) is not None:
+                raise InterfaceExists(
+                    f"attachment {att.container_id}/{att.ifname} of network {att.network!r} already exists "
+                    f"(host veth {plan.host_veth}); DEL it first"
+                ) from None
+            raise
+        prog.veth_created = True
+        prog.peer_index = veth.peer_index if veth.peer_netnsid is not None else None
+
+        # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
+        rt.set_brport(
+            veth.index,
+            alias=plan.alias,
+            hairpin=True if cfg.hairpin_mode else None,
+            isolated=True if cfg.port_isolation else None,
+        )
+        if cfg.vlan_filtering:
+            self._port_vlans(rt, veth.index, cfg.vlan, cfg.vlan_trunk)
+
+        if not created and br.alias != BRIDGE_ALIAS:
+            # a bridge splice did not create may have an unpinned MAC, which follows the
+            # lowest port MAC: read it again now that our port is in
+            now = rt.get_link_by_index(br.index)
+            if now is not None:
+                prog.bridge_mac = now.mac
+
+        if cfg.ip_masq and plan.ips:
+            prog.masq_added = True
+            _masquerade().add(plan.owner, [ip.address for ip in plan.ips])
+        if cfg.mac_spoof_check:
+            prog.spoof_added = True
+            _spoofchk().add(plan.owner, plan.host_veth, plan.peer_mac)
+
+    def _ensure_bridge(self, rt: rtnl.Rtnl) -> tuple[rtnl.Link, bool]:
+        """The bridge, created if missing (a concurrent creator's EEXIST is fine)."""
+        cfg = self.cfg
+        created = False
+        br = rt.get_link(cfg.bridge)
+        if br is None:
+            # a fixed MAC (NET_ADDR_SET): the bridge never takes over a port's MAC
+            br = rt.add_bridge(cfg.bridge, mtu=cfg.mtu, mac=random_mac(), vlan_filtering=cfg.vlan_filtering)
+            created = br is not None
+            if br is None:  # a concurrent ADD created it
+                br = rt.require_link(cfg.bridge)
+        if br.kind != "bridge":
+            raise KernelError(f"{cfg.bridge!r} already exists but is not a bridge (kind {br.kind or 'none'})")
+        # we own the routes of this interface (the reference does the same)
+        sysctl.try_ensure(f"ipv6/conf/{cfg.bridge}/accept_ra", 0)
+        up = None if br.up else True
+        promisc = True if cfg.promisc_mode and not br.promisc else None
+        alias = BRIDGE_ALIAS if created else None
+        if up or promisc or alias:
+            rt.set_link(br.index, up=up, promisc=promisc, alias=alias)
+        return br, created
+
+    def _port_vlans(self, rt: rtnl.Rtnl, index: int, vlan: int, trunk: Iterable[int]) -> None:
+        if not self.cfg.preserve_default_vlan:
+            rt.bridge_vlan_del(index, 1)
+        if vlan:
+            rt.bridge_vlan_add(index, vlan, pvid=True, untagged=True)
+        for lo, hi in _ranges(trunk):
+            rt.bridge_vlan_add(index, lo, vid_end=hi)
+
+    def _ensure_vlan_gateway(self, rt: rtnl.Rtnl, br: rtnl.Link) -> rtnl.Link:
+        """``<bridge>.<vlan>``: a veth whose other end is an access port of ``vlan``.
+
+        As the reference (``ensureVlanInterface``), which holds the gateway address when
+        ``vlan`` is set. Shared by every attachment of the bridge and VLAN; never deleted.
+        """
+        cfg = self.cfg
+        name = cfg.vlan_gateway_ifname
+        assert name is not None
+        link = rt.get_link(name)
+        if link is not None:
+            return link
+        port = vlan_gateway_port_name(cfg.bridge, cfg.vlan)
+        try:
+            port_link = rt.add_veth(port, name, master=br.index, mtu=cfg.mtu, mac=random_mac(), peer_mac=random_mac(), up=True)
+        except LinkExists:
+            return rt.require_link(name)  # a concurrent ADD made it
+        try:
+            rt.set_brport(port_link.index, alias=f"{GW_ALIAS_PREFIX}{cfg.bridge}:{cfg.vlan}")
+            self._port_vlans(rt, port_link.index, cfg.vlan, ())
+            link = rt.require_link(name)
+            rt.set_link(link.index, up=True)
+            return link
+        except BaseException:
+            rt.delete_link(name=port)
+            raise
+
+    def _ensure_gateway_addrs(self, rt: rtnl.Rtnl, link: rtnl.Link, wanted: list[Any], prog: _Progress) -> None:
+        """The reference's ``ensureAddr``: an IPv4 bridge holds one IPv4 address; IPv6
+        addresses may coexist unless their subnets overlap. A different address in the
+        way is replaced with ``forceAddress``, an error otherwise."""
+        existing = [a.iface for a in rt.addresses(link.index)]
+        for want in wanted:
+            if want in existing:
+                continue
+            conflicts = [
+                a
+                for a in existing
+                if a.version == want.version
+                and a not in wanted
+                and not (a.version == 6 and a.is_link_local)
+                and (want.version == 4 or a.network.overlaps(want.network))
+            ]
+            if conflicts:
+                if not self.cfg.force_address:
+                    raise KernelError(
+                        f"{link.name!r} already has an IP address different from {want} "
+                        f"({', '.join(map(str, conflicts))}); set forceAddress to replace it"
+                    )
+                for c in conflicts:
+                    rt.delete_address(link.index, c)
+                    existing.remove(c)
+            if rt.add_address(link.index, want, nodad=True):
+                prog.added_addrs.append(want)
+            existing.append(want)
+
+    # -- sandbox side ------------------------------------------------------------------
+    def _sandbox_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, idx: int | None) -> None:
+        cfg = self.cfg
+        if idx is None:  # the kernel did not echo the new veth: look its peer up
+            tmp = rt.get_link(plan.tmp)
+            if tmp is None:
+                raise KernelError(f"the new interface {plan.tmp!r} vanished from the sandbox {att.netns}")
+            idx = tmp.index
+        if cfg.enable_dad:
+            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/enhanced_dad", 1)
+            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/accept_dad", 1)
+        else:
+            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/accept_dad", 0)
+        sysctl.try_ensure(f"ipv4/conf/{plan.tmp}/arp_notify", 1)
+        for ip in plan.ips:
+            rt.add_address(idx, ip.address, nodad=not cfg.enable_dad)
+        up = not cfg.disable_container_interface
+        try:
+            rt.set_link(idx, name=att.ifname, up=up)
+        except LinkExists:
+            raise InterfaceExists(f"interface {att.ifname!r} already exists in the sandbox {att.netns}") from None
+        if not up:
+            return
+        if cfg.enable_dad and any(ip.address.version == 6 for ip in plan.ips):
+            self._settle(rt, idx, att)
+        for r in plan.routes:
+            gw = r.gw if r.gw is not None else plan.family_gw.get(r.dst.version)
+            scope = r.scope
+            if scope is None and gw is None and r.dst.version == 4:
+                scope = RT_SCOPE_LINK
+            rt.add_route(
+                r.dst, gw=gw, oif=idx, mtu=r.mtu, advmss=r.advmss, priority=r.priority, table=r.table, scope=scope
+            )
+
+    def _settle(self, rt: rtnl.Rtnl, idx: int, att: Attachment) -> None:
+        """Wait until DAD has finished on the IPv6 addresses (enabledad only)."""
+        deadline = time.monotonic() + DAD_SETTLE_TIMEOUT
+        while True:
+            addrs = [a for a in rt.addresses(idx, socket.AF_INET6) if not a.iface.is_link_local]
+            failed = [str(a.iface) for a in addrs if a.dad_failed]
+            if failed:
+                raise KernelError(f"duplicate address detected for {', '.join(failed)} on {att.ifname}")
+            if not any(a.tentative for a in addrs):
+                return
+            if time.monotonic() > deadline:
+                raise KernelError(f"IPv6 addresses on {att.ifname} still tentative after {DAD_SETTLE_TIMEOUT:g} s")
+            time.sleep(0.05)
+
+    # -- rollback ----------------------------------------------------------------------
+    def _rollback(self, exc: BaseException, att: Attachment, plan: _Plan, prog: _Progress) -> bool:
+        """Undo what ADD made (never the bridge); never masks the original error."""
+        if not (prog.veth_created or prog.added_addrs or prog.masq_added or prog.spoof_added):
+            return False
+        try:
+            problems = rtnl.run(self.host, self._undo, plan, prog)
+        except BaseException as e:  # noqa: BLE001 - reported on the original error
+            problems = [f"rollback failed: {e}"]
+        for p in problems:
+            exc.add_note(f"rollback: {p}")
+        return False
+
+    def _undo(self, rt: rtnl.Rtnl, plan: _Plan, prog: _Progress) -> list[str]:
+        problems: list[str] = []
+
+        def attempt(what: str, fn: Callable[[], Any]) -> None:
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - best effort, reported
+                problems.append(f"{what}: {e}")
+
+        if prog.spoof_added:
+            attempt("remove MAC spoof check", lambda: _spoofchk().remove(plan.owner, plan.host_veth, plan.peer_mac))
+        if prog.masq_added:
+            attempt("remove masquerade", lambda: _masquerade().remove(plan.owner, [ip.address for ip in plan.ips]))
+        if prog.veth_created:
+            attempt(f"delete {plan.host_veth}", lambda: rt.delete_link(name=plan.host_veth))
+        if prog.added_addrs and prog.gw_link_index is not None and prog.bridge_index is not None:
+            # Another ADD may already rely on the gateway address we added (it saw EEXIST):
+            # remove it only while no other container port is on the bridge.
+            def drop() -> None:
+                others = [
+                    p
+                    for p in rt.ports_of(prog.bridge_index)  # type: ignore[arg-type]
+                    if p.name != plan.host_veth and not (p.alias or "").startswith(GW_ALIAS_PREFIX)
+                ]
+                if not others:
+                    for a in prog.added_addrs:
+                        rt.delete_address(prog.gw_link_index, a)  # type: ignore[arg-type]
+
+            attempt("remove gateway address", drop)
+        return problems
+
+    # =================================================================== DEL
+    def delete(self, att: Attachment, ips: list[IPConfig] | None) -> None:
+        """Remove everything ``att`` owns; idempotent and best effort.
+
+        Succeeds when called twice, without a netns path, with a netns that no longer
+        exists, and when the interfaces are already gone. Other failures are collected
+        and raised at the end (one error as is, several as one :class:`KernelError`).
+        """
+        cfg = self.cfg
+        errors: list[BaseException] = []
+        host_veth = host_veth_name(att.network, att.container_id, att.ifname)
+        owner = owner_tag(att.network, att.container_id, att.ifname)
+        container_mac: str | None = None
+
+        if att.netns and ifname_problem(att.ifname) is None:
+            try:
+                sandbox = Netns.open(att.netns)
+            except NetnsNotFound:
+                sandbox = None
+            if sandbox is not None:
+                with sandbox:
+                    try:
+                        container_mac = rtnl.run(sandbox, self._sandbox_del, att.ifname, cfg.mac_spoof_check)
+                    except Exception as e:  # noqa: BLE001 - collected
+                        errors.append(e)
+
+        def host_part(rt: rtnl.Rtnl) -> None:
+            if cfg.mac_spoof_check:
+                try:
+                    if container_mac:
+                        _spoofchk().remove(owner, host_veth, container_mac)
+                    else:
+                        _spoofchk().remove(owner)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+            if cfg.ip_masq:
+                try:
+                    _masquerade().remove(owner, [ip.address for ip in ips] if ips else None)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+            try:
+                rt.delete_link(name=host_veth)  # a crashed ADD, a vanished sandbox
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        try:
+            rtnl.run(self.host, host_part)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+        _raise_collected(errors, f"DEL of {att.container_id}/{att.ifname}")
+
+    @staticmethod
+    def _sandbox_del(rt: rtnl.Rtnl, ifname: str, want_mac: bool) -> str | None:
+        if not want_mac:
+            rt.delete_link(name=ifname)
+            return None
+        link = rt.get_link(ifname)
+        if link is None:
+            return None
+        rt.delete_link(index=link.index)
+        return link.mac
+
+    # =================================================================== CHECK
+    def check(self, att: Attachment, expected: Wiring) -> None:
+        """Compare the kernel with what ADD returned; :class:`CheckFailed` on a difference."""
+        cfg = self.cfg
+        self._validate(att, need_netns=True)
+        ifs = expected.interfaces
+        br_exp = next((i for i in ifs if i.name == cfg.bridge and not i.sandbox), None)
+        if br_exp is None:
+            raise CheckFailed(f"the expected result has no bridge interface {cfg.bridge!r}")
+        cont_pos = next((n for n, i in enumerate(ifs) if i.name == att.ifname and i.sandbox == att.netns), None)
+        if cont_pos is None:
+            raise CheckFailed(f"the expected result has no interface {att.ifname!r} in sandbox {att.netns!r}")
+        cont_exp = ifs[cont_pos]
+        host_veth = host_veth_name(att.network, att.container_id, att.ifname)
+        veth_exp = next((i for i in ifs if i.name == host_veth and not i.sandbox), None)
+        exp_ips = [ip for ip in expected.ips if ip.interface is None or ip.interface == cont_pos]
+        family_gw: dict[int, Any] = {}
+        for ip in expected.ips:
+            if ip.gateway is not None:
+                family_gw.setdefault(ip.address.version, ip.gateway)
+
+        with Netns.open(att.netns) as sandbox:  # type: ignore[arg-type]
+            cont = rtnl.run(sandbox, self._check_sandbox, att, cont_exp, exp_ips, expected.routes, family_gw)
+        rtnl.run(self.host, self._check_host, att, br_exp, veth_exp, host_veth, cont, exp_ips)
+
+    def _check_sandbox(
+        self,
+        rt: rtnl.Rtnl,
+        att: Attachment,
+        cont_exp: Interface,
+        exp_ips: list[IPConfig],
+        exp_routes: list[Route],
+        family_gw: dict[int, Any],
+    ) -> rtnl.Link:
+        link = rt.get_link(att.ifname)
+        if link is None:
+            raise CheckFailed(f"interface {att.ifname!r} not found in sandbox {att.netns}")
+        if link.kind != "veth":
+            raise CheckFailed(f"interface {att.ifname!r} in sandbox {att.netns} is a {link.kind or 'device'}, not a veth")
+        if cont_exp.mac and not _same_mac(cont_exp.mac, link.mac):
+            raise CheckFailed(f"interface {att.ifname!r} has MAC {link.mac}, expected {cont_exp.mac}")
+        have = {a.iface for a in rt.addresses(link.index)}
+        for ip in exp_ips:
+            if ip.address not in have:
+                raise CheckFailed(f"address {ip.address} not found on {att.ifname!r} in sandbox {att.netns}")
+        tables: dict[int, list[rtnl.RouteEntry]] = {}
+        for r in exp_routes:
+            fam = socket.AF_INET6 if r.dst.version == 6 else socket.AF_INET
+            if fam not in tables:
+                tables[fam] = rt.routes(fam)
+            gw = r.gw if r.gw is not None else family_gw.get(r.dst.version)
+            table = r.table or rtnl.RT_TABLE_MAIN
+            if not any(e.dst == r.dst and e.gw == gw and e.table == table for e in tables[fam]):
+                via = f" via {gw}" if gw is not None else ""
+                raise CheckFailed(f"route {r.dst}{via} not found in sandbox {att.netns}")
+        return link
+
+    def _check_host(
+        self,
+        rt: rtnl.Rtnl,
+        att: Attachment,
+        br_exp: Interface,
+        veth_exp: Interface | None,
+        host_veth: str,
+        cont: rtnl.Link,
+        exp_ips: list[IPConfig],
+    ) -> None:
+        cfg = self.cfg
+        br = rt.get_link(cfg.bridge)
+        if br is None:
+            raise CheckFailed(f"bridge {cfg.bridge!r} not found")
+        if br.kind != "bridge":
+            raise CheckFailed(f"{cfg.bridge!r} is a {br.kind or 'device'}, not a bridge")
+        if br_exp.mac and not _same_mac(br_exp.mac, br.mac):
+            raise CheckFailed(f"bridge {cfg.bridge!r} has MAC {br.mac}, expected {br_exp.mac}")
+        if br.promisc != cfg.promisc_mode:
+            raise CheckFailed(f"bridge {cfg.bridge!r} promiscuous mode is {br.promisc}, configured {cfg.promisc_mode}")
+        veth = rt.get_link(host_veth)
+        if veth is None:
+            raise CheckFailed(f"host veth {host_veth} of {att.container_id}/{att.ifname} not found")
+        if veth.master != br.index:
+            raise CheckFailed(f"host veth {host_veth} is not a port of bridge {cfg.bridge!r}")
+        if veth.peer_index != cont.index or cont.peer_index != veth.index:
+            raise CheckFailed(f"host veth {host_veth} is not the peer of {att.ifname!r} in sandbox {att.netns}")
+        if veth_exp is not None and veth_exp.mac and not _same_mac(veth_exp.mac, veth.mac):
+            raise CheckFailed(f"host veth {host_veth} has MAC {veth.mac}, expected {veth_exp.mac}")
+        if veth.hairpin != cfg.hairpin_mode:
+            raise CheckFailed(f"host veth {host_veth} hairpin mode is {veth.hairpin}, configured {cfg.hairpin_mode}")
+        if veth.isolated != cfg.port_isolation:
+            raise CheckFailed(f"host veth {host_veth} isolation is {veth.isolated}, configured {cfg.port_isolation}")
+        owner = owner_tag(att.network, att.container_id, att.ifname)
+        problems: list[str] = []
+        if cfg.ip_masq and exp_ips:
+            problems += _masquerade().check(owner, [ip.address for ip in exp_ips])
+        if cfg.mac_spoof_check and cont.mac:
+            problems += _spoofchk().check(owner, host_veth, cont.mac)
+        if problems:
+            raise CheckFailed("; ".join(problems))
+
+    # =================================================================== GC / STATUS
+    def gc(self, network: str, valid: set[tuple[str, str]]) -> None:
+        """Remove ``network``'s host veths (and nft entries) not in ``valid`` (cid, ifname).
+
+        The one operation that dumps links. A veth is recognised by its alias
+        ``splice:<network>:``; it is kept when its name is the deterministic name of a
+        valid attachment (robust even when a long alias was truncated).
+        """
+        cfg = self.cfg
+        keep_names = {host_veth_name(network, cid, ifn) for cid, ifn in valid}
+        keep_owners = {owner_tag(network, cid, ifn) for cid, ifn in valid}
+        prefix = f"{ALIAS_PREFIX}{network}:"
+        errors: list[BaseException] = []
+
+        def host_part(rt: rtnl.Rtnl) -> None:
+            for link in rt.dump_links():
+                if link.kind != "veth" or not (link.alias or "").startswith(prefix) or link.name in keep_names:
+                    continue
+                try:
+                    rt.delete_link(index=link.index)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+            if cfg.ip_masq:
+                try:
+                    _masquerade().gc(gc_prefix(network), keep_owners.__contains__)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+            if cfg.mac_spoof_check:
+                try:
+                    _spoofchk().gc(gc_prefix(network), keep_owners.__contains__)
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+
+        try:
+            rtnl.run(self.host, host_part)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+        _raise_collected(errors, f"GC of network {network!r}")
+
+    def status(self) -> None:
+        """Ready unless netlink fails or the bridge name is taken by a non-bridge."""
+        cfg = self.cfg
+
+        def part(rt: rtnl.Rtnl) -> None:
+            link = rt.get_link(cfg.bridge)
+            if link is not None and link.kind != "bridge":
+                raise KernelError(f"{cfg.bridge!r} exists but is not a bridge (kind {link.kind or 'none'})")
+
+        rtnl.run(self.host, part)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _ranges(vids: Iterable[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for v in sorted(set(vids)):
+        if out and v == out[-1][1] + 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
+
+
+def _same_mac(a: str | None, b: str | None) -> bool:
+    return (a or "").lower() == (b or "").lower()
+
+
+def _raise_collected(errors: list[BaseException], what: str) -> None:
+    if not errors:
+        return
+    if len(errors) == 1:
+        raise errors[0]
+    raise KernelError(f"{what}: {len(errors)} failures: " + "; ".join(str(e) for e in errors))
