@@ -1,0 +1,321 @@
+"""splice.libnet.rtnl / sysctl / names in throwaway namespaces, asserted with the oracle."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from splice.conformance import oracle
+from splice.libnet import names, rtnl, sysctl
+from splice.libnet.errors import LinkExists, LinkNotFound, NetError, NotSupported
+from splice.libnet.netns import Netns
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
+
+IF = ipaddress.ip_interface
+NET = ipaddress.ip_network
+ADDR = ipaddress.ip_address
+
+
+def run(ns, fn, *args):
+    """fn(rt, *args) with an Rtnl inside the test namespace ``ns``."""
+    with Netns.open(ns.path) as n:
+        return rtnl.run(n, fn, *args)
+
+
+def in_ns(ns, fn, *args):
+    with Netns.open(ns.path) as n:
+        return n.run(fn, *args)
+
+
+def only_lo(ns) -> None:
+    assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
+
+
+# -- import ------------------------------------------------------------------------------
+def _py(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_lean_import_skips_the_pyroute2_package_init():
+    p = _py(
+        "import sys, splice.libnet.rtnl as r\n"
+        "heavy = [m for m in ('pyroute2.ndb', 'pyroute2.ipdb', 'pyroute2.conntrack', 'pyroute2.ethtool') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert r.IPRoute.__module__ == 'pyroute2.iproute.linux'\n"
+        "from pyroute2 import NDB, IPRoute\n"  # the full public API still works afterwards
+        "assert IPRoute is r.IPRoute, (IPRoute, r.IPRoute)\n"
+        "import pyroute2; assert pyroute2.NDB is NDB\n"
+        "print('ok')\n"
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_import_after_a_full_pyroute2_import():
+    p = _py("import pyroute2\nimport splice.libnet.rtnl as r\nassert r.IPRoute is pyroute2.IPRoute\nprint('ok')\n")
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+# -- links -----------------------------------------------------------------------------------
+def test_get_link(host_ns):
+    lo = run(host_ns, lambda rt: rt.get_link("lo"))
+    assert lo.index == 1 and lo.name == "lo" and lo.up
+    assert run(host_ns, lambda rt: rt.get_link("nope0")) is None
+    with pytest.raises(LinkNotFound, match="'nope0'"):
+        run(host_ns, lambda rt: rt.require_link("nope0"))
+    assert run(host_ns, lambda rt: rt.get_link_by_index(1)).name == "lo"
+    assert run(host_ns, lambda rt: rt.get_link_by_index(99999)) is None
+
+
+def test_add_bridge(host_ns):
+    br = run(host_ns, lambda rt: rt.add_bridge("br-t", mtu=1400, mac="02:11:22:33:44:55"))
+    assert br is not None and br.name == "br-t" and br.kind == "bridge" and not br.up
+    assert br.vlan_filtering is False
+    again = run(host_ns, lambda rt: rt.add_bridge("br-t"))
+    assert again is None  # EEXIST is an answer, not an error
+    o = oracle.link(host_ns.name, "br-t")
+    assert o["linkinfo"]["info_kind"] == "bridge"
+    assert o["mtu"] == 1400 and o["address"] == "02:11:22:33:44:55" and o["ifindex"] == br.index
+    assert run(host_ns, lambda rt: rt.delete_link(name="br-t")) is True
+    assert run(host_ns, lambda rt: rt.delete_link(name="br-t")) is False
+    only_lo(host_ns)
+
+
+def test_add_veth_peer_created_in_the_other_namespace(host_ns, sandbox_ns):
+    def make(rt, fd):
+        br = rt.add_bridge("br-t")
+        rt.set_link(br.index, up=True)
+        v = rt.add_veth("vt-host", "vt-peer", peer_netns_fd=fd, master=br.index, mtu=1300,
+                        mac="02:00:00:00:01:01", peer_mac="02:00:00:00:01:02", up=True)
+        return br, v
+
+    with Netns.open(sandbox_ns.path) as sb:
+        br, v = run(host_ns, make, sb.fd)
+    h = oracle.link(host_ns.name, "vt-host")
+    p = oracle.link(sandbox_ns.name, "vt-peer")
+    assert h is not None and p is not None
+    assert oracle.link(host_ns.name, "vt-peer") is None and oracle.link(sandbox_ns.name, "vt-host") is None
+    assert h["master"] == "br-t" and "UP" in h["flags"] and h["mtu"] == 1300 and h["address"] == "02:00:00:00:01:01"
+    assert p["mtu"] == 1300 and p["address"] == "02:00:00:00:01:02" and "UP" not in p["flags"]
+    # the echoed link: index and the peer's ifindex inside the sandbox
+    assert v.index == h["ifindex"] and v.peer_index == p["ifindex"] and v.peer_netnsid is not None
+    with pytest.raises(LinkExists):
+        with Netns.open(sandbox_ns.path) as sb:
+            run(host_ns, lambda rt: rt.add_veth("vt-host", "other", peer_netns_fd=sb.fd))
+    assert run(host_ns, lambda rt: rt.delete_link(index=v.index)) is True  # takes the peer with it
+    assert run(host_ns, lambda rt: rt.delete_link(name="br-t"))
+    only_lo(host_ns)
+    only_lo(sandbox_ns)
+
+
+def test_set_brport_alias_hairpin_isolated(host_ns):
+    def make(rt):
+        br = rt.add_bridge("br-t")
+        v = rt.add_veth("vt-a", "vt-b", master=br.index)
+        rt.set_brport(v.index, alias="splice:net:cid:eth0", hairpin=True, isolated=True)
+        return rt.get_link("vt-a")
+
+    link = run(host_ns, make)
+    assert link.alias == "splice:net:cid:eth0" and link.hairpin and link.isolated and link.master
+    o = oracle.link(host_ns.name, "vt-a")
+    assert o["ifalias"] == "splice:net:cid:eth0"
+    slave = o["linkinfo"]["info_slave_data"]
+    assert slave["hairpin"] is True and slave["isolated"] is True
+    # by name, switching off again
+    run(host_ns, lambda rt: rt.set_brport("vt-a", hairpin=False, isolated=False))
+    slave = oracle.link(host_ns.name, "vt-a")["linkinfo"]["info_slave_data"]
+    assert slave["hairpin"] is False and slave["isolated"] is False
+    run(host_ns, lambda rt: (rt.delete_link(name="vt-a"), rt.delete_link(name="br-t")))
+    only_lo(host_ns)
+
+
+def test_set_link_rename_and_up_in_one_message(host_ns):
+    def make(rt):
+        v = rt.add_veth("vt-tmp", "vt-other")
+        rt.set_link(v.index, name="eth0", up=True, mtu=1280, mac="02:00:00:00:02:02", alias="x")
+        return v.index
+
+    idx = run(host_ns, make)
+    o = oracle.link(host_ns.name, "eth0")
+    assert o["ifindex"] == idx and "UP" in o["flags"] and o["mtu"] == 1280 and o["address"] == "02:00:00:00:02:02"
+    with pytest.raises(LinkExists, match="'vt-other'"):
+        run(host_ns, lambda rt: rt.set_link(idx, name="vt-other"))
+    with pytest.raises(LinkNotFound):
+        run(host_ns, lambda rt: rt.set_link(99999, up=True))
+    run(host_ns, lambda rt: rt.delete_link(name="eth0"))
+    only_lo(host_ns)
+
+
+def test_promisc(host_ns):
+    def make(rt):
+        br = rt.add_bridge("br-t")
+        rt.set_link(br.index, up=True, promisc=True)
+        return rt.get_link("br-t")
+
+    br = run(host_ns, make)
+    assert br.promisc and br.up
+    assert "PROMISC" in oracle.link(host_ns.name, "br-t")["flags"]
+    run(host_ns, lambda rt: rt.set_link(br.index, promisc=False))
+    assert "PROMISC" not in oracle.link(host_ns.name, "br-t")["flags"]
+    assert not run(host_ns, lambda rt: rt.get_link("br-t")).promisc
+    run(host_ns, lambda rt: rt.delete_link(name="br-t"))
+    only_lo(host_ns)
+
+
+def test_dump_links_and_ports_of(host_ns):
+    def make(rt):
+        br = rt.add_bridge("br-t")
+        rt.add_veth("vt-a", "vt-b", master=br.index)
+        return br.index, {l.name for l in rt.dump_links()}, [l.name for l in rt.ports_of(br.index)]
+
+    _, names_, ports = run(host_ns, make)
+    assert names_ == oracle.link_names(host_ns.name) == {"lo", "br-t", "vt-a", "vt-b"}
+    assert ports == ["vt-a"]
+
+
+# -- bridge VLANs ------------------------------------------------------------------------------
+def _vlan_filtering_supported(ns) -> bool:
+    p = ns.sh("ip", "link", "add", "br-probe", "type", "bridge", "vlan_filtering", "1", check=False)
+    if p.returncode == 0:
+        ns.sh("ip", "link", "del", "br-probe")
+        return True
+    return False
+
+
+def test_bridge_vlans(host_ns):
+    if not _vlan_filtering_supported(host_ns):
+        with pytest.raises(NotSupported, match="CONFIG_BRIDGE_VLAN_FILTERING"):
+            run(host_ns, lambda rt: rt.add_bridge("br-t", vlan_filtering=True))
+        only_lo(host_ns)
+        pytest.skip("kernel without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): NotSupported checked")
+
+    def make(rt):
+        br = rt.add_bridge("br-t", vlan_filtering=True)
+        v = rt.add_veth("vt-a", "vt-b", master=br.index)
+        rt.bridge_vlan_del(v.index, 1)
+        rt.bridge_vlan_add(v.index, 10, pvid=True, untagged=True)
+        rt.bridge_vlan_add(v.index, 20, vid_end=22)
+        return br, rt.bridge_vlan_del(v.index, 999)
+
+    br, removed = run(host_ns, make)
+    assert br.vlan_filtering is True and removed is False
+    port = next(p for p in oracle.bridge_vlans(host_ns.name) if p["ifname"] == "vt-a")
+    vids = {}
+    for v in port["vlans"]:
+        for vid in range(v["vlan"], v.get("vlanEnd", v["vlan"]) + 1):
+            vids[vid] = set(v.get("flags", []))
+    assert set(vids) == {10, 20, 21, 22}
+    assert vids[10] == {"PVID", "Egress Untagged"} and vids[21] == set()
+
+
+# -- addresses ---------------------------------------------------------------------------------
+def test_addresses(host_ns):
+    def make(rt):
+        br = rt.add_bridge("br-t")
+        rt.set_link(br.index, up=True)
+        first = rt.add_address(br.index, IF("10.9.0.1/24"))
+        again = rt.add_address(br.index, IF("10.9.0.1/24"))
+        rt.add_address(br.index, IF("fd00:9::1/64"), nodad=True)
+        return br.index, first, again, rt.addresses(br.index), rt.addresses(br.index, socket.AF_INET)
+
+    idx, first, again, both, v4 = run(host_ns, make)
+    assert first is True and again is False
+    assert {str(a.iface) for a in both if not a.iface.is_link_local} == {"10.9.0.1/24", "fd00:9::1/64"}
+    assert [str(a.iface) for a in v4] == ["10.9.0.1/24"]
+    v6 = next(a for a in both if str(a.iface) == "fd00:9::1/64")
+    assert v6.flags & rtnl.IFA_F_NODAD and not v6.tentative
+    assert set(oracle.addresses(host_ns.name, "br-t")) == {"10.9.0.1/24", "fd00:9::1/64"}
+    assert run(host_ns, lambda rt: rt.delete_address(idx, IF("10.9.0.1/24"))) is True
+    assert run(host_ns, lambda rt: rt.delete_address(idx, IF("10.9.0.1/24"))) is False
+    assert oracle.addresses(host_ns.name, "br-t") == ["fd00:9::1/64"]
+
+
+# -- routes --------------------------------------------------------------------------------------
+def test_routes(host_ns):
+    def make(rt):
+        v = rt.add_veth("vt-a", "vt-b")
+        rt.set_link(v.index, up=True)
+        rt.add_address(v.index, IF("10.9.0.5/24"))
+        rt.add_address(v.index, IF("fd00:9::5/64"), nodad=True)
+        out = [
+            rt.add_route(NET("0.0.0.0/0"), gw=ADDR("10.9.0.1"), oif=v.index),
+            rt.add_route(NET("0.0.0.0/0"), gw=ADDR("10.9.0.1"), oif=v.index),
+            rt.add_route(NET("192.168.0.0/16"), gw=ADDR("10.9.0.1"), oif=v.index, mtu=1300, advmss=1200,
+                         priority=5, table=100),
+            rt.add_route(NET("172.16.0.0/12"), oif=v.index, scope=253),
+            rt.add_route(NET("::/0"), gw=ADDR("fd00:9::1"), oif=v.index),
+        ]
+        return v.index, out, rt.routes(socket.AF_INET), rt.routes(socket.AF_INET6)
+
+    idx, out, r4, r6 = run(host_ns, make)
+    assert out == [True, False, True, True, True]
+    assert rtnl.RouteEntry(NET("0.0.0.0/0"), ADDR("10.9.0.1"), idx, 254, None, 0) in r4
+    assert any(r.dst == NET("192.168.0.0/16") and r.table == 100 and r.priority == 5 for r in r4)
+    assert any(r.dst == NET("::/0") and r.gw == ADDR("fd00:9::1") for r in r6)
+    main = oracle.routes(host_ns.name)
+    assert {"dst": "default", "gateway": "10.9.0.1", "dev": "vt-a"}.items() <= next(
+        r for r in main if r["dst"] == "default").items()
+    assert any(r["dst"] == "172.16.0.0/12" and r.get("scope") == "link" for r in main)
+    t100 = host_ns.sh("ip", "-j", "route", "show", "table", "100").stdout
+    assert '"192.168.0.0/16"' in t100 and '"mtu":1300' in t100.replace(" ", "") and '"advmss":1200' in t100
+    v6 = oracle.routes(host_ns.name, "-6")
+    assert any(r["dst"] == "default" and r.get("gateway") == "fd00:9::1" for r in v6)
+
+
+def test_netlink_errors_are_net_errors(host_ns):
+    with pytest.raises(NetError, match="add address"):
+        run(host_ns, lambda rt: rt.add_address(99999, IF("10.0.0.1/24")))
+    with pytest.raises(NetError, match="add route"):
+        run(host_ns, lambda rt: rt.add_route(NET("10.1.0.0/16"), gw=ADDR("10.250.0.1")))
+
+
+# -- sysctl ----------------------------------------------------------------------------------------
+def test_sysctl_follows_the_thread_namespace(host_ns, sandbox_ns):
+    mine = sysctl.read("ipv4/ip_forward")  # the machine's value: only read
+    in_ns(host_ns, sysctl.write, "ipv4/ip_forward", 1)
+    assert oracle.sysctl(host_ns.name, "net.ipv4.ip_forward") == "1"
+    assert oracle.sysctl(sandbox_ns.name, "net.ipv4.ip_forward") == "0"
+    assert sysctl.read("ipv4/ip_forward") == mine
+    assert in_ns(host_ns, sysctl.ensure, "ipv4/ip_forward", 1) is False
+    assert in_ns(sandbox_ns, sysctl.ensure, "ipv4/ip_forward", "1") is True
+    assert oracle.sysctl(sandbox_ns.name, "net.ipv4.ip_forward") == "1"
+
+
+def test_sysctl_interface_keys_and_errors(host_ns):
+    host_ns.sh("ip", "link", "add", "br-x.5", "type", "bridge")
+    key = "ipv6/conf/br-x.5/accept_ra"
+    if not os.path.exists("/proc/sys/net/ipv6"):
+        pytest.skip("IPv6 disabled")
+    assert in_ns(host_ns, sysctl.try_ensure, key, 0) is True
+    # the /proc path keeps the dot of the name (the oracle's dotted keys cannot express it)
+    assert host_ns.sh("cat", "/proc/sys/net/ipv6/conf/br-x.5/accept_ra").stdout.strip() == "0"
+    with pytest.raises(NotSupported, match="no-such-if"):
+        in_ns(host_ns, sysctl.read, "ipv6/conf/no-such-if/accept_ra")
+    assert in_ns(host_ns, sysctl.try_ensure, "ipv6/conf/no-such-if/accept_ra", 0) is False
+    with pytest.raises(NetError, match="invalid value"):
+        in_ns(host_ns, sysctl.write, "ipv4/ip_forward", "banana")
+    for bad in ("", "../x", "ipv4//ip_forward", "ipv4/./ip_forward", "/ipv4"):
+        with pytest.raises(ValueError):
+            sysctl.path(bad)
+
+
+# -- names --------------------------------------------------------------------------------------
+def test_names():
+    assert names.valid_ifname("eth0") and names.valid_ifname("a" * 15)
+    assert not names.valid_ifname("a" * 16) and not names.valid_ifname("a b") and not names.valid_ifname(None)
+    assert names.normalize_mac("02-AA-bb-cc-dd-ee") == "02:aa:bb:cc:dd:ee"
+    for bad in ("01:00:5e:00:00:01", "00:00:00:00:00:00", "02:00:00:00:00", "zz:00:00:00:00:00"):
+        with pytest.raises(ValueError):
+            names.normalize_mac(bad)
+    for _ in range(50):
+        m = names.random_mac()
+        first = int(m[:2], 16)
+        assert names.normalize_mac(m) == m and first & 0x02 and not first & 0x01
+    assert names.truncate_utf8("aé" * 3, 4) == "aé" + "a"
+    assert names.truncate_utf8("abc", 10) == "abc"
