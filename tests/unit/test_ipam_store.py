@@ -213,13 +213,15 @@ def test_status(tmp_path):
     ipam.status()  # creates and writes the store
     assert (tmp_path / "net" / DB_NAME).exists()
     ipam.allocate("a", "eth0")
-    with pytest.raises(PoolExhausted, match="no free address left in any range set"):
+    with pytest.raises(PoolExhausted, match="no free address left in range set"):
         ipam.status()
     ipam.release("a", "eth0")
     ipam.status()
     ds = make(tmp_path, [[{"subnet": "10.2.0.0/30"}], [{"subnet": "fd00::/64"}]], network="ds")
     ds.allocate("a", "eth0", [A("10.2.0.2")])
-    ds.status()  # one range set still has room (design: PoolExhausted when no range set has room)
+    # the IPv6 set still has room, but ADD needs one address from each set: not available
+    with pytest.raises(PoolExhausted, match="10.2.0.0/30"):
+        ds.status()
 
 
 def test_status_store_error(tmp_path):

@@ -187,13 +187,15 @@ class Ipam:
         return [_lease(r) for r in out]
 
     def status(self) -> None:
-        """Raise StoreError/StoreBusy if the store cannot be written, PoolExhausted if no
-        range set has a free address left."""
+        """Raise StoreError/StoreBusy if the store cannot be written, PoolExhausted if a
+        range set has no free address left (ADD would fail)."""
         sets = self._need_ranges()
         with self.store.write() as tx:
             tx.touch()
-            if all(self._next_free(tx, idx, rs) is None for idx, rs in enumerate(sets)):
+            # ADD needs one address from every range set: one full set blocks every ADD.
+            full = [rs for idx, rs in enumerate(sets) if self._next_free(tx, idx, rs) is None]
+            if full:
                 raise PoolExhausted(
-                    f"network {self.cfg.network}: no free address left in any range set "
-                    f"({'; '.join(str(rs) for rs in sets)})"
+                    f"network {self.cfg.network}: no free address left in range set "
+                    f"{'; '.join(str(rs) for rs in full)}"
                 )

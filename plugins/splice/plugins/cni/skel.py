@@ -298,8 +298,11 @@ def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, 
             if not isinstance(result, dict):
                 raise CniError(E.INTERNAL, f"plugin returned {type(result).__name__} instead of a result")
             out = types.convert(result, a.version)
+        elif cmd == "STATUS":
+            _status(plugin, a)
+            out = None
         else:
-            {"DEL": plugin.delete, "CHECK": plugin.check, "STATUS": plugin.status, "GC": plugin.gc}[cmd](a)
+            {"DEL": plugin.delete, "CHECK": plugin.check, "GC": plugin.gc}[cmd](a)
             out = None
     except (Exception, KeyboardInterrupt) as exc:
         return _fail(plugin, cmd, env, seen.get("version", ver.CURRENT), exc, stdout)
@@ -310,6 +313,18 @@ def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, 
             print(f"{plugin.name}: {cmd}: cannot write result: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+def _status(plugin: Plugin, a: CmdArgs) -> None:
+    """STATUS: a bad request keeps its own code (1-7); anything else that keeps the plugin
+    from serving ADD (store unusable, pool exhausted, kernel refusing) is code 50."""
+    try:
+        plugin.status(a)
+    except Exception as exc:
+        err = E.from_exception(exc)
+        if err.code <= E.INVALID_CONFIG or err.code in (E.NOT_AVAILABLE, E.NOT_AVAILABLE_LIMITED):
+            raise err from exc
+        raise CniError(E.NOT_AVAILABLE, err.msg, err.details) from exc
 
 
 def _fail(plugin: Plugin, cmd: str, env: Mapping[str, str], version: str, exc: BaseException,
