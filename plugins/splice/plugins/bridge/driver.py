@@ -40,6 +40,7 @@ from splice.libnet import rtnl, sysctl
 from splice.libnet.errors import LinkExists, NetnsNotFound
 from splice.libnet.names import ifname_problem, normalize_mac, random_mac, truncate_utf8
 from splice.libnet.netns import Netns
+from splice.plugins import failpoint
 from splice.plugins.bridge.config import BridgeConfig
 from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
@@ -146,6 +147,7 @@ class BridgeDriver:
             stack.push(lambda et, ev, tb: self._rollback(ev, att, plan, prog) if ev is not None else False)
             rtnl.run(self.host, self._host_add, att, plan, prog, sandbox.fd)
             rtnl.run(sandbox, self._sandbox_add, att, plan, prog.peer_index)
+            failpoint.hit("bridge.sandbox_configured")
         interfaces = [
             Interface(name=self.cfg.bridge, mac=prog.bridge_mac),
             Interface(name=plan.host_veth, mac=plan.host_mac),
@@ -249,6 +251,7 @@ class BridgeDriver:
                 ) from None
             raise
         prog.veth_created = True
+        failpoint.hit("bridge.veth_created")
         prog.peer_index = veth.peer_index if veth.peer_netnsid is not None else None
 
         # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
@@ -271,6 +274,7 @@ class BridgeDriver:
         if cfg.ip_masq and plan.ips:
             prog.masq_added = True
             _masquerade().add(plan.owner, [ip.address for ip in plan.ips])
+            failpoint.hit("bridge.masq_added")
         if cfg.mac_spoof_check:
             prog.spoof_added = True
             _spoofchk().add(plan.owner, plan.host_veth, plan.peer_mac)
