@@ -276,6 +276,10 @@ def test_interface_exists(host_ns, sandbox_ns, host):
     assert oracle.link_names(host_ns.name) == {"lo", BR}
     assert oracle.link_names(sandbox_ns.name) == {"lo", "eth0", "other0"}
     assert oracle.addresses(host_ns.name, BR) == []
+    # the runtime's cleanup DEL must not take the interface that is not ours
+    d.delete(attachment(sandbox_ns), None)
+    assert oracle.link_names(sandbox_ns.name) == {"lo", "eth0", "other0"}
+    assert oracle.link_names(host_ns.name) == {"lo", BR}
 
 
 def test_add_twice_is_interface_exists(host_ns, sandbox_ns, host):

@@ -464,6 +464,14 @@ class BridgeDriver:
         Succeeds when called twice, without a netns path, with a netns that no longer
         exists, and when the interfaces are already gone. Other failures are collected
         and raised at the end (one error as is, several as one :class:`KernelError`).
+
+        The sandbox interface is removed through its peer: deleting the deterministic
+        host veth deletes both ends in one operation, whether or not the sandbox still
+        exists (and after a crashed ADD that never renamed the sandbox end). An
+        interface called ``ifname`` in the sandbox that is *not* the peer of this
+        attachment's host veth is not ours (e.g. the one that made ADD fail with
+        InterfaceExists) and is left alone. The sandbox is only entered to read the
+        container MAC when the spoof check is on (its removal then needs no listing).
         """
         cfg = self.cfg
         errors: list[BaseException] = []
@@ -471,17 +479,15 @@ class BridgeDriver:
         owner = owner_tag(att.network, att.container_id, att.ifname)
         container_mac: str | None = None
 
-        if att.netns and ifname_problem(att.ifname) is None:
+        if cfg.mac_spoof_check and att.netns and ifname_problem(att.ifname) is None:
             try:
-                sandbox = Netns.open(att.netns)
+                with Netns.open(att.netns) as sandbox:
+                    link = rtnl.run(sandbox, lambda rt: rt.get_link(att.ifname))
+                    container_mac = link.mac if link is not None and link.kind == "veth" else None
             except NetnsNotFound:
-                sandbox = None
-            if sandbox is not None:
-                with sandbox:
-                    try:
-                        container_mac = rtnl.run(sandbox, self._sandbox_del, att.ifname, cfg.mac_spoof_check)
-                    except Exception as e:  # noqa: BLE001 - collected
-                        errors.append(e)
+                pass
+            except Exception as e:  # noqa: BLE001 - collected
+                errors.append(e)
 
         def host_part(rt: rtnl.Rtnl) -> None:
             if cfg.mac_spoof_check:
@@ -498,7 +504,7 @@ class BridgeDriver:
                 except Exception as e:  # noqa: BLE001
                     errors.append(e)
             try:
-                rt.delete_link(name=host_veth)  # a crashed ADD, a vanished sandbox
+                rt.delete_link(name=host_veth)  # both ends; ENODEV (already gone) is fine
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
 
@@ -507,17 +513,6 @@ class BridgeDriver:
         except Exception as e:  # noqa: BLE001
             errors.append(e)
         _raise_collected(errors, f"DEL of {att.container_id}/{att.ifname}")
-
-    @staticmethod
-    def _sandbox_del(rt: rtnl.Rtnl, ifname: str, want_mac: bool) -> str | None:
-        if not want_mac:
-            rt.delete_link(name=ifname)
-            return None
-        link = rt.get_link(ifname)
-        if link is None:
-            return None
-        rt.delete_link(index=link.index)
-        return link.mac
 
     # =================================================================== CHECK
     def check(self, att: Attachment, expected: Wiring) -> None:
