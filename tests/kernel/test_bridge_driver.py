@@ -534,8 +534,12 @@ def test_gc_removes_stale_host_veths(host_ns, make_ns, host):
     assert_clean(host_ns, a, b, c)
 
 
-def test_status(host):
+def test_status(host, host_ns):
+    make_driver(host).status()  # no bridge yet: fine
+    host_ns.sh("ip", "link", "add", BR, "type", "bridge")
     make_driver(host).status()
+    with pytest.raises(KernelError, match="VLAN filtering off"):
+        make_driver(host, vlan=5).status()
 
 
 # ============================================================================ nftables options

@@ -193,6 +193,17 @@ def test_bridge_vlans(host_ns):
         with pytest.raises(NotSupported, match="CONFIG_BRIDGE_VLAN_FILTERING"):
             run(host_ns, lambda rt: rt.add_bridge("br-t", vlan_filtering=True))
         only_lo(host_ns)
+
+        def port(rt):
+            br = rt.add_bridge("br-t")
+            return rt.add_veth("vt-a", "vt-b", master=br.index).index
+
+        idx = run(host_ns, port)
+        # the requests are well-formed (the kernel, not the encoder, refuses them)
+        with pytest.raises(NotSupported, match="VLAN 10"):
+            run(host_ns, lambda rt: rt.bridge_vlan_add(idx, 10, pvid=True, untagged=True))
+        with pytest.raises(NotSupported, match="VLAN 20-22"):
+            run(host_ns, lambda rt: rt.bridge_vlan_add(idx, 20, vid_end=22))
         pytest.skip("kernel without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): NotSupported checked")
 
     def make(rt):

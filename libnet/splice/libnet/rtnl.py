@@ -85,6 +85,8 @@ IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 BRIDGE_MODE_HAIRPIN = 1
+BRIDGE_VLAN_INFO_PVID = 0x2
+BRIDGE_VLAN_INFO_UNTAGGED = 0x4
 AF_BRIDGE = 7
 RT_TABLE_MAIN = 254
 
@@ -473,10 +475,13 @@ class Rtnl:
         untagged: bool = False,
     ) -> None:
         """Add VLAN ``vid`` (or the range ``vid..vid_end``) to a bridge port."""
-        flags = (["pvid"] if pvid else []) + (["untagged"] if untagged else [])
-        spec: dict[str, Any] = {"vid": vid if not vid_end or vid_end == vid else f"{vid}-{vid_end}"}
+        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | (BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0)
+        ranged = bool(vid_end) and vid_end != vid
+        if ranged and flags:
+            raise ValueError("a VLAN range carries no pvid/untagged flags here")
+        spec: dict[str, Any] = {"vid": f"{vid}-{vid_end}" if ranged else vid}
         if flags:
-            spec["flags"] = flags
+            spec["flags"] = flags  # an int: pyroute2 passes a single VLAN's flags through as given
         try:
             self._ipr.vlan_filter("add", index=index, vlan_info=spec)
         except NetlinkError as e:

@@ -653,13 +653,22 @@ class BridgeDriver:
         _raise_collected(errors, f"GC of network {network!r}")
 
     def status(self) -> None:
-        """Ready unless netlink fails or the bridge name is taken by a non-bridge."""
+        """Ready unless netlink fails, or the bridge name is taken by a non-bridge, or
+        the existing bridge lacks the VLAN filtering ``vlan``/``vlanTrunk`` need (it is
+        only switched on at creation): conditions under which every ADD would fail."""
         cfg = self.cfg
 
         def part(rt: rtnl.Rtnl) -> None:
             link = rt.get_link(cfg.bridge)
-            if link is not None and link.kind != "bridge":
+            if link is None:
+                return
+            if link.kind != "bridge":
                 raise KernelError(f"{cfg.bridge!r} exists but is not a bridge (kind {link.kind or 'none'})")
+            if cfg.vlan_filtering and link.vlan_filtering is False:
+                raise KernelError(
+                    f"bridge {cfg.bridge!r} has VLAN filtering off, which vlan/vlanTrunk need "
+                    "(it is only enabled when splice creates the bridge)"
+                )
 
         rtnl.run(self.host, part)
 
