@@ -17,7 +17,6 @@ from splice.conformance import oracle
 from splice.libnet import rtnl
 from splice.libnet.errors import NetError
 from splice.libnet.netns import Netns
-from splice.plugins.bridge import driver as drv
 from splice.plugins.bridge.config import parse_bridge_config
 from splice.plugins.bridge.driver import BridgeDriver, host_veth_name, owner_tag
 from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
