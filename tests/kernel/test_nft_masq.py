@@ -362,3 +362,20 @@ def test_remove_partial_ownership_removes_only_ours(host_ns):
     assert owner_pairs(host_ns) == {"10.22.0.2": B}
     masq(host_ns, "remove", B, A_SRC[:1])
     assert_nothing_left(host_ns)
+
+
+def test_nft_context_stays_in_its_namespace(make_ns):
+    """An Nft is bound to the namespace of its first use; elsewhere it refuses to work."""
+    from splice.libnet.errors import NetError, NftError
+
+    one, two = make_ns(), make_ns()
+    nft = Nft()
+    with Netns.open(one.path) as ns1, Netns.open(two.path) as ns2:
+        ns1.run(nft.apply, [{"add": {"table": {"family": "inet", "name": "splice_probe"}}}])
+        with pytest.raises(NetError, match="outside the network namespace"):
+            ns2.run(nft.apply, [{"add": {"table": {"family": "inet", "name": "splice_probe"}}}])
+        with pytest.raises(NftError, match="No such file or directory"):
+            ns1.run(nft.apply, [{"delete": {"table": {"family": "inet", "name": "nope"}}}])
+        ns1.run(nft.apply, [{"delete": {"table": {"family": "inet", "name": "splice_probe"}}}])
+    assert oracle.nft_objects(two.name, "table") == []
+    assert oracle.nft_objects(one.name, "table") == []

@@ -17,8 +17,8 @@ name is derived from the owner (design.md), so a port name has one owner; an ``a
 port that is already guarded (a re-add, or a stale entry) replaces the port's elements
 atomically. As in masq.py, ``add`` (first, next, repeated) needs no listing and deletes
 nothing on its common paths; ``remove(owner)`` lists the table (O(N)); when the caller
-also passes the port name and MAC it registered, the delete is one transaction (and a
-repeated delete two cheap ones) without a listing.
+also passes the port name and MAC it registered, the delete is one transaction (a
+repeated DEL: a failed one plus a probe) without a listing.
 The table and chain are never deleted (shared by every bridge in the namespace).
 """
 
@@ -103,15 +103,6 @@ def allow_elem(ifname: str, mac: str, owner_tag: str | None) -> dict:
     return N.elements(FAMILY, TABLE, ALLOW, [N.elem(N.concat(ifname, mac), owner_tag)])
 
 
-def build_add(owner_tag: str, ifname: str, mac: str) -> list[dict]:
-    """Fast-path ADD, elements only: fails when the table is missing or the port is
-    already guarded (``create``)."""
-    return [
-        N.create("element", iface_elem(ifname, owner_tag)),
-        N.add("element", allow_elem(ifname, mac, owner_tag)),
-    ]
-
-
 def build_remove(ifname: str, mac: str) -> list[dict]:
     """Fast-path DEL: fails (removing nothing) unless the port is guarded with ``mac``."""
     return [
@@ -120,15 +111,13 @@ def build_remove(ifname: str, mac: str) -> list[dict]:
     ]
 
 
-def build_reassert(owner_tag: str, ifname: str, mac: str) -> list[dict]:
-    """Repeated ADD: re-create both elements with this owner; fails (changing nothing)
-    unless the port is already guarded with ``mac``."""
-    return build_remove(ifname, mac) + build_add(owner_tag, ifname, mac)
-
-
-def build_unguarded(ifname: str, mac: str) -> list[dict]:
-    """Probe: succeeds (changing nothing) iff neither the guard nor the pair exists."""
-    return N.absent_probe("element", iface_elem(ifname, None)) + N.absent_probe("element", allow_elem(ifname, mac, None))
+def build_add(owner_tag: str, ifname: str, mac: str) -> list[dict]:
+    """Fast-path ADD, elements only: fails when the table is missing or the port is
+    already guarded (``create``)."""
+    return [
+        N.create("element", iface_elem(ifname, owner_tag)),
+        N.add("element", allow_elem(ifname, mac, owner_tag)),
+    ]
 
 
 class _State:
@@ -161,17 +150,15 @@ class MacSpoofCheck:
         ifname = _check_ifname(host_ifname)
         mac = normalize_mac(mac)
         nft = self.nft
-        fast = build_add(tag, ifname, mac)
-        if nft.try_apply(fast):
+        if nft.try_apply(build_add(tag, ifname, mac)):
             return
-        # first use in this namespace? create what is missing, deleting nothing
-        nft.try_apply(build_scaffold())
-        nft.try_apply(build_chain_once())
-        if nft.try_apply(fast):
-            return
-        if nft.try_apply(build_reassert(tag, ifname, mac)):  # a repeated ADD
-            return
-        # the port is guarded with another MAC (or damaged, or a real error): list and converge
+        # first use in this namespace, or the port is guarded already
+        if BASE_CHAIN not in nft.chain_names(FAMILY, TABLE):
+            if nft.try_apply(build_scaffold() + build_chain_once() + build_add(tag, ifname, mac)):
+                return
+        elif nft.try_apply(build_remove(ifname, mac) + build_add(tag, ifname, mac)):
+            return  # a repeated ADD (the port was guarded with this MAC): re-tagged
+        # guarded with another MAC, a race, a damaged table, or a real error: list and converge
 
         def build(state: _State) -> list[dict]:
             cmds = build_skeleton()
@@ -197,11 +184,12 @@ class MacSpoofCheck:
             ifname, mac = _check_ifname(host_ifname), normalize_mac(mac)
             if self.nft.try_apply(build_remove(ifname, mac)):
                 return
-            if not self.nft.table_exists(FAMILY, TABLE):
-                return
-            if self.nft.try_apply(build_unguarded(ifname, mac)):  # a repeated DEL
-                return
-            # registered differently (another MAC), or a real error: read the table
+            if not self.nft.chain_names(FAMILY, TABLE):
+                return  # no table
+            if self.nft.try_apply(N.absent_probe("element", iface_elem(ifname, None))
+                                  + N.absent_probe("element", allow_elem(ifname, mac, None))):
+                return  # a repeated DEL
+            # registered differently (another MAC), a race, or a real error: read the table
 
         def build(state: _State) -> list[dict]:
             cmds: list[dict] = []
