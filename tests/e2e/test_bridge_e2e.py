@@ -164,11 +164,15 @@ def test_gc_removes_stale_attachments(runtime, host_ns, make_ns, ipam_dir, leaks
 
 
 def test_pool_exhaustion_leaves_nothing(runtime, host_ns, make_ns, ipam_dir, leaks):
-    conf = bridge_conflist(ipam_dir, "1.0.0")
+    conf = bridge_conflist(ipam_dir, "1.1.0")
     conf["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.10", "rangeEnd": "10.77.0.11"}]]
     sbs = [make_ns() for _ in range(3)]
     runtime.add(conf, "ctr-0", sbs[0].path)
+    runtime.status(conf)
     runtime.add(conf, "ctr-1", sbs[1].path)
+    with pytest.raises(CniCallError) as st:
+        runtime.status(conf)  # STATUS: the pool is exhausted -> 50 "not available"
+    assert st.value.code == 50 and "10.77.0.0/24" in st.value.error["msg"]
     with pytest.raises(CniCallError) as e:
         runtime.add(conf, "ctr-2", sbs[2].path)
     assert e.value.code == 101
