@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from splice.conformance import oracle
+from splice.conformance.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 NS_PREFIX = "spt-"
@@ -129,38 +130,10 @@ class CniRunner:
         extra_env: dict | None = None,
         timeout: float = 60,
     ) -> CniResult:
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command}
-        if container_id is not None:
-            env["CNI_CONTAINERID"] = container_id
-        if netns is not None:
-            env["CNI_NETNS"] = netns
-        if ifname is not None:
-            env["CNI_IFNAME"] = ifname
-        if args is not None:
-            env["CNI_ARGS"] = args
-        env["CNI_PATH"] = ":".join(self.cni_path)
-        if extra_env:
-            env.update(extra_env)
-        if isinstance(conf, dict):
-            data = json.dumps(conf)
-        elif isinstance(conf, bytes):
-            data = conf.decode()
-        else:
-            data = conf
-        exe = plugin if "/" in plugin else _find(plugin, self.cni_path)
-        p = subprocess.run(
-            ["nsenter", f"--net={self.host.path}", exe],
-            input=data, capture_output=True, text=True, env=env, timeout=timeout,
-        )
-        return CniResult(p.returncode, p.stdout, p.stderr)
-
-
-def _find(plugin: str, path: list[str]) -> str:
-    for d in path:
-        cand = os.path.join(d, plugin)
-        if os.access(cand, os.X_OK):
-            return cand
-    raise FileNotFoundError(f"{plugin} not found in {path}")
+        rt = Runtime(cni_path=self.cni_path, prefix=["nsenter", f"--net={self.host.path}"], timeout=timeout)
+        p = rt.run_raw(plugin, command, conf, container_id=container_id, netns=netns, ifname=ifname,
+                       cni_args=args, extra_env=extra_env)
+        return CniResult(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
 
 
 @pytest.fixture

@@ -73,6 +73,39 @@ class Runtime:
                 return cand
         raise FileNotFoundError(f"plugin {plugin_type!r} not found in {list(self.cni_path)}")
 
+    def run_raw(
+        self,
+        plugin_type: str,
+        command: str | None,
+        conf: dict | bytes | str,
+        *,
+        container_id: str | None = None,
+        netns: str | None = None,
+        ifname: str | None = None,
+        cni_args: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Execute one plugin and return the finished process (bytes stdout/stderr)."""
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        for key, value in (("CNI_COMMAND", command), ("CNI_CONTAINERID", container_id), ("CNI_NETNS", netns),
+                           ("CNI_IFNAME", ifname), ("CNI_ARGS", cni_args)):
+            if value is not None:
+                env[key] = value
+        env["CNI_PATH"] = ":".join(self.cni_path)
+        env.update(self.extra_env)
+        env.update(extra_env or {})
+        if isinstance(conf, dict):
+            data = json.dumps(conf).encode()
+        elif isinstance(conf, str):
+            data = conf.encode()
+        else:
+            data = conf
+        exe = plugin_type if "/" in plugin_type else self.find(plugin_type)
+        t0 = time.perf_counter()
+        p = subprocess.run([*self.prefix, exe], input=data, capture_output=True, env=env, timeout=self.timeout)
+        self.log.append(Invocation(plugin_type, command or "", time.perf_counter() - t0, p.returncode))
+        return p
+
     def exec_plugin(
         self,
         plugin_type: str,
@@ -84,22 +117,9 @@ class Runtime:
         ifname: str | None = None,
         cni_args: str | None = None,
     ) -> dict | None:
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": command}
-        env["CNI_PATH"] = ":".join(self.cni_path)
-        if container_id is not None:
-            env["CNI_CONTAINERID"] = container_id
-        if netns is not None:
-            env["CNI_NETNS"] = netns
-        if ifname is not None:
-            env["CNI_IFNAME"] = ifname
-        if cni_args is not None:
-            env["CNI_ARGS"] = cni_args
-        env.update(self.extra_env)
-        data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-        argv = [*self.prefix, self.find(plugin_type)]
-        t0 = time.perf_counter()
-        p = subprocess.run(argv, input=data, capture_output=True, env=env, timeout=self.timeout)
-        self.log.append(Invocation(plugin_type, command, time.perf_counter() - t0, p.returncode))
+        """Execute one plugin like libcni: the parsed result, or CniCallError."""
+        p = self.run_raw(plugin_type, command, conf, container_id=container_id, netns=netns, ifname=ifname,
+                         cni_args=cni_args)
         out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
         if p.returncode != 0:
             error = None
