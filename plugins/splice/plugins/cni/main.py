@@ -45,3 +45,7 @@ def bridge() -> None:
 
 def ipam() -> None:
     sys.exit(_run("splice.plugins.cni.ipam_plugin", "SpliceIpam"))
+
+
+def portmap() -> None:
+    sys.exit(_run("splice.plugins.cni.portmap_plugin", "PortmapPlugin"))
