@@ -53,11 +53,10 @@ class BridgePlugin:
     cni_args = frozenset({"IP", "MAC"})
 
     def _driver(self, a: "CmdArgs"):
-        from splice.libnet.netns import Netns
         from splice.plugins.bridge.config import parse_bridge_config
         from splice.plugins.bridge.driver import BridgeDriver
 
-        return BridgeDriver(parse_bridge_config(a.config), Netns.current())
+        return BridgeDriver(parse_bridge_config(a.config), a.host_ns())
 
     def add(self, a: "CmdArgs") -> dict:
         from splice.plugins import failpoint

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, TextIO
+from typing import Any, Mapping, Protocol, TextIO
 
 from splice.plugins.cni import errors as E
 from splice.plugins.cni import version as ver
@@ -50,6 +50,17 @@ class CmdArgs:
     version: str  # the config's cniVersion (answer in this version)
     prev_result: dict | None  # prevResult converted to the canonical (1.1.0-shaped) dict
     env: dict[str, str] = field(default_factory=dict)  # the environment, for delegates
+    # The host namespace the plugin works in: None = the calling thread's own (a CNI
+    # executable runs in the host). A resident agent sets the caller's namespace here.
+    host: Any = None  # splice.libnet.netns.Netns | None
+
+    def host_ns(self) -> Any:
+        """The host namespace as a Netns (imports libnet lazily)."""
+        if self.host is not None:
+            return self.host
+        from splice.libnet.netns import Netns
+
+        return Netns.current()
 
 
 class Plugin(Protocol):
