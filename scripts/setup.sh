@@ -16,6 +16,7 @@ APT_PACKAGES=(
   nftables libnftables1                              # nft (tests' oracle) and the library
   iproute2 util-linux procps iputils-ping conntrack  # ip/bridge (oracle), nsenter, ping
   containernetworking-plugins                        # the Go reference plugins, compared against
+  podman runc containerd busybox-static              # real clients (tests/clients) + their image
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
