@@ -262,9 +262,11 @@ events_logfile_path = "{base}/events.log"
 tmp_dir = "{base}/tmp"
 runtime = "runc"
 """)
+        # overlay cannot stack on overlayfs (a containerised CI): fall back to vfs there
+        driver = "vfs" if hostenv.fs_type(base) == "overlay" else "overlay"
         (base / "storage.conf").write_text(f"""\
 [storage]
-driver = "overlay"
+driver = "{driver}"
 runroot = "{base}/run"
 graphroot = "{base}/root"
 """)
@@ -305,6 +307,7 @@ class Containerd(ClientEnv):
     socket: Path = Path()
     namespace: str = CTR_NAMESPACE
     view_script: str = ""
+    snapshotter: str = "overlayfs"
 
     def ctr_argv(self, *args: str) -> list[str]:
         return ["ctr", "-a", str(self.socket), "-n", self.namespace, *args]
@@ -324,7 +327,7 @@ class Containerd(ClientEnv):
     def run_cni(self, cid: str, *cmd: str, log: Path) -> subprocess.Popen:
         """``ctr run --cni IMAGE cid cmd...`` in the foreground, as a background process: ctr
         itself runs ADD before starting the task, and DEL (without a netns) once it exits."""
-        argv = self.cni_argv("run", "--cni", "--fifo-dir", str(self.base / "fifo"),
+        argv = self.cni_argv("run", "--cni", "--snapshotter", self.snapshotter, "--fifo-dir", str(self.base / "fifo"),
                              "--runc-root", str(self.base / "runc"), IMAGE, cid, *cmd)
         with open(log, "wb") as out:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
@@ -349,11 +352,17 @@ def containerd_clean(containerd):
     containerd.remove_all()
 
 
-def _view_script(base: Path, binds: list[tuple[Path, str]]) -> str:
-    """Shell run inside the private mount namespace before exec'ing ctr (see module doc)."""
+def _view_script(base: Path, binds: list[tuple[Path, str, bool]]) -> str:
+    """Shell run inside the private mount namespace before exec'ing ctr (see module doc).
+
+    ``binds``: (our dir, path ctr uses, optional). A missing path is created inside an overlay
+    of its nearest existing parent; an optional bind that fails is skipped (the janitor then
+    cleans what ctr writes there).
+    """
     lines = []
     overlaid: set[str] = set()
-    for i, (src, target) in enumerate(binds):
+    for i, (src, target, optional) in enumerate(binds):
+        step = []
         if not os.path.isdir(target):
             parent = os.path.dirname(target)
             while not os.path.isdir(parent):
@@ -364,10 +373,14 @@ def _view_script(base: Path, binds: list[tuple[Path, str]]) -> str:
                 upper, work = base / f"ovl{i}" / "upper", base / f"ovl{i}" / "work"
                 upper.mkdir(parents=True)
                 work.mkdir(parents=True)
-                lines.append(f"mount -t overlay overlay -o lowerdir={parent},upperdir={upper},workdir={work} {parent}")
+                step.append(f"mount -t overlay overlay -o lowerdir={parent},upperdir={upper},workdir={work} {parent}")
                 overlaid.add(parent)
-            lines.append(f"mkdir -p {target}")
-        lines.append(f"mount --bind {src} {target}")
+            step.append(f"mkdir -p {target}")
+        step.append(f"mount --bind {src} {target}")
+        if optional:
+            lines.append("( " + " && ".join(step) + " ) 2>/dev/null || true")
+        else:
+            lines.extend(step)
     lines.append('exec "$@"')
     return "\n".join(lines)
 
@@ -379,7 +392,8 @@ def containerd():
     base = Path(tempfile.mkdtemp(prefix="spc-ctd-"))
     janitor = hostenv.PathJanitor(
         dirs=["/run/containerd/s", "/run/containerd/fifo", "/run/containerd/runc", "/run/containerd",
-              *map(str, hostenv.cgroup_dirs(CTR_NAMESPACE))],
+              "/var/lib/cni/results", "/var/lib/cni", *map(str, hostenv.cgroup_dirs(CTR_NAMESPACE))],
+        owned_globs=[("/var/lib/cni/results", f"{CTR_NET}-*")],
     )
     host = None
     proc = None
@@ -413,14 +427,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "{base}/opt"
 """)
-        binds = [(base / "net.d", "/etc/cni/net.d"), (base / "cni-bin", "/usr/lib/cni"),
-                 (base / "cni-cache", "/var/lib/cni")]
+        binds = [(base / "net.d", "/etc/cni/net.d", False), (base / "cni-bin", "/usr/lib/cni", False),
+                 (base / "cni-cache", "/var/lib/cni", True)]
         if os.path.isdir("/opt/cni/bin"):  # first in ctr's fixed CNI_PATH: hide whatever is there
-            binds.append((base / "cni-bin", "/opt/cni/bin"))
+            binds.append((base / "cni-bin", "/opt/cni/bin", False))
         cd = Containerd(host=host, base=base, network=CTR_NET, bridge=CTR_BRIDGE, subnet=CTR_SUBNET,
                         data_dir=base / "ipam", calls_log=base / "cni-calls.jsonl",
                         root_links_before=oracle.link_names(None), socket=sock,
-                        view_script=_view_script(base, binds))
+                        view_script=_view_script(base, binds),
+                        snapshotter="native" if hostenv.fs_type(base) == "overlay" else "overlayfs")
         with open(base / "containerd.log", "wb") as log:
             proc = subprocess.Popen(["nsenter", f"--net={host.path}", "containerd", "--config", str(base / "config.toml")],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -433,7 +448,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
         hostenv.wait_until(up, timeout=30, interval=0.1, what="containerd to serve")
         image.oci_archive(image.rootfs_tar(base / "rootfs.tar"), base / "image.tar", IMAGE)
-        cd.ctr("images", "import", str(base / "image.tar"))
+        cd.ctr("images", "import", "--snapshotter", cd.snapshotter, str(base / "image.tar"))
         yield cd
     finally:
         if cd is not None and proc is not None and proc.poll() is None:

@@ -124,6 +124,19 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait(5)
 
 
+def fs_type(path: Path) -> str:
+    """Filesystem type of the mount holding ``path`` (longest matching mount point)."""
+    path = os.path.realpath(path)
+    best, kind = "", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mp = left.split()[4].replace("\\040", " ")
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, kind = mp, right.split()[0]
+    return kind
+
+
 def umount_under(base: Path) -> None:
     """Lazily unmount every mount point below ``base`` (deepest first)."""
     prefix = str(base).rstrip("/") + "/"
