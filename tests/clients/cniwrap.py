@@ -37,9 +37,12 @@ def main() -> int:
         rec["stdin"] = json.loads(raw) if raw.strip() else None
     except ValueError:
         rec["stdin"] = raw.decode(errors="replace")
-    try:
-        with open(side["log"], "a") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    try:  # one O_APPEND write per record: concurrent calls never interleave
+        fd = os.open(side["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+        finally:
+            os.close(fd)
     except OSError:
         pass
     sys.stdout.buffer.write(p.stdout)
@@ -64,7 +67,13 @@ def read_calls(log: Path) -> list[dict]:
         lines = Path(log).read_text().splitlines()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in lines if line.strip()]
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a record being written right now
+            continue
+    return out
 
 
 def describe(calls: list[dict], *, skip_version: bool = True) -> str:

@@ -92,3 +92,32 @@ def test_run_rm_releases_through_the_cleanup_process(podman_clean):
                        timeout=30, what=f"the cleanup DEL of {cid}")
     pm.assert_calls_ok([cid])
     pm.assert_clean([cid])
+
+
+def test_static_address_survives_network_reload_and_restart(podman_clean):
+    """``podman network reload`` is DEL + ADD in the same netns, the static IP now (also) in
+    ``runtimeConfig.ips`` — twice; ``stop``/``start`` is DEL, then ADD in a new netns."""
+    pm = podman_clean
+    ip = str(ipaddress.ip_network(pm.subnet)[77])
+    mac = "02:00:0a:d5:00:4d"
+    prefix = ipaddress.ip_network(pm.subnet).prefixlen
+    cid = pm(*pm.run_args("-d", "--name", "spc-reload", "--ip", ip, "--mac-address", mac,
+                          IMAGE, "sleep", "600")).stdout.strip()
+
+    pm("network", "reload", "spc-reload")
+    assert len(pm.calls_for(cid, "ADD")) == 2 and len(pm.calls_for(cid, "DEL")) == 1, pm.describe_calls()
+    assert inet4(pm("exec", "spc-reload", "ip", "-o", "-4", "addr", "show", "eth0").stdout) == f"{ip}/{prefix}"
+    assert link_mac(pm("exec", "spc-reload", "ip", "-o", "link", "show", "eth0").stdout) == mac
+    assert pm.lease_addresses(cid) == [f"{ip}/{prefix}"]
+
+    pm("stop", "-t", "0", "spc-reload")
+    hostenv.wait_until(lambda: not pm.leases(), timeout=30, what="stop to release the address")
+    pm("start", "spc-reload")
+    assert inet4(pm("exec", "spc-reload", "ip", "-o", "-4", "addr", "show", "eth0").stdout) == f"{ip}/{prefix}"
+    pm("exec", "spc-reload", "ping", "-c", "1", "-W", "3", pm.gateway)
+    assert pm.leases() == [(cid, "eth0")]
+    pm.assert_calls_ok([cid])
+
+    pm("rm", "-f", "-t", "0", "spc-reload")
+    pm.assert_calls_ok([cid])
+    pm.assert_clean([cid])
