@@ -29,6 +29,7 @@ test can show what the client sent and what splice answered.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shlex
@@ -57,8 +58,7 @@ CTR_BRIDGE = "spcb1"
 CTR_SUBNET = "10.213.1.0/24"
 CTR_NAMESPACE = f"spc{PID}"  # containerd namespace: also the containers' cgroup parent
 
-# A client exec of splice: VERSION/ADD/DEL each start the interpreter, ADD ~0.15 s.
-CMD_TIMEOUT = 90
+CMD_TIMEOUT = 90  # seconds for one client command (they take ~0.1-1 s here)
 
 
 def splice_conflist(name: str, bridge: str, subnet: str, data_dir: Path) -> dict:
@@ -73,6 +73,15 @@ def splice_conflist(name: str, bridge: str, subnet: str, data_dir: Path) -> dict
             "ipMasq": False,
             "ipam": {"type": "splice-ipam", "dataDir": str(data_dir), "ranges": [[{"subnet": subnet}]]},
         }],
+    }
+
+
+def machine_state() -> dict:
+    """What a CNI bridge could change in the machine's own namespace besides links (read only)."""
+    return {
+        "sysctl": {k: oracle.sysctl(None, k) for k in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")},
+        "routes": sorted((r.get("dst", ""), r.get("dev", "")) for r in oracle.routes(None)),
+        "nft_tables": sorted((t["family"], t["name"]) for t in oracle.nft_objects(None, "table")),
     }
 
 
@@ -117,6 +126,7 @@ class ClientEnv:
     data_dir: Path
     calls_log: Path
     root_links_before: set[str] = field(default_factory=set)
+    root_state_before: dict = field(default_factory=dict)
     calls_mark: int = 0  # calls before this index belong to earlier tests
 
     def mark(self) -> None:
@@ -128,8 +138,6 @@ class ClientEnv:
 
     @property
     def gateway(self) -> str:
-        import ipaddress
-
         return str(next(ipaddress.ip_network(self.subnet).hosts()))
 
     def calls(self) -> list[dict]:
@@ -168,10 +176,12 @@ class ClientEnv:
         return oracle.link_names(self.host.name)
 
     def assert_machine_untouched(self) -> None:
-        """The machine's own namespace gained neither our bridge nor a host veth."""
+        """The machine's own namespace gained neither our bridge nor a host veth, and its
+        forwarding sysctls and nftables tables are as they were."""
         new = oracle.link_names(None) - self.root_links_before
         ours = {n for n in new if n == self.bridge or n.startswith("veth")}
         assert not ours, f"links appeared in the machine's own namespace: {sorted(ours)}"
+        assert machine_state() == self.root_state_before
 
     def assert_clean(self, cids: list[str]) -> None:
         """After removal: host keeps lo + bridge, no reservation, nothing in the machine's netns."""
@@ -275,7 +285,7 @@ graphroot = "{base}/root"
         env.pop("CONTAINER_HOST", None)
         pm = Podman(host=host, base=base, network=PODMAN_NET, bridge=PODMAN_BRIDGE, subnet=PODMAN_SUBNET,
                     data_dir=base / "ipam", calls_log=base / "cni-calls.jsonl",
-                    root_links_before=oracle.link_names(None), env=env, cgroup_parent=cgroup_parent)
+                    root_links_before=oracle.link_names(None), root_state_before=machine_state(), env=env, cgroup_parent=cgroup_parent)
         image.rootfs_tar(base / "rootfs.tar")
         pm("import", "-q", str(base / "rootfs.tar"), IMAGE)
         yield pm
@@ -433,7 +443,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             binds.append((base / "cni-bin", "/opt/cni/bin", False))
         cd = Containerd(host=host, base=base, network=CTR_NET, bridge=CTR_BRIDGE, subnet=CTR_SUBNET,
                         data_dir=base / "ipam", calls_log=base / "cni-calls.jsonl",
-                        root_links_before=oracle.link_names(None), socket=sock,
+                        root_links_before=oracle.link_names(None), root_state_before=machine_state(), socket=sock,
                         view_script=_view_script(base, binds),
                         snapshotter="native" if hostenv.fs_type(base) == "overlay" else "overlayfs")
         with open(base / "containerd.log", "wb") as log:
