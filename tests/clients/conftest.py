@@ -85,6 +85,14 @@ def machine_state() -> dict:
     }
 
 
+def _best_effort(fn, *args, **kwargs) -> None:
+    """A teardown step that must not stop the steps after it (a hung client, a timeout)."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported, teardown goes on
+        print(f"tests/clients teardown: {getattr(fn, '__name__', fn)} failed: {exc!r}")
+
+
 def _require(*binaries: str) -> None:
     require_root()
     missing = [b for b in binaries if shutil.which(b) is None]
@@ -285,14 +293,15 @@ graphroot = "{base}/root"
         env.pop("CONTAINER_HOST", None)
         pm = Podman(host=host, base=base, network=PODMAN_NET, bridge=PODMAN_BRIDGE, subnet=PODMAN_SUBNET,
                     data_dir=base / "ipam", calls_log=base / "cni-calls.jsonl",
-                    root_links_before=oracle.link_names(None), root_state_before=machine_state(), env=env, cgroup_parent=cgroup_parent)
+                    root_links_before=oracle.link_names(None), root_state_before=machine_state(),
+                    env=env, cgroup_parent=cgroup_parent)
         image.rootfs_tar(base / "rootfs.tar")
         pm("import", "-q", str(base / "rootfs.tar"), IMAGE)
         yield pm
     finally:
         if env is not None:
-            subprocess.run(["nsenter", f"--net={host.path}", "podman", "rm", "-af", "-t", "0"],
-                           env=env, capture_output=True, timeout=120)
+            _best_effort(subprocess.run, ["nsenter", f"--net={host.path}", "podman", "rm", "-af", "-t", "0"],
+                         env=env, capture_output=True, timeout=120)
         hostenv.kill_pids(hostenv.pids_with_cmdline(str(base)))  # conmon left behind by a failure
         hostenv.umount_under(base)
         shutil.rmtree(base, ignore_errors=True)
@@ -337,8 +346,9 @@ class Containerd(ClientEnv):
     def run_cni(self, cid: str, *cmd: str, log: Path) -> subprocess.Popen:
         """``ctr run --cni IMAGE cid cmd...`` in the foreground, as a background process: ctr
         itself runs ADD before starting the task, and DEL (without a netns) once it exits."""
-        argv = self.cni_argv("run", "--cni", "--snapshotter", self.snapshotter, "--fifo-dir", str(self.base / "fifo"),
-                             "--runc-root", str(self.base / "runc"), IMAGE, cid, *cmd)
+        argv = self.cni_argv("run", "--cni", "--snapshotter", self.snapshotter,
+                             "--fifo-dir", str(self.base / "fifo"), "--runc-root", str(self.base / "runc"),
+                             IMAGE, cid, *cmd)
         with open(log, "wb") as out:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
@@ -359,38 +369,45 @@ def containerd_clean(containerd):
     """Per test: remove every container of our namespace afterwards, even after a failure."""
     containerd.mark()
     yield containerd
-    containerd.remove_all()
+    _best_effort(containerd.remove_all)
 
 
 def _view_script(base: Path, binds: list[tuple[Path, str, bool]]) -> str:
     """Shell run inside the private mount namespace before exec'ing ctr (see module doc).
 
     ``binds``: (our dir, path ctr uses, optional). A missing path is created inside an overlay
-    of its nearest existing parent; an optional bind that fails is skipped (the janitor then
-    cleans what ctr writes there).
+    of its nearest existing parent (fresh upper/work dirs per invocation, so concurrent ``ctr
+    run``s do not share them); an optional bind that fails is skipped (the janitor then cleans
+    what ctr writes there).
     """
-    lines = []
-    overlaid: set[str] = set()
-    for i, (src, target, optional) in enumerate(binds):
-        step = []
-        if not os.path.isdir(target):
-            parent = os.path.dirname(target)
-            while not os.path.isdir(parent):
-                parent = os.path.dirname(parent)
-            if parent == "/":
-                raise RuntimeError(f"cannot provide {target}: no existing parent below /")
-            if parent not in overlaid:
-                upper, work = base / f"ovl{i}" / "upper", base / f"ovl{i}" / "work"
-                upper.mkdir(parents=True)
-                work.mkdir(parents=True)
-                step.append(f"mount -t overlay overlay -o lowerdir={parent},upperdir={upper},workdir={work} {parent}")
-                overlaid.add(parent)
-            step.append(f"mkdir -p {target}")
-        step.append(f"mount --bind {src} {target}")
+    q = shlex.quote
+    (base / "ovl").mkdir(exist_ok=True)
+    lines: list[str] = []
+
+    def emit(step: list[str], optional: bool) -> None:
         if optional:
             lines.append("( " + " && ".join(step) + " ) 2>/dev/null || true")
         else:
             lines.extend(step)
+
+    # overlays first: an overlay mounted later on a parent would hide earlier binds below it
+    overlaid: set[str] = set()
+    for _src, target, optional in binds:
+        if os.path.isdir(target):
+            continue
+        parent = os.path.dirname(target)
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if parent == "/":
+            raise RuntimeError(f"cannot provide {target}: no existing parent below /")
+        step = []
+        if parent not in overlaid:
+            step += [f"d=$(mktemp -d {q(str(base / 'ovl'))}/XXXXXX)", 'mkdir "$d/u" "$d/w"',
+                     f'mount -t overlay overlay -o "lowerdir={parent},upperdir=$d/u,workdir=$d/w" {q(parent)}']
+            overlaid.add(parent)
+        emit(step + [f"mkdir -p {q(target)}"], optional)
+    for src, target, optional in binds:
+        emit([f"mount --bind {q(str(src))} {q(target)}"], optional)
     lines.append('exec "$@"')
     return "\n".join(lines)
 
@@ -443,12 +460,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             binds.append((base / "cni-bin", "/opt/cni/bin", False))
         cd = Containerd(host=host, base=base, network=CTR_NET, bridge=CTR_BRIDGE, subnet=CTR_SUBNET,
                         data_dir=base / "ipam", calls_log=base / "cni-calls.jsonl",
-                        root_links_before=oracle.link_names(None), root_state_before=machine_state(), socket=sock,
-                        view_script=_view_script(base, binds),
+                        root_links_before=oracle.link_names(None), root_state_before=machine_state(),
+                        socket=sock, view_script=_view_script(base, binds),
                         snapshotter="native" if hostenv.fs_type(base) == "overlay" else "overlayfs")
         with open(base / "containerd.log", "wb") as log:
-            proc = subprocess.Popen(["nsenter", f"--net={host.path}", "containerd", "--config", str(base / "config.toml")],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(["nsenter", f"--net={host.path}", "containerd",
+                                     "--config", str(base / "config.toml")], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
         def up():
@@ -462,9 +479,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         yield cd
     finally:
         if cd is not None and proc is not None and proc.poll() is None:
-            cd.remove_all()
+            _best_effort(cd.remove_all)
         if proc is not None:
-            hostenv.stop_process(proc)
+            _best_effort(hostenv.stop_process, proc)
         hostenv.kill_pids(hostenv.pids_with_cmdline(str(base)))  # shims / ctr left behind by a failure
         hostenv.umount_under(base)
         shutil.rmtree(base, ignore_errors=True)

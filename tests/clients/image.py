@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -126,7 +125,3 @@ def oci_archive(rootfs: Path, out: Path, ref: str, entrypoint: list[str] | None 
         _add_bytes(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         _add_bytes(tf, "index.json", json.dumps(index).encode())
     return out
-
-
-def have(binary: str) -> bool:
-    return shutil.which(binary) is not None
