@@ -464,9 +464,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                         socket=sock, view_script=_view_script(base, binds),
                         snapshotter="native" if hostenv.fs_type(base) == "overlay" else "overlayfs")
         with open(base / "containerd.log", "wb") as log:
-            proc = subprocess.Popen(["nsenter", f"--net={host.path}", "containerd",
-                                     "--config", str(base / "config.toml")], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                ["nsenter", f"--net={host.path}", "containerd", "--config", str(base / "config.toml")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def up():
             if proc.poll() is not None:
