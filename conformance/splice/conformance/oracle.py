@@ -102,3 +102,85 @@ def bridge_vlans(netns: str | None) -> list[dict]:
 def ping(netns: str | None, address: str, count: int = 1, timeout: int = 2) -> bool:
     argv = _nsargv(netns) + ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout), address]
     return subprocess.run(argv, capture_output=True, timeout=timeout * count + 10).returncode == 0
+
+
+# -- helpers for the conformance kit's leak checks ------------------------------------------
+
+
+def _scalars(obj: Any):
+    """Every scalar string/int inside a JSON value."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _scalars(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _scalars(v)
+    elif isinstance(obj, (str, int)) and not isinstance(obj, bool):
+        yield str(obj)
+
+
+def _describe(kind: str, obj: dict) -> str:
+    where = f"{obj.get('family', '?')} {obj.get('table', obj.get('name', '?'))}"
+    if kind == "rule":
+        text = obj.get("comment") or json.dumps(obj.get("expr"))[:120]
+        return f"rule in {where} chain {obj.get('chain')}: {text}"
+    if kind in ("set", "map"):
+        return f"{kind} element in {where} {obj.get('name')}"
+    return f"{kind} {where} {obj.get('name', '')}".rstrip()
+
+
+def nft_references(netns: str | None, tokens: set[str] | list[str],
+                   ruleset: list[dict] | None = None) -> list[str]:
+    """nftables objects (rules, chains, set/map elements) in ``netns`` that reference one of
+    ``tokens``: a scalar equal to a token, equal to ``<token>/<len>``, or (for tokens of 8+
+    characters, e.g. container IDs) containing it (comments such as ``id: "<cid>"``).
+
+    This is how the kit finds per-attachment firewall/NAT state without knowing a plugin's
+    table layout; iptables-nft rules show up here too.
+    """
+    tokens = {t for t in tokens if t}
+    if not tokens:
+        return []
+    long_tokens = [t for t in tokens if len(t) >= 8 and not _looks_like_ip(t)]
+
+    def hit(value: str) -> bool:
+        if value in tokens or value.split("/")[0] in tokens:
+            return True
+        return any(t in value for t in long_tokens)
+
+    found = []
+    for item in (nft_ruleset(netns) if ruleset is None else ruleset):
+        for kind, obj in item.items():
+            if not isinstance(obj, dict) or kind in ("metainfo", "table"):
+                continue
+            if kind in ("set", "map"):
+                for elem in obj.get("elem", []) or []:
+                    if any(hit(v) for v in _scalars(elem)):
+                        found.append(f"{_describe(kind, obj)}: {json.dumps(elem)[:120]}")
+                continue
+            if kind == "chain":
+                if hit(str(obj.get("name", ""))):
+                    found.append(_describe(kind, obj))
+                continue
+            if any(hit(v) for v in _scalars({k: v for k, v in obj.items() if k not in ("handle",)})):
+                found.append(_describe(kind, obj))
+    return found
+
+
+def _looks_like_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_interface(text)
+        return True
+    except ValueError:
+        return False
+
+
+def ipv6_addresses(netns: str | None, name: str) -> list[str]:
+    return [a for a in addresses(netns, name) if ":" in a]
+
+
+def all_routes(netns: str | None) -> list[dict]:
+    """IPv4 and IPv6 routes of the main table."""
+    return routes(netns, "-4") + routes(netns, "-6")

@@ -1,0 +1,88 @@
+"""``splice-conformance`` / ``python -m splice.conformance``: run the kit on a plugin.
+
+    splice-conformance --cni-path DIR[:DIR...] --plugin TYPE [--ipam TYPE] [--config FILE]
+                       [--check ID|GLOB ...] [--json] [--list]
+
+Prints one row per check (id, result, spec statements, reason) and
+``N passed, N failed, N skipped``; ``--json`` prints a machine-readable report instead.
+Exit status: 0 when no check failed, 1 when one did, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from splice.conformance import kit
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="splice-conformance",
+        description="Black-box CNI conformance checks (REFERENCE.md §1.10) for a plugin binary. Every plugin call "
+                    "runs inside a throwaway network namespace.")
+    p.add_argument("--cni-path", required=False, action="append", default=[],
+                   help="directory holding the plugin binaries (repeatable, or ':'-separated)")
+    p.add_argument("--plugin", help="main plugin type under test (binary name in --cni-path), e.g. bridge")
+    p.add_argument("--ipam", help="IPAM plugin type it delegates to, e.g. host-local")
+    p.add_argument("--class", dest="plugin_class", default="bridge", choices=sorted(kit.PLUGIN_CLASSES),
+                   help="plugin class (config template); default bridge")
+    p.add_argument("--config", help="JSON conflist template replacing the class's built-in one")
+    p.add_argument("--check", "-k", action="append", default=[], metavar="ID",
+                   help="run only these checks (ids or globs like 'DEL-*'; repeatable)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call (default 60)")
+    return p
+
+
+def _row(o: kit.Outcome, width: int = 11) -> str:
+    mark = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}[o.result]
+    return f"{o.id:<{width}} {mark:<4}  [{o.spec}] {o.reason or o.title}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    checks = kit.select(args.check or None)
+    if args.list:
+        for c in checks:
+            print(f"{c.id:<11} [{c.spec}] {c.title}")
+            print(f"{'':<11} {c.quote}")
+        return 0
+    if not args.plugin or not args.cni_path:
+        _parser().error("--cni-path and --plugin are required")
+    if not checks:
+        _parser().error(f"no check matches {args.check}")
+    cni_path = [d for entry in args.cni_path for d in entry.split(":") if d]
+    template = None
+    if args.config:
+        with open(args.config) as f:
+            template = json.load(f)
+    cfg = kit.KitConfig(cni_path=cni_path, plugin=args.plugin, ipam=args.ipam, plugin_class=args.plugin_class,
+                        template=template, timeout=args.timeout)
+    width = max(len(c.id) for c in checks)
+    t0 = time.perf_counter()
+
+    def progress(o: kit.Outcome) -> None:
+        if not args.json:
+            print(_row(o, width), flush=True)
+
+    if not args.json:
+        print(f"splice-conformance: plugin {args.plugin}" + (f" + IPAM {args.ipam}" if args.ipam else "")
+              + f" from {':'.join(cni_path)}", flush=True)
+    session, outcomes = kit.run(cfg, args.check or None, progress)
+    seconds = time.perf_counter() - t0
+    s = kit.summary(outcomes)
+    if args.json:
+        print(kit.dumps(kit.json_report(session, outcomes, seconds)))
+    else:
+        print(f"versions: plugin {', '.join(session.main_versions) or '-'}"
+              + (f"; IPAM {', '.join(session.ipam_versions) or '-'}" if args.ipam else ""))
+        print(f"{s['pass']} passed, {s['fail']} failed, {s['skip']} skipped in {seconds:.1f}s")
+    return 1 if s["fail"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
