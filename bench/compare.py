@@ -1,13 +1,27 @@
 #!/usr/bin/env python3
-"""Side-by-side CNI benchmark: splice vs the Go reference plugins, in one run.
+"""Side-by-side CNI benchmark: splice (with and without its agent) vs the Go reference plugins.
 
-For each implementation this creates a throwaway "host" namespace (spb-<id>), writes the
-same conflist with only the plugin types changed, and runs the plugin-agnostic harness
-cnibench.py inside that namespace (so bridges, veths and nftables rules never touch the
-machine). It prints ADD/DEL p50/p99, throughput and the splice/Go ratios.
+For each implementation and worker count this creates a throwaway "host" namespace
+(spb-<id>), writes the same conflist with only the plugin types changed, and runs the
+plugin-agnostic harness cnibench.py inside that namespace (so bridges, veths and nftables
+rules never touch the machine). cnibench checks every attachment after ADD (address on
+the interface, ping to the gateway) and after DEL (sandbox clean), so a fast wrong answer
+cannot win.
 
-Usage (root):  .venv/bin/python bench/compare.py [-n 200] [-w 1] [--repeat 1] [--conf bridge]
-               [--cnibench ../shared/bench/cnibench.py]
+Implementations:
+
+* ``go``: /usr/lib/cni (bridge + host-local);
+* ``splice-agent``: the thin clients written by ``splice install-cni`` into a temporary
+  directory (what users install), served by a ``splice agent`` this script starts inside
+  the same spb-* namespace on a temporary socket, and stops (SIGTERM by pid) at the end;
+* ``splice-noagent``: the same executables with no agent on their socket: each call execs
+  the in-process plugin (``--in-process``, same driver code).
+
+It prints ADD/DEL p50/p99 and throughput with the splice/Go ratios, per worker count.
+
+Usage (root):  .venv/bin/python bench/compare.py [-n 200] [-w 1 -w 8] [--repeat 1] [--conf bridge]
+               [--impl go --impl splice-agent --impl splice-noagent]
+               [--cnibench ../shared/bench/cnibench.py] [--out report.json]
 """
 
 from __future__ import annotations
@@ -16,14 +30,17 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SPLICE_BIN = Path(sys.executable).parent
+VENV_BIN = Path(sys.executable).parent
 GO_BIN = "/usr/lib/cni"
+IMPLS = ("go", "splice-agent", "splice-noagent")
 
 CONFS = {
     # bridge + IPAM + ipMasq: the reference's bench/conf/bridge.conflist
@@ -44,65 +61,136 @@ CONFS = {
 
 def conflist(kind: str, impl: str, data_dir: str) -> dict:
     spec = CONFS[kind]
-    plugin = {"type": spec[impl]["type"], **spec["plugin"]}
-    plugin["ipam"] = {"type": spec[impl]["ipam"], **spec["ipam"], "dataDir": data_dir}
+    types = spec["go" if impl == "go" else "splice"]
+    plugin = {"type": types["type"], **spec["plugin"]}
+    plugin["ipam"] = {"type": types["ipam"], **spec["ipam"], "dataDir": data_dir}
     return {"cniVersion": "1.0.0", "name": f"pfbench-{kind}", "plugins": [plugin]}
 
 
-def run_one(args, kind: str, impl: str) -> dict:
+def install_clients(directory: Path) -> None:
+    subprocess.run([str(VENV_BIN / "splice"), "install-cni", "--dir", str(directory)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def start_agent(ns: str, sock: Path, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", str(VENV_BIN / "splice"), "agent", "--socket", str(sock)],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    env = dict(os.environ, SPLICE_AGENT_SOCKET=str(sock))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"splice agent exited with {proc.returncode}: {log.read_text()}")
+        if subprocess.run([str(VENV_BIN / "splice"), "status"], env=env, capture_output=True).returncode == 0:
+            return proc
+        time.sleep(0.05)
+    stop_agent(proc)
+    raise SystemExit("splice agent did not come up")
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_one(args, kind: str, impl: str, workers: int) -> dict:
     ns = f"spb-{secrets.token_hex(3)}"
     tmp = Path(tempfile.mkdtemp(prefix="splice-bench-"))
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    agent = None
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         conf = tmp / f"{impl}.conflist"
         conf.write_text(json.dumps(conflist(kind, impl, str(tmp / "ipam"))))
-        plugin_dir = f"{SPLICE_BIN}:{GO_BIN}" if impl == "splice" else GO_BIN
+        env = dict(os.environ)
+        if impl == "go":
+            plugin_dir = GO_BIN
+        else:
+            bin_dir = tmp / "bin"
+            install_clients(bin_dir)
+            plugin_dir = f"{bin_dir}:{GO_BIN}"
+            sock = tmp / "agent.sock"
+            env["SPLICE_AGENT_SOCKET"] = str(sock)  # no-agent: nothing listens there
+            if impl == "splice-agent":
+                agent = start_agent(ns, sock, tmp / "agent.log")
         argv = [
             "nsenter", f"--net=/run/netns/{ns}", "/usr/bin/python3", args.cnibench,
-            "--plugin-dir", plugin_dir, "--conflist", str(conf), "-n", str(args.n), "-w", str(args.w),
-            "--repeat", str(args.repeat), "--prefix", "pfsp", "--label", f"{impl}-{kind}",
+            "--plugin-dir", plugin_dir, "--conflist", str(conf), "-n", str(args.n), "-w", str(workers),
+            "--repeat", str(args.repeat), "--prefix", "pfsp", "--label", f"{impl}-{kind}-w{workers}",
         ]
-        p = subprocess.run(argv, capture_output=True, text=True)
+        p = subprocess.run(argv, capture_output=True, text=True, env=env)
         sys.stderr.write(p.stderr)
         if p.returncode != 0:
             raise SystemExit(f"cnibench failed for {impl}: rc={p.returncode}")
         return json.loads(p.stdout)
     finally:
+        if agent is not None:
+            stop_agent(agent)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["rm", "-rf", str(tmp)])
+
+
+ROWS = [("ADD p50 ms", "add_ms_p50"), ("ADD p99 ms", "add_ms_p99"), ("DEL p50 ms", "del_ms_p50"),
+        ("DEL p99 ms", "del_ms_p99"), ("ADD/s", "add_throughput_per_s"), ("DEL/s", "del_throughput_per_s")]
+
+
+def get(r: dict, key: str) -> float:
+    v = r["summary"].get(key)
+    return v["median"] if v else float("nan")
+
+
+def table(reports: dict, impls: list[str], workers: int, args) -> str:
+    lines = [f"conflist {args.conf}, N={args.n}, workers={workers}, repeats={args.repeat}"]
+    head = ["metric"] + impls + [f"{i}/go" for i in impls if i != "go" and "go" in impls]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for label, key in ROWS:
+        vals = [get(reports[(i, workers)], key) for i in impls]
+        cells = [label] + [f"{v:.1f}" for v in vals]
+        if "go" in impls:
+            g = vals[impls.index("go")]
+            cells += [f"{v / g:.2f}" for i, v in zip(impls, vals) if i != "go"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for i in impls:
+        r = reports[(i, workers)]
+        checks = {}
+        for rd in r.get("rounds", []):
+            for k, v in (rd.get("checks") or {}).items():
+                c = checks.setdefault(k, [0, 0])
+                c[0] += v["ok"]
+                c[1] += v["fail"]
+        errs = sum(rd.get("errors_total", 0) for rd in r.get("rounds", []))
+        lines.append(f"{i}: checks ok/fail {', '.join(f'{k} {a}/{b}' for k, (a, b) in checks.items())}; errors {errs}")
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=200)
-    ap.add_argument("-w", type=int, default=1)
+    ap.add_argument("-w", type=int, action="append", help="worker counts (repeatable; default 1 and 8)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--conf", default="bridge", choices=sorted(CONFS))
+    ap.add_argument("--impl", action="append", choices=IMPLS, help="implementations (repeatable; default all)")
     ap.add_argument("--cnibench", default=str(REPO.parent / "shared" / "bench" / "cnibench.py"))
-    ap.add_argument("--out", help="write both raw reports as JSON here")
+    ap.add_argument("--out", help="write the raw reports as JSON here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
-    reports = {impl: run_one(args, args.conf, impl) for impl in ("go", "splice")}
+    workers = args.w or [1, 8]
+    impls = args.impl or list(IMPLS)
+    reports = {}
+    for w in workers:
+        for impl in impls:
+            reports[(impl, w)] = run_one(args, args.conf, impl, w)
     if args.out:
-        Path(args.out).write_text(json.dumps(reports, indent=1))
-
-    def get(r, key):
-        v = r["summary"].get(key)
-        return v["median"] if v else float("nan")
-
-    rows = [("ADD p50 ms", "add_ms_p50"), ("ADD p99 ms", "add_ms_p99"), ("DEL p50 ms", "del_ms_p50"),
-            ("DEL p99 ms", "del_ms_p99"), ("ADD/s", "add_throughput_per_s"), ("DEL/s", "del_throughput_per_s")]
-    print(f"conflist {args.conf}, N={args.n}, workers={args.w}, repeats={args.repeat}")
-    print(f"| metric | Go reference | splice | splice/Go |\n|---|---|---|---|")
-    for label, key in rows:
-        g, s = get(reports["go"], key), get(reports["splice"], key)
-        print(f"| {label} | {g:.1f} | {s:.1f} | {s / g:.2f} |")
-    for impl, r in reports.items():
-        checks = [rd.get("checks") for rd in r.get("rounds", [])]
-        errs = [rd.get("errors_total") for rd in r.get("rounds", [])]
-        print(f"{impl}: checks {checks} errors {errs}")
+        Path(args.out).write_text(json.dumps({f"{i}-w{w}": r for (i, w), r in reports.items()}, indent=1))
+    for w in workers:
+        print(table(reports, impls, w, args))
+        print()
     return 0
 
 

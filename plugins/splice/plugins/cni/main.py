@@ -1,10 +1,18 @@
-"""Console-script entry points (pyproject ``[project.scripts]``).
+"""Console-script entry points (pyproject ``[project.scripts]``) and the in-process path.
 
-Plugin modules are imported inside the functions so that each executable loads only its
-own plugin. VERSION takes a fast path that never imports skel (nor dataclasses/ipaddress):
-it costs the plugin module's import plus ``version.run_version``, the same function
-``skel.run_plugin`` uses. A plugin module that fails to import still answers with CNI error
-JSON on stdout, never a bare traceback.
+Every executable first tries the resident agent (``splice.plugins.agent.client``, stdlib
+only: it costs no splice, pyroute2 or nftables import) and runs the plugin in-process,
+with the same driver code, only when no agent answers.
+
+In-process, plugin modules are imported inside the functions so that each executable
+loads only its own plugin. VERSION takes a fast path that never imports skel (nor
+dataclasses/ipaddress): it costs the plugin module's import plus
+``version.run_version``, the same function ``skel.run_plugin`` uses. A plugin module
+that fails to import still answers with CNI error JSON on stdout, never a bare traceback.
+
+``python -m splice.plugins.cni.main [--in-process] KIND`` runs one plugin by kind
+(``bridge``, ``ipam``, ``portmap``); the standalone executables written by
+``splice install-cni`` exec it with ``--in-process`` when there is no agent.
 """
 
 from __future__ import annotations
@@ -12,23 +20,43 @@ from __future__ import annotations
 import os
 import sys
 
+# kind -> (module, class); the agent serves the same table.
+PLUGINS: dict[str, tuple[str, str]] = {
+    "bridge": ("splice.plugins.cni.bridge_plugin", "BridgePlugin"),
+    "ipam": ("splice.plugins.cni.ipam_plugin", "SpliceIpam"),
+    "portmap": ("splice.plugins.cni.portmap_plugin", "PortmapPlugin"),
+}
+
 
 def _load(module: str, cls: str):
     return getattr(__import__(module, fromlist=[cls]), cls)()
 
 
+def load(kind: str):
+    """A plugin instance of ``kind`` (KeyError, ImportError, ... when it cannot load)."""
+    return _load(*PLUGINS[kind])
+
+
+def load_error(module: str, cls: str, exc: BaseException) -> tuple[str, str]:
+    """(stdout JSON, stderr line) for a plugin that cannot be loaded."""
+    import json
+
+    from splice.plugins.cni.errors import INTERNAL
+    from splice.plugins.cni.version import CURRENT
+
+    out = json.dumps({"cniVersion": CURRENT, "code": INTERNAL, "msg": f"cannot load plugin {cls}",
+                      "details": f"{exc.__class__.__name__}: {exc}"})
+    return out + "\n", f"{module}: cannot load plugin: {exc!r}\n"
+
+
 def _run(module: str, cls: str) -> int:
+    """Run one plugin class in this process (env, stdin, stdout of the process)."""
     try:
         plugin = _load(module, cls)
     except Exception as exc:
-        import json
-
-        from splice.plugins.cni.errors import INTERNAL
-        from splice.plugins.cni.version import CURRENT
-
-        print(f"{module}: cannot load plugin: {exc!r}", file=sys.stderr)
-        print(json.dumps({"cniVersion": CURRENT, "code": INTERNAL, "msg": f"cannot load plugin {cls}",
-                          "details": f"{exc.__class__.__name__}: {exc}"}))
+        out, err = load_error(module, cls, exc)
+        sys.stderr.write(err)
+        sys.stdout.write(out)
         return 1
     if os.environ.get("CNI_COMMAND") == "VERSION":
         from splice.plugins.cni.version import run_version
@@ -39,13 +67,41 @@ def _run(module: str, cls: str) -> int:
     return run_plugin(plugin)
 
 
+def in_process(kind: str) -> int:
+    """Run the plugin ``kind`` in this process, without asking the agent."""
+    return _run(*PLUGINS[kind])
+
+
+def run(kind: str) -> int:
+    """The agent if one answers, else in-process."""
+    from splice.plugins.agent.client import call
+
+    rc = call(kind)
+    if rc is not None:
+        return rc
+    return in_process(kind)
+
+
 def bridge() -> None:
-    sys.exit(_run("splice.plugins.cni.bridge_plugin", "BridgePlugin"))
+    sys.exit(run("bridge"))
 
 
 def ipam() -> None:
-    sys.exit(_run("splice.plugins.cni.ipam_plugin", "SpliceIpam"))
+    sys.exit(run("ipam"))
 
 
 def portmap() -> None:
-    sys.exit(_run("splice.plugins.cni.portmap_plugin", "PortmapPlugin"))
+    sys.exit(run("portmap"))
+
+
+def _module_main(argv: list[str]) -> int:
+    inproc = bool(argv) and argv[0] == "--in-process"
+    rest = argv[1:] if inproc else argv
+    if len(rest) != 1 or rest[0] not in PLUGINS:
+        sys.stderr.write(f"usage: python -m splice.plugins.cni.main [--in-process] {{{','.join(PLUGINS)}}}\n")
+        return 2
+    return in_process(rest[0]) if inproc else run(rest[0])
+
+
+if __name__ == "__main__":
+    sys.exit(_module_main(sys.argv[1:]))

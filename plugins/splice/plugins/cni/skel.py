@@ -169,14 +169,19 @@ def valid_attachments(config: dict) -> set[tuple[str, str]]:
     return out
 
 
-def _same_netns_as_self(path: str) -> bool:
-    """Cheap version of Go's ``ns.CheckNetNS``: does ``path`` name our own namespace?"""
+def _same_netns_as_self(path: str, host: Any = None) -> bool:
+    """Cheap version of Go's ``ns.CheckNetNS``: does ``path`` name the host namespace
+    (``host``, a Netns, or else the calling thread's own)?"""
     try:
-        mine = os.stat("/proc/self/ns/net")
+        if host is not None:
+            mine_id = host.inode()
+        else:
+            mine = os.stat("/proc/thread-self/ns/net")
+            mine_id = (mine.st_dev, mine.st_ino)
         theirs = os.stat(path)
     except OSError:
         return False  # a missing namespace is the verb's business (DEL must succeed)
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+    return mine_id == (theirs.st_dev, theirs.st_ino)
 
 
 # --- the dispatcher -----------------------------------------------------------------------
@@ -197,7 +202,7 @@ def _emit(stdout: TextIO, obj: dict) -> None:
     stdout.flush()
 
 
-def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: dict) -> CmdArgs:
+def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: dict, host: Any = None) -> CmdArgs:
     """Validate env and stdin into a CmdArgs.
 
     stdin is read first but its errors are raised after the env checks (env errors first,
@@ -271,20 +276,26 @@ def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: d
 
     if (netns and cmd in ("ADD", "CHECK", "DEL")
             and str(env.get("CNI_NETNS_OVERRIDE", "")).lower() not in ("1", "true")
-            and _same_netns_as_self(netns)):
+            and _same_netns_as_self(netns, host)):
         raise CniError(E.INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same")
 
     return CmdArgs(command=cmd, container_id=cid, netns=netns, ifname=ifname, args=cni_args, path=path,
-                   stdin=raw, config=config, version=version, prev_result=prev, env=dict(env))
+                   stdin=raw, config=config, version=version, prev_result=prev, env=dict(env), host=host)
 
 
-def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, stdout: TextIO | None = None) -> int:
+def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, stdout: TextIO | None = None,
+               host: Any = None) -> int:
     """Run one CNI command for ``plugin``; returns the process exit code (0 or 1).
 
     ``stdin`` is a binary (or text) stream, default ``sys.stdin.buffer``; ``stdout`` a text
     stream, default ``sys.stdout``. Errors go to stdout as ``{"cniVersion","code","msg",
     "details"?}`` (as libcni's skel) plus one short line on stderr; ``SPLICE_DEBUG=1`` in
     ``env`` also prints the traceback to stderr.
+
+    ``host`` (a :class:`splice.libnet.netns.Netns`) is the host namespace the call works
+    in, ``CmdArgs.host``; None means the calling thread's own (a CNI executable). The
+    resident agent passes the caller's namespace. The "CNI_NETNS is the host namespace"
+    check compares with it.
     """
     if stdin is None:
         stdin = sys.stdin.buffer
@@ -301,7 +312,7 @@ def run_plugin(plugin: Plugin, env: Mapping[str, str] = os.environ, stdin=None, 
         if cmd not in COMMANDS:
             raise CniError(E.INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {cmd!r}",
                            f"expected one of {', '.join(COMMANDS)}")
-        a = _build_args(plugin, cmd, env, stdin, seen)
+        a = _build_args(plugin, cmd, env, stdin, seen, host)
         if cmd == "ADD":
             from splice.plugins.cni import types
 

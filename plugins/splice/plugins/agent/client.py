@@ -1,0 +1,240 @@
+"""The thin CNI client: forward one CNI call to the splice agent, or say there is none.
+
+This file is two things at once:
+
+* a module, ``splice.plugins.agent.client``, used by the console scripts
+  (``splice.plugins.cni.main``), by ``splice status`` and by the agent (the wire format);
+* the body of the standalone executables ``splice install-cni`` writes: the installer
+  copies this file verbatim under a ``#!/usr/bin/python3 -IS`` line and appends a footer
+  that calls :func:`standalone` (plugin kind, socket path, in-process fallback command).
+
+So it imports **only** interpreter built-ins (``sys``, ``posix``, ``_socket``): not even
+``os``, ``socket`` (~7 ms: enum, selectors) or ``json`` (~7 ms: re, enum); ``json`` is
+imported on error paths only. Measured here (``bench/startup.py``, p50 of 40 runs):
+``python3 -IS -c pass`` 6.8 ms, ``import socket,os`` 14.5 ms, ``import _socket`` 7.7 ms.
+
+A call:
+
+1. ``connect()`` to ``$SPLICE_AGENT_SOCKET`` (default ``/run/splice/agent.sock``).
+   Failing to connect (no socket file, a stale one, EACCES for a non-root caller) means
+   "no agent": :func:`call` returns None and the caller runs the plugin in-process (the
+   same driver code). ``SPLICE_AGENT_SOCKET=`` (empty) or ``off`` disables the agent, and
+   so does ``SPLICE_FAILPOINT`` (failure injection belongs to the in-process path: a
+   ``:kill`` failpoint inside the agent would kill the agent).
+2. Read all of stdin, open our own network namespace (``/proc/thread-self/ns/net``) and
+   send one message, the namespace fd attached (``SCM_RIGHTS``): the agent does the
+   host-side work in *that* namespace, not its own.
+3. Wait for the reply (exit code, stdout, stderr), copy it out, exit with the code.
+   A connection lost before the reply (agent killed or restarted mid-call) or a reply that
+   does not parse is printed as CNI error JSON: code 11 "try again later" (the runtime
+   retries or runs DEL; the kernel and the store hold all state, tagged by owner).
+
+Wire format (stream socket, both directions): a 4-byte big-endian length, then that many
+bytes of fields, each a 4-byte big-endian length plus its bytes.
+
+* request:  ``[b"1", kind, env, stdin]`` + one fd (the caller's netns). ``kind`` is
+  ``bridge``/``ipam``/``portmap`` (``_ping`` for ``splice status``, no fd); ``env`` is
+  ``KEY=VALUE`` pairs joined by NUL bytes (the whole environment: delegates get it).
+* reply:    ``[b"1", exit code (ASCII), stdout, stderr]``.
+"""
+
+import _socket
+import posix
+import sys
+
+PROTOCOL = b"1"
+DEFAULT_SOCKET = "/run/splice/agent.sock"
+ENV_SOCKET = "SPLICE_AGENT_SOCKET"
+TIMEOUT_S = 180.0  # a hard deadline (as kuryr's CNI binary): a hung agent yields an error
+MAX_MESSAGE = 64 << 20
+ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+TRY_AGAIN_LATER = 11
+INTERNAL = 100
+
+
+# -- wire format (shared with the agent) ----------------------------------------------
+def encode(fields):
+    """One message: total length, then length-prefixed fields (all bytes)."""
+    body = b"".join([len(f).to_bytes(4, "big") + f for f in fields])
+    return len(body).to_bytes(4, "big") + body
+
+
+def decode(body):
+    """The fields of one message body; ValueError when it is malformed."""
+    out = []
+    i, n = 0, len(body)
+    while i < n:
+        if i + 4 > n:
+            raise ValueError("truncated field header")
+        size = int.from_bytes(body[i:i + 4], "big")
+        i += 4
+        if i + size > n:
+            raise ValueError("truncated field")
+        out.append(bytes(body[i:i + size]))
+        i += size
+    return out
+
+
+def recv_exact(sock, n, first=b""):
+    """``n`` bytes (``first`` already read); EOFError when the peer closes early."""
+    chunks = [first] if first else []
+    got = len(first)
+    while got < n:
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
+            raise EOFError("connection closed after %d of %d bytes" % (got, n))
+        chunks.append(chunk)
+        got += len(chunk)
+    data = b"".join(chunks)
+    if len(data) > n:
+        raise ValueError("more data than announced")
+    return data
+
+
+def read_message(sock, first=b""):
+    """Read one message (``first``: bytes already received) and return its fields."""
+    head = recv_exact(sock, 4, first[:4])
+    size = int.from_bytes(head, "big")
+    if size > MAX_MESSAGE:
+        raise ValueError("message of %d bytes is too large" % size)
+    return decode(recv_exact(sock, size, first[4:]))
+
+
+def send_message(sock, fields, fds=()):
+    data = encode(fields)
+    if fds:
+        anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                b"".join([fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds]))]
+        sent = sock.sendmsg([data], anc)
+    else:
+        sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
+def socket_path(default=None):
+    """The agent socket to use (bytes), or None when the agent is disabled."""
+    env = posix.environ
+    path = env.get(ENV_SOCKET.encode())
+    if path is None:
+        path = (default or DEFAULT_SOCKET).encode()
+    if not path or path == b"off":
+        return None
+    return path
+
+
+def connect(path, timeout=TIMEOUT_S):
+    """A connected socket, or None when no agent answers at ``path``."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        s.connect(path)
+    except OSError:  # ENOENT (no agent), ECONNREFUSED (stale socket), EACCES (not root), ...
+        s.close()
+        return None
+    s.settimeout(timeout)
+    return s
+
+
+def request(sock, kind, env_blob, stdin, fds=()):
+    """Send one request on a connected socket; ``(exit code, stdout, stderr)`` or raises."""
+    send_message(sock, [PROTOCOL, kind, env_blob, stdin], fds)
+    fields = read_message(sock)
+    if len(fields) != 4 or fields[0] != PROTOCOL:
+        raise ValueError("unexpected reply from the agent")
+    return int(fields[1]), fields[2], fields[3]
+
+
+# -- the CNI executable ---------------------------------------------------------------
+def _read_all(fd):
+    chunks = []
+    while True:
+        try:
+            chunk = posix.read(fd, 1 << 16)
+        except OSError as e:
+            if e.errno == 9:  # EBADF: no stdin at all
+                break
+            raise
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            n = posix.write(fd, view)
+        except OSError:
+            return  # nobody is reading (closed pipe): nothing more to do
+        view = view[n:]
+
+
+def _error(code, msg, details, stdin):
+    """CNI error JSON on stdout (in the config's version when it has a known one)."""
+    import json  # error path only
+
+    version = "1.1.0"
+    try:
+        conf = json.loads(stdin)
+        if isinstance(conf, dict) and conf.get("cniVersion") in ALL_VERSIONS:
+            version = conf["cniVersion"]
+    except Exception:
+        pass
+    err = {"cniVersion": version, "code": code, "msg": msg}
+    if details:
+        err["details"] = details
+    _write_all(1, (json.dumps(err, indent=4) + "\n").encode())
+    _write_all(2, ("splice agent client: error %d: %s%s\n" % (code, msg, ": " + details if details else "")).encode())
+    return 1
+
+
+def call(kind, default_socket=None):
+    """Run this process's CNI call through the agent.
+
+    Returns the exit code after copying the agent's stdout/stderr to ours, or None when
+    there is no agent (nothing has been read from stdin then: the caller runs in-process).
+    """
+    env = posix.environ
+    if env.get(b"SPLICE_FAILPOINT"):
+        return None
+    path = socket_path(default_socket)
+    if path is None:
+        return None
+    sock = connect(path)
+    if sock is None:
+        return None
+    stdin = b""
+    nsfd = -1
+    try:
+        if not (env.get(b"CNI_COMMAND") == b"VERSION" and posix.isatty(0)):
+            stdin = _read_all(0)
+        nsfd = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
+        env_blob = b"\0".join([k + b"=" + v for k, v in env.items()])
+        rc, out, err = request(sock, kind.encode(), env_blob, stdin, (nsfd,))
+    except (EOFError, OSError) as e:  # incl. timeouts and resets
+        return _error(TRY_AGAIN_LATER, "lost the connection to the splice agent before its answer",
+                      "%s (socket %s)" % (e, path.decode(errors="replace")), stdin)
+    except ValueError as e:
+        return _error(INTERNAL, "malformed answer from the splice agent", str(e), stdin)
+    finally:
+        sock.close()
+        if nsfd >= 0:
+            posix.close(nsfd)
+    _write_all(1, out)
+    if err:
+        _write_all(2, err)
+    return rc
+
+
+def standalone(kind, fallback, default_socket=None):
+    """Entry point of an installed executable: the agent, else exec ``fallback``
+    (``[python, ...]``: the in-process plugin, with stdin still unread)."""
+    rc = call(kind, default_socket)
+    if rc is not None:
+        return rc
+    try:
+        posix.execv(fallback[0], fallback)
+    except OSError as e:
+        return _error(INTERNAL, "no splice agent and cannot run the in-process plugin",
+                      "%s: %s" % (fallback[0], e.strerror), b"")

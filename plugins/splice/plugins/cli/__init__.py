@@ -1,0 +1,1 @@
+"""The ``splice`` command line (main.py): one subcommand per module-level function, imported lazily."""
