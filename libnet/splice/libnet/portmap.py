@@ -1,0 +1,1126 @@
+"""Port publishing (host port -> container address:port) on nftables maps: O(1) per mapping.
+
+Protocol-neutral: :class:`PortPublisher` takes an owner string, :class:`PortMapping` objects
+and the container's addresses; the CNI ``splice-portmap`` plugin and the Docker driver
+(``ProgramExternalConnectivity``) call the same code. Like every libnet piece it works in
+the calling thread's network namespace (use it inside ``Netns.run`` of the host).
+
+Kernel objects (one table owned by splice; the packet path and every update are lookups
+in hash maps, whatever the number of mappings)::
+
+    table inet splice_portmap {
+        # DNAT targets: one element per published port, comment = owner
+        map dnat4    { type inet_proto . inet_service : ipv4_addr . inet_service }          # tcp . 8080 : 10.77.0.2 . 80
+        map dnat4_ip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service } # hostIP given
+        map dnat6    { type inet_proto . inet_service : ipv6_addr . inet_service }
+        map dnat6_ip { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service }
+        # port claims: 1 = published on every local address, 2 = on given addresses only
+        map claim4   { type inet_proto . inet_service : mark }
+        map claim6   { type inet_proto . inet_service : mark }
+        # mappings of networks with conditionsV4/V6: same keys -> jump cond4-<hash>
+        map cond4 / cond4_ip / cond6 / cond6_ip { ... : verdict }
+        # hairpin / localhost masquerade: container address -> jump masq4:<iface>:<subnet>
+        map snat4    { type ipv4_addr : verdict }
+        map snat6    { type ipv6_addr : verdict }
+        # ownership pairs: digest(map, key) . digest(owner), comment = owner
+        set owners   { type ifname . ifname }
+        # interfaces on which splice switched route_localnet on
+        set localnet { type ifname }
+
+        chain prerouting  { type nat hook prerouting priority dstnat; jump hostports }
+        chain output      { type nat hook output priority dstnat; jump hostports }
+        chain hostports {
+            ip daddr . meta l4proto . th dport vmap @cond4_ip
+            dnat ip to ip daddr . meta l4proto . th dport map @dnat4_ip
+            ip6 daddr . meta l4proto . th dport vmap @cond6_ip
+            dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat6_ip
+            fib daddr type != local return
+            meta nfproto ipv4 meta l4proto . th dport vmap @cond4
+            meta nfproto ipv4 dnat ip to meta l4proto . th dport map @dnat4
+            meta nfproto ipv6 meta l4proto . th dport vmap @cond6
+            meta nfproto ipv6 dnat ip6 to meta l4proto . th dport map @dnat6
+        }
+        chain cond4-<hash> { <conditionsV4> return; accept }      # one per distinct condition list
+        chain postrouting { type nat hook postrouting priority srcnat;
+            ct status dnat ip daddr vmap @snat4
+            ct status dnat ip6 daddr vmap @snat6 }
+        chain masq4:<iface>:<subnet> { ip saddr { <subnet>, 127.0.0.0/8 } masquerade }
+        chain masq4-all:<iface>      { masquerade }                 # masqAll
+        chain masq6:<subnet>         { ip6 saddr <subnet> masquerade }
+        chain masq6-all              { masquerade }
+        chain localnet_guard { type filter hook prerouting priority filter;
+            iifname @localnet ip daddr 127.0.0.0/8 ct status ! dnat drop }
+    }
+
+Semantics (REFERENCE 2.6 where the reference has them):
+
+* A mapping without ``host_ip`` is published on every local address of each family the
+  container has (``fib daddr type local``, prerouting and output); ``0.0.0.0`` / ``::``
+  mean every local address of that family only; any other ``host_ip`` matches that
+  destination address exactly (prerouting and output, no local check, as the reference).
+* ``snat`` (default on): connections DNATed to the container are masqueraded when they
+  come from the container's own subnet (hairpin through the host port, whether or not
+  br_netfilter sees the bridged reply) or from 127.0.0.0/8 (localhost); ``masq_all``
+  masquerades every DNATed connection to it. IPv4 localhost needs ``route_localnet=1``
+  on the interface the container is routed through (the reference sets it on the same
+  interface and never resets it): splice sets it when it was 0, records the interface in
+  ``@localnet``, drops packets to 127.0.0.0/8 arriving there that are not replies of a
+  DNATed connection (the CVE-2020-8558 guard kube-proxy also installs), and switches it
+  back to 0 when the last container needing it is gone. "Needing it" is counted by the
+  kernel: the use count of the ``masq4:<iface>:*`` chains (each ``snat4`` element jumping
+  there holds a reference), read with one nfnetlink dump. An interface whose
+  route_localnet was already 1 is left alone. IPv6 has no route_localnet: ``::1`` cannot
+  be DNATed to another host, so IPv6 mappings are reachable from every other address.
+* Conflicts. A port already published on the same key by another owner, and a port
+  published on every address vs. on a given address of the same family, are refused
+  with :class:`PortConflict` naming the owner, and nothing changes: the elements are
+  written with ``create`` (EEXIST) and the claims with ``create``/``add`` (a wildcard
+  claim is ``create 1``; a given-address claim is ``add 2``, which fails on a 1), all in
+  one transaction. The reference silently shadows instead.
+* Ownership. Element comments carry the owner (<= 127 bytes); the kernel ignores
+  comments when comparing, so, as in masq.py, each element has an ownership pair
+  ``digest(map, key) . digest(owner)`` in ``@owners``: deleting pair and element in one
+  transaction deletes nothing unless the element is still the owner's.
+
+Costs (the common paths never list the table, perf-notes 4a):
+
+* publish: one transaction of ``create``/``add`` elements. When it fails: ``list chains``
+  (cheap) finds missing scaffolding/chains (created once with ``create``, concurrency
+  safe) and the transaction is retried with them; otherwise (a conflict, a repeated call,
+  a stale entry for a reused container address) the table is listed (O(N)) and
+  converged in one transaction, or :class:`PortConflict` is raised.
+* unpublish with mappings and addresses: one compare-and-delete transaction; a repeated
+  call fails it and a create-then-delete probe of the pairs says "none of ours left".
+  Without them (no prevResult) the table is listed. Afterwards: a claim of a port
+  published on given addresses is released when no such mapping is left (lists the
+  ``dnat*_ip`` maps, which only hold given-address mappings), and when a ``snat4``
+  element went, the ``@localnet`` interfaces are re-counted (chain dump, ~0.1 ms).
+* check, owners, gc list the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface, ip_network
+from typing import Any, Callable, Iterable
+
+from . import nft as N
+from .errors import NetError, NftError, NotSupported
+
+FAMILY = "inet"
+TABLE = "splice_portmap"
+NFPROTO_INET = 1
+PROTOCOLS = ("tcp", "udp", "sctp")
+_PROTO_NUMBERS = {6: "tcp", 17: "udp", 132: "sctp"}
+DSTNAT, SRCNAT, FILTER = -100, 100, 0
+WILDCARD, SPECIFIC = 1, 2  # claim values
+OWNERS = "owners"
+LOCALNET = "localnet"
+HOSTPORTS = "hostports"
+GUARD = "localnet_guard"
+BASE_CHAINS = ("prerouting", "output", HOSTPORTS, "postrouting", GUARD)
+_ADDR = {4: "ipv4_addr", 6: "ipv6_addr"}
+_IP = {4: "ip", 6: "ip6"}
+_NFPROTO = {4: "ipv4", 6: "ipv6"}
+_ATTEMPTS = 5
+_CONDITION_FORBIDDEN = (";", "\n", "\r", "\0", "#")
+
+IPAddr = IPv4Address | IPv6Address
+
+
+class PortConflict(NetError):
+    """A host port is already published by another owner.
+
+    ``what``: the port asked for; ``owner``: the owner holding it (its element comment);
+    ``held``: how the owner holds it when that differs (on every address vs. on one).
+    """
+
+    def __init__(self, what: str, owner: str | None, held: str | None = None) -> None:
+        self.what, self.owner, self.held = what, owner, held
+        by = f"by {owner!r}" if owner else "by another owner"
+        if held:
+            super().__init__(f"{what} conflicts with {held}, already published {by}")
+        else:
+            super().__init__(f"{what} is already published {by}")
+
+
+class PortMappingError(ValueError):
+    """The mappings contradict each other (same port twice with different targets...)."""
+
+
+# -- model ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PortMapping:
+    """``-p [host_ip:]host_port:container_port/protocol``."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: IPAddr | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("host_port", "container_port"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
+                raise PortMappingError(f"invalid {name} {v!r}: must be 1-65535")
+        proto = self.protocol.lower() if isinstance(self.protocol, str) else self.protocol
+        if proto not in PROTOCOLS:
+            raise PortMappingError(f"invalid protocol {self.protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+        object.__setattr__(self, "protocol", proto)
+        if isinstance(self.host_ip, str):
+            try:
+                object.__setattr__(self, "host_ip", ip_address(self.host_ip))
+            except ValueError:
+                raise PortMappingError(f"invalid hostIP {self.host_ip!r}") from None
+        elif self.host_ip is not None and not isinstance(self.host_ip, (IPv4Address, IPv6Address)):
+            raise PortMappingError(f"invalid hostIP {self.host_ip!r}")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One DNAT element: ``protocol``/``host_port`` on ``host_ip`` (None: every local
+    address of the family) -> ``address``:``container_port``."""
+
+    protocol: str
+    host_port: int
+    host_ip: IPAddr | None
+    address: IPAddr
+    container_port: int
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+    @property
+    def specific(self) -> bool:
+        return self.host_ip is not None
+
+    @property
+    def map(self) -> str:
+        return dnat_map(self.version, self.specific)
+
+    def key(self) -> Any:
+        if self.host_ip is not None:
+            return N.concat(str(self.host_ip), self.protocol, self.host_port)
+        return N.concat(self.protocol, self.host_port)
+
+    def data(self) -> Any:
+        return N.concat(str(self.address), self.container_port)
+
+    def port_key(self) -> Any:
+        return N.concat(self.protocol, self.host_port)
+
+    def describe(self) -> str:
+        where = str(self.host_ip) if self.host_ip is not None else f"every IPv{self.version} address"
+        return f"host port {self.protocol}/{self.host_port} on {where}"
+
+    def __str__(self) -> str:
+        host = f"[{self.host_ip}]" if self.version == 6 and self.host_ip else (str(self.host_ip or "*"))
+        dest = f"[{self.address}]" if self.version == 6 else str(self.address)
+        return f"{host}:{self.host_port}/{self.protocol} -> {dest}:{self.container_port}"
+
+
+@dataclass(frozen=True)
+class _Snat:
+    """The hairpin/localhost masquerade entry of one container address."""
+
+    address: IPAddr
+    chain: str
+    network: Any  # ip_network of the container's subnet
+    iface: str | None  # IPv4: the interface the container is routed through
+    masq_all: bool
+
+
+def dnat_map(version: int, specific: bool) -> str:
+    return f"dnat{version}" + ("_ip" if specific else "")
+
+
+def cond_map(version: int, specific: bool) -> str:
+    return f"cond{version}" + ("_ip" if specific else "")
+
+
+def claim_map(version: int) -> str:
+    return f"claim{version}"
+
+
+def snat_map(version: int) -> str:
+    return f"snat{version}"
+
+
+def masq_chain(version: int, network: Any, iface: str | None, masq_all: bool) -> str:
+    """``masq4:<iface>:<subnet>``, ``masq4-all:<iface>``, ``masq6:<subnet>``, ``masq6-all``
+    (``:`` and ``/`` cannot occur in interface names, so the interface is recoverable)."""
+    if version == 4:
+        return f"masq4-all:{iface or ''}" if masq_all else f"masq4:{iface or ''}:{network}"
+    return "masq6-all" if masq_all else f"masq6:{network}"
+
+
+def cond_chain(version: int, conditions: Iterable[str]) -> str:
+    text = "\n".join(conditions)
+    return f"cond{version}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def digest(text: str) -> str:
+    """15 hex digits (fits the 16-byte ``ifname`` key type)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:15]
+
+
+def _norm_key(map_name: str, key: Any) -> Any:
+    """A key (as built here or as listed) in one canonical hashable form."""
+    if isinstance(key, dict) and "concat" in key:
+        key = tuple(key["concat"])
+    if isinstance(key, (list, tuple)):
+        key = tuple(key)
+        proto_at = 1 if map_name.endswith("_ip") else 0
+        if map_name.startswith(("dnat", "cond", "claim")) and len(key) > proto_at and isinstance(key[proto_at], int):
+            key = key[:proto_at] + (_PROTO_NUMBERS.get(key[proto_at], key[proto_at]),) + key[proto_at + 1:]
+    return key
+
+
+def key_digest(map_name: str, key: Any) -> str:
+    return digest(map_name + " " + json.dumps(_norm_key(map_name, key)))
+
+
+def owner_pair(map_name: str, key: Any, owner_tag: str) -> dict:
+    return N.elements(FAMILY, TABLE, OWNERS, [N.elem(N.concat(key_digest(map_name, key), digest(owner_tag)), owner_tag)])
+
+
+def _elem(map_name: str, key: Any, comment: str | None = None, data: Any = None) -> dict:
+    return N.elements(FAMILY, TABLE, map_name, [N.elem(key, comment, data)])
+
+
+# -- expansion -----------------------------------------------------------------------------
+def container_addresses(addresses: Iterable[Any]) -> dict[int, Any]:
+    """version -> the first usable address of that family (an ip_interface), as the
+    reference takes the first IPv4 and the first IPv6 address of the sandbox interface."""
+    out: dict[int, Any] = {}
+    for a in addresses:
+        iface = ip_interface(a) if isinstance(a, str) else a
+        if isinstance(iface, (IPv4Address, IPv6Address)):
+            iface = ip_interface(iface)
+        if not isinstance(iface, (IPv4Interface, IPv6Interface)):
+            raise TypeError(f"container address must be an IP interface/address, got {a!r}")
+        if iface.ip.is_link_local or iface.ip.is_loopback or iface.ip.is_unspecified:
+            continue
+        out.setdefault(iface.version, iface)
+    return out
+
+
+def expand(mappings: Iterable[PortMapping], addresses: Iterable[Any]) -> list[Published]:
+    """The DNAT elements of ``mappings`` for a container with ``addresses``.
+
+    A mapping without host_ip applies to each family the container has; one with host_ip
+    only when the container has that family (as the reference). Raises
+    :class:`PortMappingError` for the same port mapped twice to different targets, or
+    published both on every address and on a given address of one family.
+    """
+    first = container_addresses(addresses)
+    out: dict[tuple, Published] = {}
+    for m in mappings:
+        versions = sorted(first) if m.host_ip is None else [v for v in (m.host_ip.version,) if v in first]
+        for v in versions:
+            hip = None if m.host_ip is None or m.host_ip.is_unspecified else m.host_ip
+            p = Published(m.protocol, m.host_port, hip, first[v].ip, m.container_port)
+            k = (p.map, _norm_key(p.map, p.key()))
+            if k in out and out[k] != p:
+                raise PortMappingError(f"{p.describe()} is mapped twice ({out[k]} and {p})")
+            out[k] = p
+    ports: dict[tuple, set[bool]] = {}
+    for p in out.values():
+        ports.setdefault((p.version, p.protocol, p.host_port), set()).add(p.specific)
+    for (v, proto, port), kinds in ports.items():
+        if len(kinds) > 1:
+            raise PortMappingError(f"host port {proto}/{port} is published both on every IPv{v} address "
+                                   "and on a given address")
+    return sorted(out.values(), key=lambda p: (p.version, p.specific, str(p.host_ip), p.protocol, p.host_port))
+
+
+def check_conditions(conditions: Iterable[str]) -> tuple[str, ...]:
+    """Syntactic screening of conditionsV4/V6 (the full parse happens in libnftables):
+    strings without command separators or comments."""
+    out = []
+    for c in conditions:
+        if not isinstance(c, str) or not c.strip():
+            raise PortMappingError(f"invalid condition {c!r}: must be a non-empty string")
+        bad = [ch for ch in _CONDITION_FORBIDDEN if ch in c]
+        if bad:
+            raise PortMappingError(f"invalid condition {c!r}: must not contain {bad[0]!r}")
+        out.append(c.strip())
+    return tuple(out)
+
+
+def parse_conditions(conditions: Iterable[str]) -> list[dict]:
+    """Translate nft match expressions (text) into libnftables JSON expressions.
+
+    libnftables parses them in-process: a scratch table ``inet splice_portmap_parse_<rand>``
+    gets one unhooked chain with the rule, the rule is read back as JSON and the table is
+    deleted. Only ``match`` expressions are accepted (no statements or verdicts).
+    """
+    conds = check_conditions(conditions)
+    if not conds:
+        return []
+    import secrets
+
+    ctx = _text_context()
+    name = "splice_portmap_parse_" + secrets.token_hex(4)
+    text = " ".join(conds)
+    try:
+        rc, _out, err = ctx.cmd(f"add table inet {name}\nadd chain inet {name} c\nadd rule inet {name} c {text}")
+        if rc != 0:
+            msg = " ".join(line.strip() for line in (err or "").splitlines() if line.strip())
+            raise PortMappingError(f"invalid conditions {text!r}: {msg}")
+        rc, out, err = ctx.cmd(f"list chain inet {name} c")
+        if rc != 0:
+            raise NftError(f"cannot read back conditions {text!r}: {err.strip()}")
+        rules = [item["rule"] for item in json.loads(out).get("nftables", []) if "rule" in item]
+    finally:
+        ctx.cmd(f"delete table inet {name}")
+    exprs = rules[0]["expr"] if rules else []
+    if len(rules) != 1 or not exprs or any(set(e) != {"match"} for e in exprs):
+        raise PortMappingError(f"invalid conditions {text!r}: only match expressions are allowed")
+    return exprs
+
+
+# -- scaffolding builders --------------------------------------------------------------------
+def scaffold_text() -> str:
+    """Table, maps and sets as an nft text batch (``add``: idempotent, deletes nothing).
+
+    Text, not JSON: libnftables 1.0.6 cannot create a map with concatenated data from
+    JSON (``"map": [..]`` silently makes a plain set, and a rule using it then crashes
+    the JSON parser), so the table is created through :func:`apply_text`.
+    """
+    t = f"{FAMILY} {TABLE}"
+    lines = [f"add table {t}"]
+    for v in (4, 6):
+        a = _ADDR[v]
+        lines += [
+            f"add map {t} {dnat_map(v, False)} {{ type inet_proto . inet_service : {a} . inet_service; }}",
+            f"add map {t} {dnat_map(v, True)} {{ type {a} . inet_proto . inet_service : {a} . inet_service; }}",
+            f"add map {t} {cond_map(v, False)} {{ type inet_proto . inet_service : verdict; }}",
+            f"add map {t} {cond_map(v, True)} {{ type {a} . inet_proto . inet_service : verdict; }}",
+            f"add map {t} {claim_map(v)} {{ type inet_proto . inet_service : mark; }}",
+            f"add map {t} {snat_map(v)} {{ type {a} : verdict; }}",
+        ]
+    lines += [f"add set {t} {OWNERS} {{ type ifname . ifname; }}", f"add set {t} {LOCALNET} {{ type ifname; }}"]
+    return "\n".join(lines)
+
+
+def _text_context() -> Any:
+    try:
+        from nftables import Nftables
+    except ImportError as e:  # pragma: no cover - packaging problem
+        raise NftError(f"python3-nftables is not available: {e}") from None
+    ctx = Nftables()
+    ctx.set_json_output(True)
+    ctx.set_echo_output(False)
+    ctx.set_handle_output(False)
+    ctx.set_reversedns_output(False)
+    ctx.set_service_output(False)
+    return ctx
+
+
+def apply_text(text: str, ctx: Any = None) -> str:
+    """Run an nft text batch in the calling thread's namespace (a fresh libnftables
+    context unless one is given); returns the output; raises NftError."""
+    ctx = ctx or _text_context()
+    rc, out, err = ctx.cmd(text)
+    if rc != 0:
+        msg = " ".join(line.strip() for line in (err or "").splitlines() if line.strip())
+        raise NftError(msg or f"libnftables failed (rc={rc})")
+    return out
+
+
+def _l4_key(*lead: dict) -> dict:
+    return N.concat(*lead, N.meta("l4proto"), N.payload("th", "dport"))
+
+
+def _hostports_rules() -> list[list[dict]]:
+    rules: list[list[dict]] = []
+    for v in (4, 6):
+        key = _l4_key(N.payload(_IP[v], "daddr"))
+        rules.append([{"vmap": {"key": key, "data": "@" + cond_map(v, True)}}])
+        rules.append([{"dnat": {"family": _IP[v], "addr": {"map": {"key": key, "data": "@" + dnat_map(v, True)}}}}])
+    rules.append([N.match({"fib": {"result": "type", "flags": ["daddr"]}}, "local", "!="), {"return": None}])
+    for v in (4, 6):
+        nfp = N.match(N.meta("nfproto"), _NFPROTO[v])
+        rules.append([nfp, {"vmap": {"key": _l4_key(), "data": "@" + cond_map(v, False)}}])
+        rules.append([nfp, {"dnat": {"family": _IP[v], "addr": {"map": {"key": _l4_key(), "data": "@" + dnat_map(v, False)}}}}])
+    return rules
+
+
+def _base_chain_specs() -> list[tuple[dict, list[list[dict]]]]:
+    t = (FAMILY, TABLE)
+    jump = [[N.jump(HOSTPORTS)]]
+    ct_dnat = N.match({"ct": {"key": "status"}}, "dnat", "in")
+    return [
+        (N.chain(*t, HOSTPORTS), _hostports_rules()),
+        (N.base_chain(*t, "prerouting", type="nat", hook="prerouting", prio=DSTNAT), jump),
+        (N.base_chain(*t, "output", type="nat", hook="output", prio=DSTNAT), jump),
+        (N.base_chain(*t, "postrouting", type="nat", hook="postrouting", prio=SRCNAT), [
+            [ct_dnat, {"vmap": {"key": N.payload(_IP[v], "daddr"), "data": "@" + snat_map(v)}}] for v in (4, 6)
+        ]),
+        (N.base_chain(*t, GUARD, type="filter", hook="prerouting", prio=FILTER), [[
+            N.match(N.meta("iifname"), "@" + LOCALNET),
+            N.match(N.payload("ip", "daddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            N.match({"ct": {"key": "status"}}, "dnat", "!"),
+            {"drop": None},
+        ]]),
+    ]
+
+
+def _rules(chain_name: str, rules: list[list[dict]]) -> list[dict]:
+    return [N.add("rule", N.rule(FAMILY, TABLE, chain_name, expr)) for expr in rules]
+
+
+def build_base_chains_once() -> list[dict]:
+    """The chains with their rules; fails (EEXIST, changing nothing) when one exists."""
+    cmds: list[dict] = []
+    for chain, rules in _base_chain_specs():
+        cmds.append(N.create("chain", chain))
+        cmds += _rules(chain["name"], rules)
+    return cmds
+
+
+def build_base_chains() -> list[dict]:
+    """The chains created or reset to their rules (the slow path's self-repair)."""
+    cmds: list[dict] = []
+    for chain, rules in _base_chain_specs():
+        cmds += [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, chain["name"]))]
+        cmds += _rules(chain["name"], rules)
+    return cmds
+
+
+def _masq_rules(s: _Snat) -> list[list[dict]]:
+    if s.masq_all:
+        return [[{"masquerade": None}]]
+    sources: list[Any] = [N.prefix_or_addr(s.network)]
+    if s.network.version == 4:
+        sources.append({"prefix": {"addr": "127.0.0.0", "len": 8}})
+    right = {"set": sources} if len(sources) > 1 else sources[0]
+    return [[N.match(N.payload(_IP[s.network.version], "saddr"), right), {"masquerade": None}]]
+
+
+def _cond_rules(exprs: list[dict]) -> list[list[dict]]:
+    return [list(exprs) + [{"return": None}], [{"accept": None}]]
+
+
+def build_chain_once(name: str, rules: list[list[dict]]) -> list[dict]:
+    return [N.create("chain", N.chain(FAMILY, TABLE, name))] + _rules(name, rules)
+
+
+def build_chain(name: str, rules: list[list[dict]]) -> list[dict]:
+    return [N.add("chain", N.chain(FAMILY, TABLE, name)), N.flush("chain", N.chain(FAMILY, TABLE, name))] + _rules(name, rules)
+
+
+# -- element builders --------------------------------------------------------------------------
+def _claim_value(p: Published) -> int:
+    return SPECIFIC if p.specific else WILDCARD
+
+
+def build_publish(tag: str, entries: list[Published], snats: list[_Snat], conds: dict[int, str],
+                  localnet: Iterable[str] = ()) -> list[dict]:
+    """Fast-path ADD, elements only: fails (changing nothing) when scaffolding or a chain
+    is missing, when a key is taken (by anyone, us included), or a wildcard claim exists."""
+    cmds: list[dict] = []
+    claimed = set()
+    for p in entries:
+        ck = (p.version, p.protocol, p.host_port)
+        if ck not in claimed:
+            claimed.add(ck)
+            claim = _elem(claim_map(p.version), p.port_key(), tag, _claim_value(p))
+            cmds.append(N.add("element", claim) if p.specific else N.create("element", claim))
+        cmds.append(N.create("element", _elem(p.map, p.key(), tag, p.data())))
+        cmds.append(N.add("element", owner_pair(p.map, p.key(), tag)))
+        if p.version in conds:
+            cmds.append(N.create("element", _elem(cond_map(p.version, p.specific), p.key(), tag, N.jump(conds[p.version]))))
+    for s in snats:
+        m = snat_map(s.address.version)
+        cmds.append(N.create("element", _elem(m, str(s.address), tag, N.jump(s.chain))))
+        cmds.append(N.add("element", owner_pair(m, str(s.address), tag)))
+    for iface in localnet:
+        cmds.append(N.add("element", _elem(LOCALNET, iface)))
+    return cmds
+
+
+def build_unpublish(tag: str, entries: list[Published], snat_addrs: list[IPAddr], cond_versions: Iterable[int]) -> list[dict]:
+    """Fast-path DEL: compare-and-delete; fails (removing nothing) unless all are ours."""
+    cmds: list[dict] = []
+    cv = set(cond_versions)
+    released = set()
+    for p in entries:
+        cmds.append(N.delete("element", owner_pair(p.map, p.key(), tag)))
+        cmds.append(N.delete("element", _elem(p.map, p.key())))
+        if p.version in cv:
+            cmds.append(N.delete("element", _elem(cond_map(p.version, p.specific), p.key())))
+        ck = (p.version, p.protocol, p.host_port)
+        if not p.specific and ck not in released:
+            released.add(ck)
+            cmds.append(N.delete("element", _elem(claim_map(p.version), p.port_key())))
+    for a in snat_addrs:
+        m = snat_map(a.version)
+        cmds.append(N.delete("element", owner_pair(m, str(a), tag)))
+        cmds.append(N.delete("element", _elem(m, str(a))))
+    return cmds
+
+
+def build_none_owned(tag: str, entries: list[Published], snat_addrs: list[IPAddr]) -> list[dict]:
+    """Probe: succeeds (changing nothing) iff none of these keys carries this owner's pair."""
+    cmds: list[dict] = []
+    for p in entries:
+        cmds += N.absent_probe("element", owner_pair(p.map, p.key(), tag))
+    for a in snat_addrs:
+        cmds += N.absent_probe("element", owner_pair(snat_map(a.version), str(a), tag))
+    return cmds
+
+
+# -- state read back from a listing -----------------------------------------------------------
+@dataclass
+class _Elem:
+    map: str
+    key: Any  # as listed (JSON)
+    data: Any
+    comment: str | None
+
+
+class _State:
+    """The table as listed: elements per map (by canonical key), ownership pairs, chains."""
+
+    def __init__(self, listing: list[dict] | None) -> None:
+        self.exists = listing is not None
+        listing = listing or []
+        sets = N.sets_in(listing)
+        self.chains = N.chains_in(listing)
+        self.rules = {name: N.rules_in(listing, name) for name in self.chains}
+        self.elems: dict[str, dict[Any, _Elem]] = {}
+        self.pairs: dict[str, dict[str, str | None]] = {}  # key digest -> {owner digest: comment}
+        self.localnet: set[str] = set()
+        for name, obj in sets.items():
+            for e in obj.get("elem", []) or []:
+                key, data, comment = N.split_elem(e)
+                if name == OWNERS:
+                    if isinstance(key, tuple) and len(key) == 2:
+                        self.pairs.setdefault(key[0], {})[key[1]] = comment
+                elif name == LOCALNET:
+                    self.localnet.add(key)
+                else:
+                    raw = {"concat": list(key)} if isinstance(key, tuple) else key
+                    self.elems.setdefault(name, {})[_norm_key(name, key)] = _Elem(name, raw, data, comment)
+
+    def get(self, map_name: str, key: Any) -> _Elem | None:
+        return self.elems.get(map_name, {}).get(_norm_key(map_name, key))
+
+    def has_pair(self, e: _Elem, tag: str | None) -> bool:
+        return tag is not None and digest(tag) in self.pairs.get(key_digest(e.map, e.key), {})
+
+    def owned(self, pred: Callable[[str | None], bool]) -> list[_Elem]:
+        """Elements (claims excluded) whose comment satisfies ``pred``."""
+        return [e for name, elems in self.elems.items() if not name.startswith("claim")
+                for e in elems.values() if pred(e.comment)]
+
+    def published(self) -> list[tuple[str | None, Published]]:
+        out = []
+        for v in (4, 6):
+            for specific in (False, True):
+                for e in self.elems.get(dnat_map(v, specific), {}).values():
+                    p = _published_from(e, v, specific)
+                    if p is not None:
+                        out.append((e.comment, p))
+        return out
+
+
+def _published_from(e: _Elem, version: int, specific: bool) -> Published | None:
+    try:
+        key = _norm_key(e.map, e.key)
+        data = e.data["concat"] if isinstance(e.data, dict) else e.data
+        hip = ip_address(key[0]) if specific else None
+        proto, port = (key[1], key[2]) if specific else (key[0], key[1])
+        return Published(str(proto), int(port), hip, ip_address(data[0]), int(data[1]))
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _delete_elem(state: _State, e: _Elem) -> list[dict]:
+    """Remove ``e`` as listed, with its owner's pair when present (strict: a concurrent
+    change makes the transaction fail and the caller re-reads)."""
+    cmds = []
+    if state.has_pair(e, e.comment):
+        cmds.append(N.delete("element", owner_pair(e.map, e.key, e.comment)))  # type: ignore[arg-type]
+    cmds.append(N.delete("element", _elem(e.map, e.key)))
+    return cmds
+
+
+def _orphan_pairs(state: _State, pred: Callable[[str | None], bool], keep: set[tuple[str, str]]) -> list[dict]:
+    """Delete pairs of owners matching ``pred`` whose element is gone or someone else's.
+    ``keep`` holds (key digest, owner digest) pairs that stay."""
+    cmds = []
+    for kd, owners in state.pairs.items():
+        for od, comment in owners.items():
+            if pred(comment) and (kd, od) not in keep:
+                cmds += N.delete_quietly("element", N.elements(FAMILY, TABLE, OWNERS, [N.concat(kd, od)]))
+    return cmds
+
+
+def _claims_fix(state: _State, after: dict[str, dict[Any, _Elem]]) -> list[dict]:
+    """Make the claims match the mappings that will exist (``after``, by map and canonical
+    key): delete claims no mapping backs or whose kind is wrong, add the missing ones
+    (commented with one owner of the port)."""
+    cmds = []
+    for v in (4, 6):
+        need: dict[Any, tuple[int, str | None]] = {}
+        for nk, e in after.get(dnat_map(v, True), {}).items():
+            need.setdefault((nk[1], nk[2]), (SPECIFIC, e.comment))
+        for nk, e in after.get(dnat_map(v, False), {}).items():
+            need[nk] = (WILDCARD, e.comment)  # a contradiction (both kinds) keeps the wildcard
+        have = state.elems.get(claim_map(v), {})
+        for nk, e in have.items():
+            if nk not in need or e.data != need[nk][0]:
+                cmds.append(N.delete("element", _elem(claim_map(v), e.key)))
+        for nk, (value, comment) in need.items():
+            e = have.get(nk)
+            if e is None or e.data != value:
+                cmds.append(N.add("element", _elem(claim_map(v), N.concat(*nk), comment, value)))
+    return cmds
+
+
+# -- the publisher ---------------------------------------------------------------------------
+class PortPublisher:
+    """Host ports of containers, keyed by owner (see the module docstring)."""
+
+    def __init__(self, nft: N.Nft | None = None) -> None:
+        self.nft = nft or N.Nft()
+
+    # -- ADD ----------------------------------------------------------------------
+    def publish(self, owner: str, mappings: Iterable[PortMapping], addresses: Iterable[Any], *,
+                snat: bool = True, masq_all: bool = False, conditions_v4: Iterable[str] = (),
+                conditions_v6: Iterable[str] = (), flush_udp: bool = True) -> list[Published]:
+        """Publish ``mappings`` to the container at ``addresses`` (ip_interface objects or
+        strings with their prefix length: the subnet is the hairpin source range).
+
+        Returns the DNAT elements now in place. Idempotent for the same owner (a repeated
+        call converges the owner's elements to exactly these). Raises
+        :class:`PortConflict` (nothing changed) when another owner has one of the ports,
+        :class:`PortMappingError` for contradictory mappings or conditions.
+        """
+        tag = N.tag(owner)
+        addrs = container_addresses(addresses)
+        entries = expand(mappings, addrs.values())
+        if not entries:
+            return []
+        conditions = {4: check_conditions(conditions_v4), 6: check_conditions(conditions_v6)}
+        versions = {p.version for p in entries}
+        conds = {v: cond_chain(v, conditions[v]) for v in versions if conditions[v]}
+        snats = self._snats(addrs, versions, masq_all) if snat else []
+        localnet = self._localnet_to_enable(snats)
+        nft = self.nft
+        fast = build_publish(tag, entries, snats, conds, localnet)
+        if not nft.try_apply(fast):
+            chains = nft.chain_names(FAMILY, TABLE)
+            setup: list[dict] = []
+            if not set(BASE_CHAINS) <= chains:
+                apply_text(scaffold_text())
+                setup += build_base_chains_once()
+            for s in {s.chain: s for s in snats}.values():
+                if s.chain not in chains:
+                    setup += build_chain_once(s.chain, _masq_rules(s))
+            for v, name in conds.items():
+                if name not in chains:
+                    setup += build_chain_once(name, _cond_rules(parse_conditions(conditions[v])))
+            if not (setup and nft.try_apply(setup + fast)):
+                self._publish_slow(tag, entries, snats, conds, conditions, localnet)
+        self._enable_localnet(localnet)
+        if flush_udp:
+            self._flush_udp(entries)
+        return entries
+
+    def _snats(self, addrs: dict[int, Any], versions: set[int], masq_all: bool) -> list[_Snat]:
+        out = []
+        for v in sorted(versions):
+            a = addrs[v]
+            iface = _route_iface(a.ip) if v == 4 else None
+            out.append(_Snat(a.ip, masq_chain(v, a.network, iface, masq_all), a.network, iface, masq_all))
+        return out
+
+    def _localnet_to_enable(self, snats: list[_Snat]) -> list[str]:
+        from . import sysctl
+
+        out = []
+        for s in snats:
+            if s.address.version == 4 and s.iface:
+                try:
+                    if sysctl.read(f"ipv4/conf/{s.iface}/route_localnet") == "0":
+                        out.append(s.iface)
+                except NotSupported:
+                    pass
+        return out
+
+    def _enable_localnet(self, ifaces: list[str]) -> None:
+        from . import sysctl
+
+        for iface in ifaces:
+            sysctl.try_ensure(f"ipv4/conf/{iface}/route_localnet", 1)
+
+    def _flush_udp(self, entries: list[Published]) -> None:
+        ports: dict[int, set[int]] = {}
+        for p in entries:
+            if p.protocol == "udp":
+                ports.setdefault(p.version, set()).add(p.host_port)
+        if not ports:
+            return
+        from . import conntrack
+
+        for v, ps in sorted(ports.items()):
+            conntrack.flush_udp(ps, v)
+
+    def _publish_slow(self, tag: str, entries: list[Published], snats: list[_Snat], conds: dict[int, str],
+                      conditions: dict[int, tuple[str, ...]], localnet: list[str]) -> None:
+        cond_exprs = {v: parse_conditions(conditions[v]) for v in conds}
+
+        apply_text(scaffold_text())
+
+        def build(state: _State) -> list[dict]:
+            cmds = build_base_chains()
+            for s in {s.chain: s for s in snats}.values():
+                cmds += build_chain(s.chain, _masq_rules(s))
+            for v, name in conds.items():
+                cmds += build_chain(name, _cond_rules(cond_exprs[v]))
+            want: dict[tuple[str, Any], tuple[Any, Any]] = {}  # (map, canonical key) -> (key, data)
+            what: dict[tuple[str, Any], Published] = {}
+            for p in entries:
+                maps = [p.map] + ([cond_map(p.version, p.specific)] if p.version in conds else [])
+                for m in maps:
+                    k = (m, _norm_key(m, p.key()))
+                    want[k] = (p.key(), p.data() if m == p.map else N.jump(conds[p.version]))
+                    what[k] = p
+            takeover = set()
+            for s in snats:
+                m = snat_map(s.address.version)
+                want[(m, str(s.address))] = (str(s.address), N.jump(s.chain))
+                takeover.add((m, str(s.address)))
+            # a port held by another owner is a conflict; a masquerade entry of another
+            # owner is stale (its address was given out again) and is taken over
+            for k in want:
+                e = state.elems.get(k[0], {}).get(k[1])
+                if e is not None and e.comment != tag and k not in takeover:
+                    raise PortConflict(what[k].describe(), e.comment)
+            for p in entries:
+                self._check_overlap(state, tag, p)
+            after = {m: dict(elems) for m, elems in state.elems.items()}
+            handled: set[tuple[str, str]] = set()
+            for e in state.owned(lambda c: c == tag):
+                k = (e.map, _norm_key(e.map, e.key))
+                if k not in want:  # ours from an earlier call with other mappings
+                    cmds += _delete_elem(state, e)
+                    after[e.map].pop(k[1], None)
+                    handled.add((key_digest(e.map, e.key), digest(tag)))
+            for k, (key, data) in want.items():
+                e = state.elems.get(k[0], {}).get(k[1])
+                if e is not None and e.comment == tag and e.data == data:
+                    if not state.has_pair(e, tag):
+                        cmds.append(N.add("element", owner_pair(k[0], key, tag)))
+                else:
+                    if e is not None:
+                        cmds += _delete_elem(state, e)
+                        if e.comment and state.has_pair(e, e.comment):
+                            handled.add((key_digest(e.map, e.key), digest(e.comment)))
+                    cmds.append(N.add("element", _elem(k[0], key, tag, data)))
+                    cmds.append(N.add("element", owner_pair(k[0], key, tag)))
+                handled.add((key_digest(k[0], key), digest(tag)))
+                after.setdefault(k[0], {})[k[1]] = _Elem(k[0], key, data, tag)
+            cmds += _orphan_pairs(state, lambda c: c == tag, handled)
+            cmds += _claims_fix(state, after)
+            for iface in localnet:
+                cmds.append(N.add("element", _elem(LOCALNET, iface)))
+            return cmds
+
+        self._converge(build)
+
+    def _check_overlap(self, state: _State, tag: str, p: Published) -> None:
+        """Raise PortConflict when ``p`` overlaps a live mapping of another owner published
+        on every address vs. on a given address (or the other way round)."""
+        if p.specific:
+            e = state.get(dnat_map(p.version, False), p.port_key())
+            if e is not None and e.comment != tag:
+                raise PortConflict(p.describe(), e.comment, f"the same port on every IPv{p.version} address")
+            return
+        for e in state.elems.get(dnat_map(p.version, True), {}).values():
+            k = _norm_key(e.map, e.key)
+            if (k[1], k[2]) == (p.protocol, p.host_port) and e.comment != tag:
+                raise PortConflict(p.describe(), e.comment, f"the same port on {k[0]}")
+
+    # -- DEL ----------------------------------------------------------------------
+    def unpublish(self, owner: str, mappings: Iterable[PortMapping] | None = None,
+                  addresses: Iterable[Any] | None = None, *, snat: bool = True,
+                  conditions_v4: Iterable[str] = (), conditions_v6: Iterable[str] = ()) -> list[Published]:
+        """Remove ``owner``'s elements; idempotent; never touches another owner's.
+
+        With ``mappings`` and ``addresses`` (what publish got) this is one transaction;
+        without them (``None``: e.g. a DEL without prevResult) the table is listed and
+        every element of the owner goes. Returns what was removed when known.
+        """
+        tag = N.tag(owner)
+        removed: list[Published] = []
+        snat_removed = False
+        specific_released: set[tuple[int, str, int]] = set()
+        listed = True
+        if mappings is not None and addresses is not None:
+            addrs = container_addresses(addresses)
+            entries = expand(mappings, addrs.values())
+            if not entries:
+                return []
+            versions = {p.version for p in entries}
+            snat_addrs = [addrs[v].ip for v in sorted(versions)] if snat else []
+            cv = [v for v, c in ((4, conditions_v4), (6, conditions_v6)) if v in versions and tuple(c)]
+            if self.nft.try_apply(build_unpublish(tag, entries, snat_addrs, cv)):
+                listed = False
+                removed = entries
+                snat_removed = any(a.version == 4 for a in snat_addrs)
+                specific_released = {(p.version, p.protocol, p.host_port) for p in entries if p.specific}
+            else:
+                # a repeated DEL, a partial ADD, or nothing here at all
+                if not self.nft.chain_names(FAMILY, TABLE):
+                    return []
+                if self.nft.try_apply(build_none_owned(tag, entries, snat_addrs)):
+                    return []
+        if listed:
+            out: dict[str, Any] = {}
+            self._remove_owned(lambda c: c == tag, out)
+            removed = out.get("published", [])
+            snat_removed = out.get("snat4", False)
+            specific_released = set()  # _remove_owned fixed the claims from the listing
+        if specific_released:
+            self._release_claims(specific_released)
+        if snat_removed:
+            self.sync_localnet()
+        return removed
+
+    def _remove_owned(self, stale: Callable[[str | None], bool], out: dict[str, Any]) -> None:
+        """One converge transaction removing every element whose owner is ``stale``, the
+        owners' pairs, and the claims no mapping backs any more."""
+
+        def build(state: _State) -> list[dict]:
+            cmds: list[dict] = []
+            drop = state.owned(stale)
+            out["published"] = [p for c, p in state.published() if stale(c)]
+            out["snat4"] = any(e.map == snat_map(4) for e in drop)
+            out["owners"] = sorted({e.comment for e in drop if e.comment is not None}
+                                   | {c for owners in state.pairs.values() for c in owners.values()
+                                      if c is not None and stale(c)})
+            after = {m: dict(elems) for m, elems in state.elems.items()}
+            for e in drop:
+                cmds += _delete_elem(state, e)
+                after.get(e.map, {}).pop(_norm_key(e.map, e.key), None)
+            keep = {(key_digest(e.map, e.key), digest(e.comment)) for e in drop if e.comment and state.has_pair(e, e.comment)}
+            cmds += _orphan_pairs(state, stale, keep)
+            cmds += _claims_fix(state, after)
+            return cmds
+
+        self._converge(build)
+
+    def _release_claims(self, released: set[tuple[int, str, int]]) -> None:
+        """After given-address mappings went: drop the claims of ports no given-address
+        mapping uses any more (lists only the ``dnat*_ip`` maps). Each delete is guarded
+        by a probe that no wildcard mapping took the port meanwhile."""
+        live: set[tuple[int, str, int]] = set()
+        for v in {r[0] for r in released}:
+            try:
+                listing = self.nft.list_json({"map": {"family": FAMILY, "table": TABLE, "name": dnat_map(v, True)}})
+            except NftError:
+                return
+            for obj in N.sets_in(listing).values():
+                for e in obj.get("elem", []) or []:
+                    key, _, _ = N.split_elem(e)
+                    k = _norm_key(dnat_map(v, True), key)
+                    live.add((v, k[1], k[2]))
+        for v, proto, port in sorted(released - live):
+            dummy = N.concat("0.0.0.0" if v == 4 else "::", 0)
+            probe = N.absent_probe("element", _elem(dnat_map(v, False), N.concat(proto, port), None, dummy))
+            self.nft.try_apply(probe + [N.delete("element", _elem(claim_map(v), N.concat(proto, port)))])
+
+    # -- route_localnet ------------------------------------------------------------
+    def sync_localnet(self) -> list[str]:
+        """Switch route_localnet back to 0 on the ``@localnet`` interfaces no container
+        needs any more (counted by the kernel: references to their ``masq4:<iface>:*``
+        chains); returns those interfaces. Safe against a concurrent publish: after
+        writing 0 it counts again and restores 1 if a user appeared meanwhile."""
+        from . import conntrack, sysctl
+
+        try:
+            listing = self.nft.list_json({"set": {"family": FAMILY, "table": TABLE, "name": LOCALNET}})
+        except NftError:
+            return []
+        ifaces = sorted(_State(listing).localnet)
+        if not ifaces:
+            return []
+        done = []
+        uses = conntrack.nft_chain_uses(NFPROTO_INET, TABLE)
+        for iface in ifaces:
+            if localnet_users(uses, iface):
+                continue
+            key = f"ipv4/conf/{iface}/route_localnet"
+            try:
+                sysctl.write(key, 0)
+            except NotSupported:  # the interface is gone
+                pass
+            self.nft.try_apply([N.delete("element", _elem(LOCALNET, iface))])
+            if localnet_users(conntrack.nft_chain_uses(NFPROTO_INET, TABLE), iface):
+                sysctl.try_ensure(key, 1)  # a publish raced us: it needs it
+                self.nft.try_apply([N.add("element", _elem(LOCALNET, iface))])
+                continue
+            done.append(iface)
+        return done
+
+    # -- queries ------------------------------------------------------------------
+    def owners(self) -> dict[str, list[Published]]:
+        """owner -> its DNAT elements."""
+        out: dict[str, list[Published]] = {}
+        for comment, p in self._state().published():
+            out.setdefault(comment or "", []).append(p)
+        return out
+
+    def check(self, owner: str, mappings: Iterable[PortMapping], addresses: Iterable[Any], *,
+              snat: bool = True, masq_all: bool = False, conditions_v4: Iterable[str] = (),
+              conditions_v6: Iterable[str] = ()) -> list[str]:
+        """Human-readable problems with ``owner``'s elements; [] when all are in place."""
+        from . import sysctl
+
+        tag = N.tag(owner)
+        addrs = container_addresses(addresses)
+        entries = expand(mappings, addrs.values())
+        if not entries:
+            return []
+        state = self._state()
+        where = f"table {FAMILY} {TABLE}"
+        if not state.exists:
+            return [f"{where} does not exist"]
+        problems = []
+        for name, rules in _base_chain_specs():
+            have = [r["expr"] for r in state.rules.get(name["name"], [])] if name["name"] in state.chains else None
+            if have is None:
+                problems.append(f"{where}: chain {name['name']} is missing")
+            elif len(have) != len(rules):
+                problems.append(f"{where}: chain {name['name']} does not hold the expected rules")
+        conds = {4: tuple(conditions_v4), 6: tuple(conditions_v6)}
+
+        def expect(m: str, key: Any, data: Any, what: str) -> None:
+            e = state.get(m, key)
+            if e is None:
+                problems.append(f"{what}: no element in {m} (owner {tag!r})")
+            elif e.comment != tag:
+                problems.append(f"{what}: the element in {m} belongs to {e.comment!r}, not {tag!r}")
+            else:
+                if e.data != data:
+                    problems.append(f"{what}: element in {m} points to {e.data!r}, expected {data!r}")
+                if not state.has_pair(e, tag):
+                    problems.append(f"{what}: ownership pair in {OWNERS} is missing")
+
+        for p in entries:
+            expect(p.map, p.key(), p.data(), str(p))
+            c = state.get(claim_map(p.version), p.port_key())
+            if c is None or c.data != _claim_value(p):
+                problems.append(f"{p}: claim in {claim_map(p.version)} is missing or wrong")
+            if conds[p.version]:
+                expect(cond_map(p.version, p.specific), p.key(), N.jump(cond_chain(p.version, conds[p.version])), str(p))
+        if snat:
+            for s in self._snats(addrs, {p.version for p in entries}, masq_all):
+                expect(snat_map(s.address.version), str(s.address), N.jump(s.chain), f"masquerade of {s.address}")
+                if s.chain not in state.chains:
+                    problems.append(f"{where}: chain {s.chain} is missing")
+                if s.iface:
+                    try:
+                        if sysctl.read(f"ipv4/conf/{s.iface}/route_localnet") != "1":
+                            problems.append(f"route_localnet is off on {s.iface}")
+                    except NotSupported:
+                        problems.append(f"interface {s.iface} has no route_localnet setting")
+        return problems
+
+    def status(self) -> None:
+        """Raise when nftables cannot be used here (libnftables missing, kernel refusing)."""
+        self.nft.chain_names(FAMILY, TABLE)
+
+    # -- GC -----------------------------------------------------------------------
+    def gc(self, prefix: str, keep: Callable[[str], bool]) -> list[str]:
+        """Remove elements whose owner starts with ``prefix`` and ``keep(owner)`` is False.
+
+        Returns the owners removed. Afterwards prunes the masquerade / condition chains no
+        element uses and switches route_localnet back where nothing needs it.
+        """
+        verdicts: dict[str, bool] = {}
+
+        def stale(owner: str | None) -> bool:
+            if owner is None or not owner.startswith(prefix):
+                return False
+            if owner not in verdicts:
+                verdicts[owner] = not keep(owner)
+            return verdicts[owner]
+
+        if not self.nft.chain_names(FAMILY, TABLE):
+            return []
+        out: dict[str, Any] = {}
+        self._remove_owned(stale, out)
+        self.prune_chains()
+        self.sync_localnet()
+        return list(out.get("owners", []))
+
+    def prune_chains(self) -> list[str]:
+        """Delete masquerade / condition chains nothing references (best effort: a
+        concurrent publish that uses one makes the delete fail with EBUSY)."""
+        from . import conntrack
+
+        state = self._state()
+        uses = conntrack.nft_chain_uses(NFPROTO_INET, TABLE)
+        gone = []
+        for name in state.chains:
+            if not name.startswith(("masq4", "masq6", "cond4-", "cond6-")):
+                continue
+            if uses.get(name, 0) - len(state.rules.get(name, [])) <= 0:
+                if self.nft.try_apply([N.flush("chain", N.chain(FAMILY, TABLE, name)),
+                                       N.delete("chain", N.chain(FAMILY, TABLE, name))]):
+                    gone.append(name)
+        return gone
+
+    # -- internals ----------------------------------------------------------------
+    def _state(self) -> _State:
+        return _State(self.nft.list_table(FAMILY, TABLE))
+
+    def _converge(self, build: Callable[[_State], list[dict]]) -> None:
+        """Read the table, build one transaction from it, apply; re-read on a conflict."""
+        err: NftError | None = None
+        for _ in range(_ATTEMPTS):
+            state = self._state()
+            cmds = build(state)
+            if not cmds:
+                return
+            try:
+                self.nft.apply(cmds)
+                return
+            except NftError as e:
+                err = e
+        assert err is not None
+        raise err
+
+
+def localnet_users(uses: dict[str, int], iface: str) -> int:
+    """Containers needing route_localnet on ``iface``: references to its masq4 chains
+    (each chain holds one rule, which ``use`` counts too)."""
+    total = 0
+    for name, use in uses.items():
+        if name.startswith(f"masq4:{iface}:") or name == f"masq4-all:{iface}":
+            total += max(0, use - 1)
+    return total
+
+
+def _route_iface(address: IPAddr) -> str | None:
+    """Name of the interface the route to ``address`` leaves through (None: no route)."""
+    from . import conntrack
+
+    oif = conntrack.route_oif(address)
+    if not oif:
+        return None
+    try:
+        name = socket.if_indextoname(oif)
+    except OSError:
+        return None
+    return None if name == "lo" else name
