@@ -20,15 +20,24 @@ cost nothing. This module speaks just enough netlink for the port publisher
   publisher uses it as a kernel-kept reference count.
 
 Every socket is created in the calling thread's network namespace (call inside
-``Netns.run``) and closed before returning.
+``Netns.run``). Netfilter sockets come from :func:`netfilter`: closing one while the
+kernel still has nf_tables objects to destroy (after any commit that deleted something,
+by anyone) waits for that destruction (~10-16 ms, an RCU grace period; nft.py). A
+short-lived process pays that once whatever it does; a resident one (the agent, which
+shares its libnftables contexts per namespace for this very reason, ``nft.share_contexts``)
+would pay it on every call, so while contexts are shared the netfilter socket of each
+namespace is kept too, and closed after being idle for :data:`SHARED_IDLE_S`.
 """
 
 from __future__ import annotations
 
+import _socket  # the C module: ``socket`` would build its IntEnums (~1.5 ms per process)
 import errno
 import os
-import socket
 import struct
+import threading
+import time
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from .errors import NetError
@@ -75,7 +84,7 @@ RTA_DST = 1
 RTA_OIF = 4
 
 IPPROTO_UDP = 17
-_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_FAMILY = {4: _socket.AF_INET, 6: _socket.AF_INET6}
 
 
 # -- attribute helpers ---------------------------------------------------------------
@@ -107,7 +116,7 @@ class Netlink:
     """One netlink socket; :meth:`request` sends a message and collects the replies."""
 
     def __init__(self, protocol: int) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -156,6 +165,76 @@ class Netlink:
                 out.append((kind, msg[hlen:]))
 
 
+# -- netfilter sockets: one per call, or kept per namespace in a resident process ------------
+SHARED_IDLE_S = 30.0
+SHARED_MAX = 64
+_shared: dict[tuple[int, int], list] | None = None  # netns -> [Netlink, Lock, last use]
+_shared_lock = threading.Lock()
+
+
+def share_sockets(enabled: bool = True) -> None:
+    """Keep one netfilter socket per namespace (on), or close them all (off)."""
+    global _shared
+    with _shared_lock:
+        old, _shared = _shared, ({} if enabled else None)
+    for entry in (old or {}).values():
+        entry[0].close()
+
+
+def prune_sockets(idle_s: float = SHARED_IDLE_S) -> int:
+    """Close the kept sockets unused for ``idle_s`` seconds; how many were closed."""
+    now = time.monotonic()
+    dropped = []
+    with _shared_lock:
+        for key, entry in list((_shared or {}).items()):
+            if now - entry[2] >= idle_s and not entry[1].locked():
+                dropped.append(_shared.pop(key))  # type: ignore[union-attr]
+    for entry in dropped:
+        entry[0].close()
+    return len(dropped)
+
+
+def _sharing() -> bool:
+    global _shared
+    if _shared is not None:
+        return True
+    from . import nft
+
+    if getattr(nft, "_shared", None) is None:  # nftables contexts are not shared either
+        return False
+    with _shared_lock:
+        if _shared is None:
+            _shared = {}
+    return True
+
+
+@contextmanager
+def netfilter() -> Iterator["Netlink"]:
+    """A NETLINK_NETFILTER socket in the calling thread's namespace, for one request
+    sequence (kept and reused per namespace while sockets are shared, see the module doc)."""
+    if not _sharing():
+        nl = Netlink(NETLINK_NETFILTER)
+        try:
+            yield nl
+        finally:
+            nl.close()
+        return
+    prune_sockets()
+    st = os.stat("/proc/thread-self/ns/net")
+    key = (st.st_dev, st.st_ino)
+    with _shared_lock:
+        table = _shared if _shared is not None else {}
+        entry = table.get(key)
+        if entry is None:
+            if len(table) >= SHARED_MAX:
+                oldest = min(table, key=lambda k: table[k][2])
+                table.pop(oldest)[0].close()
+            entry = table[key] = [Netlink(NETLINK_NETFILTER), threading.Lock(), time.monotonic()]
+    with entry[1]:
+        entry[2] = time.monotonic()
+        yield entry[0]
+
+
 def _nfgen(family: int) -> bytes:
     return struct.pack("=BBH", family, 0, 0)  # nfgenmsg: family, version 0, res_id 0
 
@@ -191,10 +270,11 @@ def flush_udp(ports: Iterable[int], version: int) -> int:
     ct_get = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
     ct_del = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
     try:
-        nl = Netlink(NETLINK_NETFILTER)
+        sock = netfilter()
+        nl = sock.__enter__()
     except OSError as e:
         raise NetError(f"conntrack: cannot open a netlink socket: {e.strerror}") from None
-    with nl:
+    try:
         for port in sorted(wanted):
             try:
                 entries = nl.request(ct_get, NLM_F_DUMP, _nfgen(family), _dump_filter(port))
@@ -220,10 +300,20 @@ def flush_udp(ports: Iterable[int], version: int) -> int:
                 except OSError as e:
                     if e.errno != errno.ENOENT:  # gone meanwhile: fine
                         raise NetError(f"conntrack delete failed: {e.strerror}") from None
+    finally:
+        sock.__exit__(None, None, None)
     return deleted
 
 
 # -- routes -----------------------------------------------------------------------------
+def ifname(index: int) -> str | None:
+    """Name of interface ``index`` in the calling thread's namespace (None when gone)."""
+    try:
+        return _socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
 def route_oif(address) -> int | None:
     """Index of the output interface of the route to ``address`` (an ipaddress object), or
     None when there is no route (or it is a local/unreachable route without a device)."""
@@ -254,7 +344,7 @@ def nft_chain_uses(family: int, table: str) -> dict[str, int]:
     msg = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN
     out: dict[str, int] = {}
     try:
-        with Netlink(NETLINK_NETFILTER) as nl:
+        with netfilter() as nl:
             replies = nl.request(msg, NLM_F_DUMP, _nfgen(family))
     except OSError as e:
         raise NetError(f"nftables chain dump failed: {e.strerror}") from None

@@ -100,10 +100,7 @@ Costs (the common paths never list the table, perf-notes 4a):
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface, ip_network
 from typing import Any, Callable, Iterable
 
@@ -130,6 +127,18 @@ _CONDITION_FORBIDDEN = (";", "\n", "\r", "\0", "#")
 
 IPAddr = IPv4Address | IPv6Address
 
+try:  # CPython's builtin SHA-256: hashlib would first load OpenSSL (~2-6 ms per process)
+    from _sha256 import sha256 as _sha256  # 3.11
+except ImportError:  # pragma: no cover - other interpreters
+    try:
+        from _sha2 import sha256 as _sha256  # 3.12+
+    except ImportError:
+        from hashlib import sha256 as _sha256
+
+
+def sha256_hex(text: str) -> str:
+    return _sha256(text.encode("utf-8")).hexdigest()
+
 
 class PortConflict(NetError):
     """A host port is already published by another owner.
@@ -152,43 +161,74 @@ class PortMappingError(ValueError):
 
 
 # -- model ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PortMapping:
+class _Value:
+    """Small immutable value objects without ``dataclasses`` (whose class creation costs
+    ~0.5 ms each at import time, paid by every short-lived CNI process)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _tuple(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._tuple() == other._tuple()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__,) + self._tuple())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({args})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+class PortMapping(_Value):
     """``-p [host_ip:]host_port:container_port/protocol``."""
 
+    __slots__ = ("host_port", "container_port", "protocol", "host_ip")
     host_port: int
     container_port: int
-    protocol: str = "tcp"
-    host_ip: IPAddr | None = None
+    protocol: str
+    host_ip: IPAddr | None
 
-    def __post_init__(self) -> None:
-        for name in ("host_port", "container_port"):
-            v = getattr(self, name)
+    def __init__(self, host_port: int, container_port: int, protocol: str = "tcp",
+                 host_ip: IPAddr | str | None = None) -> None:
+        for name, v in (("host_port", host_port), ("container_port", container_port)):
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
                 raise PortMappingError(f"invalid {name} {v!r}: must be 1-65535")
-        proto = self.protocol.lower() if isinstance(self.protocol, str) else self.protocol
+        proto = protocol.lower() if isinstance(protocol, str) else protocol
         if proto not in PROTOCOLS:
-            raise PortMappingError(f"invalid protocol {self.protocol!r}: must be one of {', '.join(PROTOCOLS)}")
-        object.__setattr__(self, "protocol", proto)
-        if isinstance(self.host_ip, str):
+            raise PortMappingError(f"invalid protocol {protocol!r}: must be one of {', '.join(PROTOCOLS)}")
+        if isinstance(host_ip, str):
             try:
-                object.__setattr__(self, "host_ip", ip_address(self.host_ip))
+                host_ip = ip_address(host_ip)
             except ValueError:
-                raise PortMappingError(f"invalid hostIP {self.host_ip!r}") from None
-        elif self.host_ip is not None and not isinstance(self.host_ip, (IPv4Address, IPv6Address)):
-            raise PortMappingError(f"invalid hostIP {self.host_ip!r}")
+                raise PortMappingError(f"invalid hostIP {host_ip!r}") from None
+        elif host_ip is not None and not isinstance(host_ip, (IPv4Address, IPv6Address)):
+            raise PortMappingError(f"invalid hostIP {host_ip!r}")
+        for k, v in (("host_port", host_port), ("container_port", container_port), ("protocol", proto),
+                     ("host_ip", host_ip)):
+            object.__setattr__(self, k, v)
 
 
-@dataclass(frozen=True)
-class Published:
+class Published(_Value):
     """One DNAT element: ``protocol``/``host_port`` on ``host_ip`` (None: every local
     address of the family) -> ``address``:``container_port``."""
 
+    __slots__ = ("protocol", "host_port", "host_ip", "address", "container_port")
     protocol: str
     host_port: int
     host_ip: IPAddr | None
     address: IPAddr
     container_port: int
+
+    def __init__(self, protocol: str, host_port: int, host_ip: IPAddr | None, address: IPAddr,
+                 container_port: int) -> None:
+        for k, v in (("protocol", protocol), ("host_port", host_port), ("host_ip", host_ip),
+                     ("address", address), ("container_port", container_port)):
+            object.__setattr__(self, k, v)
 
     @property
     def version(self) -> int:
@@ -223,15 +263,17 @@ class Published:
         return f"{host}:{self.host_port}/{self.protocol} -> {dest}:{self.container_port}"
 
 
-@dataclass(frozen=True)
 class _Snat:
     """The hairpin/localhost masquerade entry of one container address."""
 
-    address: IPAddr
-    chain: str
-    network: Any  # ip_network of the container's subnet
-    iface: str | None  # IPv4: the interface the container is routed through
-    masq_all: bool
+    __slots__ = ("address", "chain", "network", "iface", "masq_all")
+
+    def __init__(self, address: IPAddr, chain: str, network: Any, iface: str | None, masq_all: bool) -> None:
+        self.address = address
+        self.chain = chain
+        self.network = network  # ip_network of the container's subnet
+        self.iface = iface  # IPv4: the interface the container is routed through
+        self.masq_all = masq_all
 
 
 def dnat_map(version: int, specific: bool) -> str:
@@ -260,12 +302,12 @@ def masq_chain(version: int, network: Any, iface: str | None, masq_all: bool) ->
 
 def cond_chain(version: int, conditions: Iterable[str]) -> str:
     text = "\n".join(conditions)
-    return f"cond{version}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"cond{version}-" + sha256_hex(text)[:12]
 
 
 def digest(text: str) -> str:
     """15 hex digits (fits the 16-byte ``ifname`` key type)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:15]
+    return sha256_hex(text)[:15]
 
 
 def _norm_key(map_name: str, key: Any) -> Any:
@@ -577,12 +619,14 @@ def build_none_owned(tag: str, entries: list[Published], snat_addrs: list[IPAddr
 
 
 # -- state read back from a listing -----------------------------------------------------------
-@dataclass
 class _Elem:
-    map: str
-    key: Any  # as listed (JSON)
-    data: Any
-    comment: str | None
+    __slots__ = ("map", "key", "data", "comment")
+
+    def __init__(self, map_name: str, key: Any, data: Any, comment: str | None) -> None:
+        self.map = map_name
+        self.key = key  # as listed (JSON)
+        self.data = data
+        self.comment = comment
 
 
 class _State:
@@ -691,6 +735,7 @@ class PortPublisher:
 
     def __init__(self, nft: N.Nft | None = None) -> None:
         self.nft = nft or N.Nft()
+        self.warnings: list[str] = []  # best-effort steps that failed (the caller logs them)
 
     # -- ADD ----------------------------------------------------------------------
     def publish(self, owner: str, mappings: Iterable[PortMapping], addresses: Iterable[Any], *,
@@ -772,7 +817,11 @@ class PortPublisher:
         from . import conntrack
 
         for v, ps in sorted(ports.items()):
-            conntrack.flush_udp(ps, v)
+            try:  # as the reference: informative only, the mapping is in place
+                conntrack.flush_udp(ps, v)
+            except NetError as e:
+                self.warnings.append(f"failed to delete stale UDP conntrack entries for IPv{v} ports "
+                                     f"{sorted(ps)}: {e}")
 
     def _publish_slow(self, tag: str, entries: list[Published], snats: list[_Snat], conds: dict[int, str],
                       conditions: dict[int, tuple[str, ...]], localnet: list[str]) -> None:
@@ -1117,10 +1166,5 @@ def _route_iface(address: IPAddr) -> str | None:
     from . import conntrack
 
     oif = conntrack.route_oif(address)
-    if not oif:
-        return None
-    try:
-        name = socket.if_indextoname(oif)
-    except OSError:
-        return None
+    name = conntrack.ifname(oif) if oif else None
     return None if name == "lo" else name

@@ -1,0 +1,130 @@
+"""`splice-portmap`: the CNI front-end of the port-mapping driver (a chained plugin).
+
+Behaviour of the reference ``portmap`` (REFERENCE 2.6): capability ``portMappings``
+(``runtimeConfig.portMappings``); without ``prevResult`` ADD fails with "must be called as
+chained plugin"; without mappings ADD passes ``prevResult`` through and DEL does nothing;
+the container addresses are the first IPv4 and first IPv6 address of the sandbox
+interface ``CNI_IFNAME`` in ``prevResult``. Differences: a port another attachment already
+publishes is an error (code 107, naming the owner; nothing changed) instead of silent
+shadowing; DEL works without ``prevResult`` (the attachment's elements are found by owner);
+GC removes the mappings of attachments not in the valid list; STATUS checks nftables.
+
+Import-light: VERSION loads only this module; the driver (nftables, ipaddress) is
+imported inside the verbs, pyroute2 never.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from splice.plugins.cni.version import ALL_VERSIONS
+
+if TYPE_CHECKING:
+    from splice.plugins.cni.skel import CmdArgs
+
+PORT_IN_USE = 107  # splice-specific CNI error code (>= 100): the host port is taken
+
+
+class _Attachment:
+    """What the driver reads of an attachment (duck-typed ``model.Attachment``: importing
+    the model's dataclasses would cost this short-lived process ~2 ms)."""
+
+    __slots__ = ("network", "container_id", "ifname", "netns")
+
+    def __init__(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
+        self.network, self.container_id, self.ifname, self.netns = network, container_id, ifname, netns
+
+
+def _attachment(a: "CmdArgs") -> _Attachment:
+    return _Attachment(a.config["name"], a.container_id or "", a.ifname or "", a.netns or None)
+
+
+def sandbox_addresses(result: dict | None, ifname: str | None) -> list[Any] | None:
+    """Addresses of the sandbox interface ``ifname`` in a canonical result, as ip_interface
+    objects (None without a result). As the reference: an ``ips`` entry pointing at a host
+    interface or at another interface is skipped; one without ``interface`` is kept."""
+    if result is None:
+        return None
+    import ipaddress
+
+    ifaces = result.get("interfaces") or []
+    out = []
+    for ip in result.get("ips") or []:
+        idx = ip.get("interface")
+        if isinstance(idx, int) and 0 <= idx < len(ifaces):
+            iface = ifaces[idx]
+            if iface.get("name") != ifname or not iface.get("sandbox"):
+                continue
+        try:
+            out.append(ipaddress.ip_interface(ip["address"]))
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+class PortmapPlugin:
+    name = "splice-portmap"
+    supported_versions = ALL_VERSIONS
+    cni_args: frozenset[str] = frozenset()
+
+    def _driver(self, a: "CmdArgs") -> Any:
+        from splice.plugins.portmap.config import parse_portmap_config
+        from splice.plugins.portmap.driver import PortmapDriver
+
+        return PortmapDriver(parse_portmap_config(a.config), a.host_ns())
+
+    def _call(self, driver: Any, fn) -> Any:
+        import sys
+
+        from splice.plugins.portmap.driver import PortInUse
+
+        try:
+            return fn()
+        except PortInUse as e:
+            from splice.plugins.cni.errors import CniError
+
+            raise CniError(PORT_IN_USE, e.msg, "the host port is published by another container; "
+                           "nothing was changed") from None
+        finally:
+            for w in driver.warnings:
+                print(f"{self.name}: warning: {w}", file=sys.stderr)
+
+    def add(self, a: "CmdArgs") -> dict:
+        from splice.plugins.errors import ConfigError
+
+        driver = self._driver(a)  # validates the whole config first
+        if a.prev_result is None:
+            raise ConfigError("must be called as chained plugin")
+        if driver.cfg.mappings:
+            addrs = sandbox_addresses(a.prev_result, a.ifname) or []
+            self._call(driver, lambda: driver.add(_attachment(a), addrs))
+        return a.prev_result
+
+    def delete(self, a: "CmdArgs") -> None:
+        driver = self._driver(a)
+        if not driver.cfg.mappings:
+            return
+        addrs = sandbox_addresses(a.prev_result, a.ifname)
+        self._call(driver, lambda: driver.delete(_attachment(a), addrs))
+
+    def check(self, a: "CmdArgs") -> None:
+        from splice.plugins.errors import ConfigError
+
+        driver = self._driver(a)
+        if a.prev_result is None:
+            raise ConfigError("Required prevResult missing")
+        if not driver.cfg.mappings:
+            return
+        addrs = sandbox_addresses(a.prev_result, a.ifname) or []
+        self._call(driver, lambda: driver.check(_attachment(a), addrs))
+
+    def status(self, a: "CmdArgs") -> None:
+        driver = self._driver(a)
+        self._call(driver, driver.status)
+
+    def gc(self, a: "CmdArgs") -> None:
+        from splice.plugins.cni.skel import valid_attachments
+
+        driver = self._driver(a)
+        valid = valid_attachments(a.config)
+        self._call(driver, lambda: driver.gc(a.config["name"], valid))

@@ -1,0 +1,1 @@
+"""Port mapping (``-p host:container``) on nftables maps: config parsing and the driver."""

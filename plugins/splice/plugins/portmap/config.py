@@ -1,0 +1,165 @@
+"""Port-mapping configuration: the options of the reference ``portmap`` plugin.
+
+:func:`parse_portmap_config` takes the plugin's configuration dict (a CNI network config,
+or an equivalent another front-end builds) and returns a frozen :class:`PortmapConfig`.
+Failures raise :class:`~splice.plugins.errors.ConfigError` (or
+:class:`~splice.plugins.errors.UnsupportedField`) naming the key and the value. No kernel
+access.
+
+Options (REFERENCE 2.6, same names and defaults):
+
+* ``snat`` (bool, default true): masquerade hairpin (from the container's own subnet) and
+  localhost (127.0.0.0/8) connections to published ports; IPv4 localhost also needs
+  ``route_localnet`` on the container's host interface, which splice manages.
+* ``masqAll`` (bool, default false): masquerade every connection to a published port
+  (macvlan/ipvlan containers, whose replies bypass the host). Needs ``snat``.
+* ``conditionsV4`` / ``conditionsV6`` (list of strings, or null): nft match expressions
+  that must hold for this network's mappings of that family (e.g. ``["ip saddr
+  192.0.2.0/24"]``, joined with spaces). Screened here for command separators; parsed by
+  libnftables at the first use of a condition list, where only match expressions are
+  accepted. Unlike the reference (whose last ADD's conditions apply to every network)
+  they apply per network.
+* ``markMasqBit`` (int 0-31): accepted for compatibility and ignored (the reference uses
+  it for its iptables backend only; the nftables layout needs no packet mark).
+  ``externalSetMarkChain``: iptables only, ``UnsupportedField``; both together is an
+  error, as in the reference.
+* ``backend``: ``"nftables"`` or absent; ``"iptables"`` is ``UnsupportedField``.
+* ``runtimeConfig.portMappings`` (capability ``portMappings``): entries ``hostPort``,
+  ``containerPort`` (1-65535), ``protocol`` (``tcp``/``udp``/``sctp``, any case; empty or
+  absent means ``tcp``), optional ``hostIP`` (IPv4 or IPv6; ``""`` = none;
+  ``0.0.0.0``/``::`` = every local address of that family only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splice.libnet.portmap import PortMapping, PortMappingError, check_conditions
+from splice.plugins.errors import ConfigError, UnsupportedField
+
+
+class PortmapConfig:
+    """The parsed options (a plain class: no dataclass creation cost at import)."""
+
+    __slots__ = ("network", "snat", "masq_all", "conditions_v4", "conditions_v6", "mark_masq_bit", "mappings")
+
+    def __init__(self, network: str, snat: bool = True, masq_all: bool = False,
+                 conditions_v4: tuple[str, ...] = (), conditions_v6: tuple[str, ...] = (),
+                 mark_masq_bit: int | None = None, mappings: tuple[PortMapping, ...] = ()) -> None:
+        self.network = network
+        self.snat = snat
+        self.masq_all = masq_all
+        self.conditions_v4 = conditions_v4
+        self.conditions_v6 = conditions_v6
+        self.mark_masq_bit = mark_masq_bit
+        self.mappings = mappings
+
+    def __repr__(self) -> str:
+        return "PortmapConfig(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for PortPublisher.publish / check."""
+        return {"snat": self.snat, "masq_all": self.masq_all,
+                "conditions_v4": self.conditions_v4, "conditions_v6": self.conditions_v6}
+
+
+def _bool(conf: dict, key: str, default: bool) -> bool:
+    v = conf.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be a boolean, got {v!r}")
+    return v
+
+
+def _int(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ConfigError(f"{what} must be an integer, got {v!r}")
+    return v
+
+
+def _conditions(conf: dict, key: str) -> tuple[str, ...]:
+    v = conf.get(key)
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise ConfigError(f"{key} must be a list of strings, got {v!r}")
+    try:
+        return check_conditions(v)
+    except PortMappingError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def parse_mapping(entry: Any, where: str = "portMappings") -> PortMapping:
+    """One ``{hostPort, containerPort, protocol, hostIP?}`` entry."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected an object, got {entry!r}")
+    for k in ("hostPort", "containerPort"):
+        if k not in entry:
+            raise ConfigError(f"{where}: {k} is missing")
+    host_port = _int(entry["hostPort"], f"{where}.hostPort")
+    container_port = _int(entry["containerPort"], f"{where}.containerPort")
+    if not 1 <= host_port <= 65535:
+        raise ConfigError(f"Invalid host port number: {host_port}")
+    if not 1 <= container_port <= 65535:
+        raise ConfigError(f"Invalid container port number: {container_port}")
+    proto = entry.get("protocol")
+    if proto in (None, ""):
+        proto = "tcp"
+    if not isinstance(proto, str):
+        raise ConfigError(f"{where}.protocol must be a string, got {proto!r}")
+    host_ip = entry.get("hostIP")
+    if host_ip in (None, ""):
+        host_ip = None
+    elif not isinstance(host_ip, str):
+        raise ConfigError(f"{where}.hostIP must be a string, got {host_ip!r}")
+    try:
+        return PortMapping(host_port, container_port, proto, host_ip)
+    except PortMappingError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_mappings(raw: Any) -> tuple[PortMapping, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"runtimeConfig.portMappings must be a list, got {type(raw).__name__}")
+    return tuple(parse_mapping(e, f"portMappings[{i}]") for i, e in enumerate(raw))
+
+
+def parse_portmap_config(conf: dict) -> PortmapConfig:
+    if not isinstance(conf, dict):
+        raise ConfigError("network configuration must be a JSON object")
+    network = conf.get("name")
+    if not isinstance(network, str) or not network:
+        raise ConfigError("missing network name")
+    snat = _bool(conf, "snat", True)
+    masq_all = _bool(conf, "masqAll", False)
+    backend = conf.get("backend")
+    if backend not in (None, "", "nftables"):
+        if backend == "iptables":
+            raise UnsupportedField("backend: 'iptables' is not supported (splice-portmap uses nftables maps)")
+        raise ConfigError(f"backend must be 'nftables', got {backend!r}")
+    mark = conf.get("markMasqBit")
+    if mark is not None and conf.get("externalSetMarkChain") is not None:
+        raise ConfigError("Cannot specify externalSetMarkChain and markMasqBit")
+    if conf.get("externalSetMarkChain") is not None:
+        raise UnsupportedField(f"externalSetMarkChain: {conf['externalSetMarkChain']!r} is not supported "
+                               "(an iptables-only option; the nftables layout needs no mark chain)")
+    if mark is not None:
+        mark = _int(mark, "markMasqBit")
+        if not 0 <= mark <= 31:
+            raise ConfigError("MasqMarkBit must be between 0 and 31")
+    rc = conf.get("runtimeConfig")
+    if rc is not None and not isinstance(rc, dict):
+        raise ConfigError(f"runtimeConfig must be an object, got {type(rc).__name__}")
+    mappings = parse_mappings((rc or {}).get("portMappings"))
+    return PortmapConfig(
+        network=network,
+        snat=snat,
+        masq_all=masq_all,
+        conditions_v4=_conditions(conf, "conditionsV4"),
+        conditions_v6=_conditions(conf, "conditionsV6"),
+        mark_masq_bit=mark,
+        mappings=mappings,
+    )
