@@ -526,12 +526,33 @@ def build_base_chains_once() -> list[dict]:
     return cmds
 
 
-def build_base_chains() -> list[dict]:
-    """The chains created or reset to their rules (the slow path's self-repair)."""
+def _canon(x: Any) -> Any:
+    """A rule expression with anonymous set members in a fixed order (nft sorts them)."""
+    if isinstance(x, dict):
+        return {k: (sorted((_canon(v) for v in x[k]), key=json.dumps) if k == "set" and isinstance(x[k], list)
+                    else _canon(x[k])) for k in x}
+    if isinstance(x, list):
+        return [_canon(v) for v in x]
+    return x
+
+
+def rules_match(listed: list[dict] | None, expected: list[list[dict]]) -> bool:
+    """Whether a chain's listed rules (``rule`` objects) are ``expected`` (expr lists)."""
+    if listed is None or len(listed) != len(expected):
+        return False
+    return all(_canon(r.get("expr")) == _canon(e) for r, e in zip(listed, expected))
+
+
+def build_base_chains(state: "_State | None" = None) -> list[dict]:
+    """The chains created or reset to their rules where they differ (the slow path's
+    self-repair; with no ``state``, all of them)."""
     cmds: list[dict] = []
     for chain, rules in _base_chain_specs():
-        cmds += [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, chain["name"]))]
-        cmds += _rules(chain["name"], rules)
+        name = chain["name"]
+        if state is not None and name in state.chains and rules_match(state.rules.get(name), rules):
+            continue
+        cmds += [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, name))]
+        cmds += _rules(name, rules)
     return cmds
 
 
@@ -553,7 +574,10 @@ def build_chain_once(name: str, rules: list[list[dict]]) -> list[dict]:
     return [N.create("chain", N.chain(FAMILY, TABLE, name))] + _rules(name, rules)
 
 
-def build_chain(name: str, rules: list[list[dict]]) -> list[dict]:
+def build_chain(name: str, rules: list[list[dict]], state: "_State | None" = None) -> list[dict]:
+    """A chain created or reset to ``rules`` (nothing when ``state`` shows it as expected)."""
+    if state is not None and name in state.chains and rules_match(state.rules.get(name), rules):
+        return []
     return [N.add("chain", N.chain(FAMILY, TABLE, name)), N.flush("chain", N.chain(FAMILY, TABLE, name))] + _rules(name, rules)
 
 
@@ -577,7 +601,9 @@ def build_publish(tag: str, entries: list[Published], snats: list[_Snat], conds:
         cmds.append(N.create("element", _elem(p.map, p.key(), tag, p.data())))
         cmds.append(N.add("element", owner_pair(p.map, p.key(), tag)))
         if p.version in conds:
-            cmds.append(N.create("element", _elem(cond_map(p.version, p.specific), p.key(), tag, N.jump(conds[p.version]))))
+            cm = cond_map(p.version, p.specific)
+            cmds.append(N.create("element", _elem(cm, p.key(), tag, N.jump(conds[p.version]))))
+            cmds.append(N.add("element", owner_pair(cm, p.key(), tag)))
     for s in snats:
         m = snat_map(s.address.version)
         cmds.append(N.create("element", _elem(m, str(s.address), tag, N.jump(s.chain))))
@@ -596,7 +622,9 @@ def build_unpublish(tag: str, entries: list[Published], snat_addrs: list[IPAddr]
         cmds.append(N.delete("element", owner_pair(p.map, p.key(), tag)))
         cmds.append(N.delete("element", _elem(p.map, p.key())))
         if p.version in cv:
-            cmds.append(N.delete("element", _elem(cond_map(p.version, p.specific), p.key())))
+            cm = cond_map(p.version, p.specific)
+            cmds.append(N.delete("element", owner_pair(cm, p.key(), tag)))
+            cmds.append(N.delete("element", _elem(cm, p.key())))
         ck = (p.version, p.protocol, p.host_port)
         if not p.specific and ck not in released:
             released.add(ck)
@@ -830,11 +858,11 @@ class PortPublisher:
         apply_text(scaffold_text())
 
         def build(state: _State) -> list[dict]:
-            cmds = build_base_chains()
+            cmds = build_base_chains(state)
             for s in {s.chain: s for s in snats}.values():
-                cmds += build_chain(s.chain, _masq_rules(s))
+                cmds += build_chain(s.chain, _masq_rules(s), state)
             for v, name in conds.items():
-                cmds += build_chain(name, _cond_rules(cond_exprs[v]))
+                cmds += build_chain(name, _cond_rules(cond_exprs[v]), state)
             want: dict[tuple[str, Any], tuple[Any, Any]] = {}  # (map, canonical key) -> (key, data)
             what: dict[tuple[str, Any], Published] = {}
             for p in entries:
@@ -1045,12 +1073,11 @@ class PortPublisher:
         if not state.exists:
             return [f"{where} does not exist"]
         problems = []
-        for name, rules in _base_chain_specs():
-            have = [r["expr"] for r in state.rules.get(name["name"], [])] if name["name"] in state.chains else None
-            if have is None:
-                problems.append(f"{where}: chain {name['name']} is missing")
-            elif len(have) != len(rules):
-                problems.append(f"{where}: chain {name['name']} does not hold the expected rules")
+        for chain, rules in _base_chain_specs():
+            if chain["name"] not in state.chains:
+                problems.append(f"{where}: chain {chain['name']} is missing")
+            elif not rules_match(state.rules.get(chain["name"]), rules):
+                problems.append(f"{where}: chain {chain['name']} does not hold the expected rules")
         conds = {4: tuple(conditions_v4), 6: tuple(conditions_v6)}
 
         def expect(m: str, key: Any, data: Any, what: str) -> None:
