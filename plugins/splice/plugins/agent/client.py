@@ -137,7 +137,10 @@ def connect(path, timeout=TIMEOUT_S):
 
 def request(sock, kind, env_blob, stdin, fds=()):
     """Send one request on a connected socket; ``(exit code, stdout, stderr)`` or raises."""
-    send_message(sock, [PROTOCOL, kind, env_blob, stdin], fds)
+    try:
+        send_message(sock, [PROTOCOL, kind, env_blob, stdin], fds)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the agent may have answered before reading (a refusal): read that answer
     fields = read_message(sock)
     if len(fields) != 4 or fields[0] != PROTOCOL:
         raise ValueError("unexpected reply from the agent")

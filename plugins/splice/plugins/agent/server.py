@@ -128,6 +128,22 @@ def _recv_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
         raise
 
 
+def _discard(conn: socket.socket, limit: int = 1 << 16, timeout: float = 1.0) -> None:
+    """Read and drop what a refused client sends (fds passed with it are dropped by the
+    kernel), so that closing does not reset the connection before it read our answer."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(timeout)
+        got = 0
+        while got < limit:
+            chunk = conn.recv(1 << 14)
+            if not chunk:
+                return
+            got += len(chunk)
+    except OSError:
+        pass
+
+
 def _config_version(stdin: bytes) -> str:
     try:
         v = json.loads(stdin).get("cniVersion")
@@ -202,6 +218,12 @@ class Agent:
         if activated:
             self._sock = socket.socket(fileno=activated[0])
             self._own_socket = False
+            try:
+                name = self._sock.getsockname()
+                if isinstance(name, str) and name:
+                    self.path = name
+            except OSError:
+                pass
             for extra in activated[1:]:
                 os.close(extra)
             self.log(f"serving the socket passed by systemd (fd {activated[0]})")
@@ -320,7 +342,18 @@ class Agent:
         self._wake_workers()
 
     def _wake_workers(self) -> None:
-        """Unblock the workers sitting in accept(): one empty connection each."""
+        """Unblock the workers sitting in accept().
+
+        Our own socket: ``shutdown()`` makes every blocked ``accept()`` fail (EINVAL). A
+        systemd socket must stay usable for the next activation, so there each worker gets
+        one empty connection instead.
+        """
+        if self._own_socket and self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+                return
+            except OSError:
+                pass
         try:
             address = self._sock.getsockname() if self._sock is not None else self.path
         except OSError:
@@ -390,6 +423,7 @@ class Agent:
                 # answer without reading the request: a non-root client learns nothing else
                 self._reply(conn, _error_reply(wire.INTERNAL, "splice agent: permission denied",
                                                f"peer uid {uid} is not root"))
+                _discard(conn)
                 return True
             try:
                 fields, fds = _recv_request(conn)
@@ -588,5 +622,11 @@ def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, g
 
         nft.share_contexts(False)
         ipam_plugin.share_stores(False)
+        try:
+            from splice.libnet import conntrack
+
+            conntrack.share_sockets(False)  # kept per namespace while nft contexts are shared
+        except (ImportError, AttributeError):
+            pass
         agent.log(f"stopped after {agent._served} call(s)")
     return 0
