@@ -162,7 +162,9 @@ def _container(host, ns, veth: str, v4: str, v6: str) -> None:
 
 def build_lab(make_ns, *, br_netfilter: bool = True) -> Lab:
     host, ca, cb, client = make_ns(), make_ns(), make_ns(), make_ns()
-    _sh(host, f"ip link add {BRIDGE} type bridge", f"ip addr add {GW4}/24 dev {BRIDGE}",
+    # multicast snooping off: without an MLD querier the bridge may drop the neighbour
+    # solicitations for a container that has not sent anything yet
+    _sh(host, f"ip link add {BRIDGE} type bridge mcast_snooping 0", f"ip addr add {GW4}/24 dev {BRIDGE}",
         f"ip addr add {GW6}/64 dev {BRIDGE} nodad", f"ip link set {BRIDGE} up")
     host.sh("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding; "
             f"echo {int(br_netfilter)} > /proc/sys/net/bridge/bridge-nf-call-iptables; "
@@ -176,7 +178,8 @@ def build_lab(make_ns, *, br_netfilter: bool = True) -> Lab:
     # the bridge gets its carrier with its first port; let IPv6 settle on it
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if oracle.ping(ca.name, GW6, timeout=1) and oracle.ping(client.name, UP6_HOST, timeout=1):
+        if (oracle.ping(ca.name, GW6, timeout=1) and oracle.ping(cb.name, GW6, timeout=1)
+                and oracle.ping(client.name, UP6_HOST, timeout=1)):
             break
         time.sleep(0.1)
     return Lab(host, ca, cb, client)
