@@ -359,11 +359,14 @@ class Ctx:
     # leak check ----------------------------------------------------------------------
     def leaks(self) -> list[str]:
         problems = []
+        # Only when the check deleted a sandbox can leftover host links be the kernel's
+        # asynchronous namespace teardown still in progress.
+        grace = LINK_GRACE if any(not sb.exists() for sb in self.sandboxes) else 0.0
         for h in self.hosts:
             if not h.exists():
                 continue
             extra = oracle.link_names(h.name) - {"lo"} - self.allow_links
-            deadline = time.monotonic() + LINK_GRACE
+            deadline = time.monotonic() + grace
             while extra and time.monotonic() < deadline:
                 # A deleted sandbox takes its veth ends with it, but the kernel tears a network
                 # namespace down asynchronously: give it a moment before calling it a leak.

@@ -1,0 +1,49 @@
+"""Fixtures for the conformance kit's own tests: run the kit in-process on a plugin pair."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from splice.conformance import kit
+
+from ..conftest import REFERENCE_PLUGINS, bin_dir, require_root
+
+BROKEN = Path(__file__).resolve().parent / "broken"
+
+
+def run_kit(plugin: str, ipam: str | None, cni_path: list, checks: list[str] | None = None) -> dict[str, kit.Outcome]:
+    """Run the kit (all checks, or the ids/globs in ``checks``): outcomes by check id."""
+    cfg = kit.KitConfig(cni_path=[str(p) for p in cni_path], plugin=plugin, ipam=ipam)
+    _, outcomes = kit.run(cfg, checks)
+    return {o.id: o for o in outcomes}
+
+
+def failed(outcomes: dict[str, kit.Outcome]) -> dict[str, str]:
+    return {i: o.reason for i, o in outcomes.items() if o.result == "fail"}
+
+
+@pytest.fixture(scope="session")
+def splice_outcomes() -> dict[str, kit.Outcome]:
+    require_root()
+    return run_kit("splice-bridge", "splice-ipam", [bin_dir()])
+
+
+@pytest.fixture(scope="session")
+def reference_outcomes() -> dict[str, kit.Outcome]:
+    require_root()
+    if not os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK):
+        pytest.skip("Go reference plugins (containernetworking-plugins) not installed")
+    return run_kit("bridge", "host-local", [REFERENCE_PLUGINS])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broken_state():
+    """The broken plugins keep markers under $TMPDIR/spc-broken-state; remove them afterwards."""
+    yield
+    import tempfile
+
+    shutil.rmtree(os.path.join(tempfile.gettempdir(), "spc-broken-state"), ignore_errors=True)
