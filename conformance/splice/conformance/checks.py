@@ -561,6 +561,14 @@ def del_no_prev(ctx: Ctx):
     ctx.delete(conf, cid, sb, use_cache=False, what="DEL without prevResult")
 
 
+@check("DEL-06", "DEL of an attachment never added succeeds", [26], Q_DEL)
+def del_never_added(ctx: Ctx):
+    conf = ctx.conflist()
+    sb = ctx.sandbox()
+    ctx.delete(conf, ctx.cid(), sb, what="DEL of a never-added attachment")
+    ctx.delete(conf, ctx.cid(), None, what="DEL of a never-added attachment without CNI_NETNS")
+
+
 @check("DEL-07", "DEL succeeds when the plugin's firewall/NAT state is already gone", [20, 22], Q_DEL,
        needs=["ipam"])
 def del_rules_gone(ctx: Ctx):
@@ -570,14 +578,6 @@ def del_rules_gone(ctx: Ctx):
         raise Skip("the plugin installed no nftables/iptables state for the attachment (ipMasq unsupported?)")
     ctx.host.sh("nft", "flush", "ruleset")
     ctx.delete(conf, cid, sb, what="DEL after the host ruleset was flushed")
-
-
-@check("DEL-06", "DEL of an attachment never added succeeds", [26], Q_DEL)
-def del_never_added(ctx: Ctx):
-    conf = ctx.conflist()
-    sb = ctx.sandbox()
-    ctx.delete(conf, ctx.cid(), sb, what="DEL of a never-added attachment")
-    ctx.delete(conf, ctx.cid(), None, what="DEL of a never-added attachment without CNI_NETNS")
 
 
 # =========================================================================== CHECK
@@ -1159,7 +1159,7 @@ def ipm_abbreviated(ctx: Ctx):
 
 
 @check("IPM-02", "IPAM VERSION and supportedVersions", [10, 11],
-       "SPEC VERSION; §1.10.11 (0.3.1, 0.4.0, 1.0.0, 1.1.0)", needs=["ipam"], leak_check=False)
+       "SPEC VERSION; §1.10.11 (0.3.1, 0.4.0, 1.0.0, 1.1.0)", needs=["ipam"], leak_check=False, level="MUST/SHOULD")
 def ipm_version(ctx: Ctx):
     c = ctx.call(ctx.ipam_type, "VERSION", {"cniVersion": ctx.version})
     problems = _version_call_problems(c, "IPAM VERSION")

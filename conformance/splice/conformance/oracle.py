@@ -119,21 +119,26 @@ def _scalars(obj: Any):
         yield str(obj)
 
 
-def _describe(kind: str, obj: dict) -> str:
-    where = f"{obj.get('family', '?')} {obj.get('table', obj.get('name', '?'))}"
+def _describe(kind: str, obj: dict, token: str) -> str:
+    where = f"{obj.get('family', '?')} {obj.get('table', '?')}"
     if kind == "rule":
-        text = obj.get("comment") or json.dumps(obj.get("expr"))[:120]
-        return f"rule in {where} chain {obj.get('chain')}: {text}"
+        target = ""
+        for e in obj.get("expr") or []:
+            for verb in ("jump", "goto"):
+                if isinstance(e, dict) and isinstance(e.get(verb), dict):
+                    target = f" ({verb} {e[verb].get('target')})"
+        return f"rule in {where} chain {obj.get('chain')} referencing {token}{target}"
     if kind in ("set", "map"):
-        return f"{kind} element in {where} {obj.get('name')}"
-    return f"{kind} {where} {obj.get('name', '')}".rstrip()
+        return f"{kind} {where} {obj.get('name')} element referencing {token}"
+    return f"{kind} {where} {obj.get('name', '')} referencing {token}"
 
 
 def nft_references(netns: str | None, tokens: set[str] | list[str],
                    ruleset: list[dict] | None = None) -> list[str]:
     """nftables objects (rules, chains, set/map elements) in ``netns`` that reference one of
     ``tokens``: a scalar equal to a token, equal to ``<token>/<len>``, or (for tokens of 8+
-    characters, e.g. container IDs) containing it (comments such as ``id: "<cid>"``).
+    characters that are not addresses, e.g. container IDs) containing it (comments such as
+    ``id: "<cid>"``). One line per object, naming the token it references.
 
     This is how the kit finds per-attachment firewall/NAT state without knowing a plugin's
     table layout; iptables-nft rules show up here too.
@@ -143,10 +148,15 @@ def nft_references(netns: str | None, tokens: set[str] | list[str],
         return []
     long_tokens = [t for t in tokens if len(t) >= 8 and not _looks_like_ip(t)]
 
-    def hit(value: str) -> bool:
-        if value in tokens or value.split("/")[0] in tokens:
-            return True
-        return any(t in value for t in long_tokens)
+    def hit(value: str) -> str | None:
+        if value in tokens:
+            return value
+        if value.split("/")[0] in tokens:
+            return value.split("/")[0]
+        return next((t for t in long_tokens if t in value), None)
+
+    def first_hit(obj) -> str | None:
+        return next((h for h in map(hit, _scalars(obj)) if h), None)
 
     found = []
     for item in (nft_ruleset(netns) if ruleset is None else ruleset):
@@ -155,15 +165,18 @@ def nft_references(netns: str | None, tokens: set[str] | list[str],
                 continue
             if kind in ("set", "map"):
                 for elem in obj.get("elem", []) or []:
-                    if any(hit(v) for v in _scalars(elem)):
-                        found.append(f"{_describe(kind, obj)}: {json.dumps(elem)[:120]}")
+                    t = first_hit(elem)
+                    if t:
+                        found.append(_describe(kind, obj, t))
                 continue
             if kind == "chain":
-                if hit(str(obj.get("name", ""))):
-                    found.append(_describe(kind, obj))
+                t = hit(str(obj.get("name", "")))
+                if t:
+                    found.append(_describe(kind, obj, t))
                 continue
-            if any(hit(v) for v in _scalars({k: v for k, v in obj.items() if k not in ("handle",)})):
-                found.append(_describe(kind, obj))
+            t = first_hit({k: v for k, v in obj.items() if k != "handle"})
+            if t:
+                found.append(_describe(kind, obj, t))
     return found
 
 

@@ -5,7 +5,8 @@ A *plugin class* builds the plugin object of a conflist for a plugin type named 
 command line (``--plugin``). Only the "bridge" class exists today (the reference ``bridge``
 and ``splice-bridge``: keys ``bridge``, ``isGateway``, ``ipMasq``, ``ipam``). ``--config FILE``
 replaces the built-in template by a user conflist; the kit then only patches ``name``,
-``cniVersion``, ``ipam.dataDir`` and, where a check needs it, the first range.
+``cniVersion``, ``ipam.dataDir``, ``ipam.routes`` and the first range (subnet, and the bounds
+where a check needs them): the checks rely on known addresses.
 
 An *IPAM profile* knows the IPAM section of a host-local-compatible plugin (``ranges``,
 ``routes``, ``dataDir``) and how to count its reservations from the outside:
@@ -184,8 +185,9 @@ def _merge_ipam(template_ipam: dict | None, kit_ipam: dict) -> dict:
     if not isinstance(template_ipam, dict) or template_ipam.get("type") != kit_ipam.get("type"):
         return kit_ipam
     out = copy.deepcopy(template_ipam)
-    if "dataDir" in kit_ipam:
-        out["dataDir"] = kit_ipam["dataDir"]
+    for key in ("dataDir", "routes"):
+        if key in kit_ipam:
+            out[key] = kit_ipam[key]
     kit_rng = (kit_ipam.get("ranges") or [[{}]])[0][0]
     if out.get("ranges"):
         rng = out["ranges"][0][0]
