@@ -200,26 +200,38 @@ _LINK_ATTRS = {
 }
 
 
+def _nla_name(nla: Any) -> str:
+    cell = getattr(nla, "cell", None)  # pyroute2's nla_slot: the name without decoding the value
+    return cell[0] if cell is not None else nla[0]
+
+
+_INFO_ATTRS = {
+    "IFLA_INFO_KIND": "kind",
+    "IFLA_INFO_SLAVE_KIND": "slave_kind",
+    "IFLA_INFO_DATA": "_info_data",
+    "IFLA_INFO_SLAVE_DATA": "_slave_data",
+}
+
+
 def _link_from_msg(msg: Any) -> Link:
-    """One pass over the message's attributes (pyroute2's ``get()`` rescans them per key)."""
+    """One pass over the message's attributes (pyroute2's ``get()`` rescans them per key),
+    decoding only the values we keep: pyroute2 decodes a value when it is read, and a
+    link message carries ~50 attributes (IFLA_STATS64, IFLA_AF_SPEC with every IPv4/IPv6
+    devconf entry, ...). Reading names only halves the cost of a lookup (0.74 -> 0.4 ms)."""
     kw: dict[str, Any] = {}
     info = None
-    for name, value in msg["attrs"]:
+    for nla in msg["attrs"]:
+        name = _nla_name(nla)
         key = _LINK_ATTRS.get(name)
         if key is not None:
-            kw[key] = value
+            kw[key] = nla[1]
         elif name == "IFLA_LINKINFO":
-            info = value
+            info = nla[1]
     if info is not None:
-        for name, value in info.get("attrs", ()):
-            if name == "IFLA_INFO_KIND":
-                kw["kind"] = value
-            elif name == "IFLA_INFO_SLAVE_KIND":
-                kw["slave_kind"] = value
-            elif name == "IFLA_INFO_DATA":
-                kw["_info_data"] = value
-            elif name == "IFLA_INFO_SLAVE_DATA":
-                kw["_slave_data"] = value
+        for nla in info.get("attrs", ()):
+            key = _INFO_ATTRS.get(_nla_name(nla))
+            if key is not None:
+                kw[key] = nla[1]
     if not kw.get("master"):
         kw["master"] = None
     return Link(index=msg["index"], flags=msg["flags"], **kw)

@@ -232,12 +232,16 @@ def call(kind, default_socket=None):
 
 def standalone(kind, fallback, default_socket=None):
     """Entry point of an installed executable: the agent, else exec ``fallback``
-    (``[python, ...]``: the in-process plugin, with stdin still unread)."""
+    (``[python, ...]``: the in-process plugin, with stdin still unread).
+
+    Exits with ``posix._exit``: everything was written with ``posix.write`` already, and
+    skipping the interpreter's finalisation saves ~0.5-1 ms per call.
+    """
     rc = call(kind, default_socket)
-    if rc is not None:
-        return rc
-    try:
-        posix.execv(fallback[0], fallback)
-    except OSError as e:
-        return _error(INTERNAL, "no splice agent and cannot run the in-process plugin",
-                      "%s: %s" % (fallback[0], e.strerror), b"")
+    if rc is None:
+        try:
+            posix.execv(fallback[0], fallback)
+        except OSError as e:
+            rc = _error(INTERNAL, "no splice agent and cannot run the in-process plugin",
+                        "%s: %s" % (fallback[0], e.strerror), b"")
+    posix._exit(rc & 0xFF)
