@@ -258,7 +258,15 @@ class Rtnl:
 
     def __init__(self) -> None:
         try:
-            self._ipr = IPRoute(groups=0)  # no multicast subscriptions: requests only
+            # no multicast subscriptions: requests only. NETLINK_GET_STRICT_CHK (Linux >=
+            # 4.20) lets the kernel filter a dump by the header's fields (addresses of one
+            # link): without it every address of the namespace comes back, one IPv6
+            # link-local per container veth, and listing the bridge's addresses took 20 ms
+            # with 200 attachments instead of 0.7 ms.
+            try:
+                self._ipr = IPRoute(groups=0, strict_check=True)
+            except OSError:
+                self._ipr = IPRoute(groups=0)
         except OSError as e:
             raise NetError(f"cannot open a netlink socket: {e.strerror or e}") from None
 
@@ -516,7 +524,9 @@ class Rtnl:
 
     # -- addresses ---------------------------------------------------------------------
     def addresses(self, index: int, family: int | None = None) -> list[Address]:
-        kw: dict[str, Any] = {"index": index}
+        """The addresses of one link: a dump the kernel filters by ifindex (strict
+        checking; the loop below still filters, for kernels that ignore the header)."""
+        kw: dict[str, Any] = {"index": index, "dump_filter": None}  # index into the request header
         if family is not None:
             kw["family"] = family
         try:
