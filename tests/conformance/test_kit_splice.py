@@ -13,8 +13,9 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 SPLICE_KNOWN_BUGS = {
     "ADD-06": "splice-bridge ADD ignores prevResult (SPEC 1.0.0 §5: plugins provided a prevResult must output it "
               "with their modifications)",
-    "CHK-10": "splice-ipam CHECK rejects addresses in prevResult it did not reserve (a later chained plugin's "
-              "address; SPEC CHECK: must allow later plugins to have modified resources)",
+    "CHK-10": "splice-ipam CHECK (and the bridge driver's masquerade check) reject prevResult addresses they did "
+              "not create, e.g. a later chained plugin's (SPEC CHECK: must allow later plugins to have modified "
+              "resources)",
 }
 
 ALL_IDS = [c.id for c in kit.select(None)]
