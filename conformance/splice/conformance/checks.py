@@ -28,9 +28,8 @@ from splice.conformance.kit import (
     result_addresses,
     result_problems,
     sandbox_index,
-    short_error,
 )
-from splice.conformance.profiles import BRIDGE2, FAKE_IPAM, NETWORK2, PREV_PLUGIN, SUBNET, SUBNET2
+from splice.conformance.profiles import BRIDGE2, NETWORK2, PREV_PLUGIN, ROUTE_DST, SUBNET2
 from splice.conformance.runtime import ALL_VERSIONS, CniCallError, Runtime, version_tuple
 
 MODERN = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -386,8 +385,8 @@ def _prev_entry(ctx: Ctx) -> dict:
     return {"type": PREV_PLUGIN}
 
 
-Q_PREV_MUST = ("SPEC 1.0.0 §5 Success: \"Plugins provided a prevResult key as part of their request configuration must "
-               "output it as their result, with any possible modifications made by that plugin included.\"")
+Q_PREV_MUST = ("SPEC 1.0.0 §5 Success: \"Plugins provided a prevResult key as part of their request configuration "
+               "must output it as their result, with any possible modifications made by that plugin included.\"")
 
 
 @check("ADD-05", "chained after another plugin: handles prevResult (ADD, CHECK, DEL)", [16, 53],
@@ -528,7 +527,8 @@ def del_twice(ctx: Ctx):
     ctx.delete(conf, cid, sb, use_cache=False, what="third DEL (no prevResult)")
 
 
-@check("DEL-02", "DEL succeeds and cleans up when the netns is gone", [21, 24, 25], Q_DEL_CLEAN, needs=["ipam"], level="MUST/SHOULD")
+@check("DEL-02", "DEL succeeds and cleans up when the netns is gone", [21, 24, 25], Q_DEL_CLEAN, needs=["ipam"],
+       level="MUST/SHOULD")
 def del_netns_gone(ctx: Ctx):
     conf, sb, cid, res = _add_one(ctx)
     sb.delete()
@@ -668,8 +668,6 @@ def chk_addr_missing(ctx: Ctx):
 def chk_route_missing(ctx: Ctx):
     conf, sb, cid, res = _add_one(ctx)
     dsts = [r.get("dst") for r in res.get("routes") or []]
-    from splice.conformance.profiles import ROUTE_DST
-
     if ROUTE_DST not in dsts:
         ctx.delete(conf, cid, sb)
         raise CheckFailed(f"ADD result does not list the IPAM route {ROUTE_DST} (routes: {dsts})")
@@ -877,7 +875,8 @@ def gc_stale(ctx: Ctx):
 
 
 @check("GC-03", "GC honours the legacy key cni.dev/attachments", [40],
-       "(lib) libcni sends both cni.dev/valid-attachments and the pre-rename cni.dev/attachments", needs=["gc", "ipam"], level="lib")
+       "(lib) libcni sends both cni.dev/valid-attachments and the pre-rename cni.dev/attachments",
+       needs=["gc", "ipam"], level="lib")
 def gc_legacy(ctx: Ctx):
     conf = ctx.conflist()
     keep, cid_keep, cid_stale, res_stale = _keep_and_stale(ctx, conf)
@@ -932,14 +931,15 @@ def gc_other_network(ctx: Ctx):
     cid_a, cid_b = ctx.cid(), ctx.cid()
     res_a = ctx.add(conf_a, cid_a, sb_a)
     res_b = ctx.add(conf_b, cid_b, sb_b)
+    tokens_b = {cid_b, *(a.split("/")[0] for a in result_addresses(res_b))}
+    rules_b = oracle.nft_references(ctx.host.name, tokens_b)
     sb_a.delete()
     expect_ok(_gc_call(ctx, conf_a, []), f"GC of network {conf_a['name']}")
     _assert_stale_gone(ctx, cid_a, res_a, 0, "after GC")
     if ctx.reservations(NETWORK2) != 1:
         raise CheckFailed(f"GC of {conf_a['name']} removed the reservation of network {NETWORK2}")
-    tokens = {cid_b, *(a.split("/")[0] for a in result_addresses(res_b))}
-    before = oracle.nft_references(ctx.host.name, tokens)
-    del before
+    if rules_b and oracle.nft_references(ctx.host.name, tokens_b) != rules_b:
+        raise CheckFailed(f"GC of {conf_a['name']} changed the nftables state of network {NETWORK2}")
     if version_tuple(ctx.version) >= (0, 4, 0):
         ctx.check_ok(conf_b, cid_b, sb_b, what=f"CHECK of the {NETWORK2} attachment after GC of {conf_a['name']}")
     ctx.delete(conf_b, cid_b, sb_b)
@@ -1189,7 +1189,8 @@ def ipm_del(ctx: Ctx):
 
 
 @check("IPM-04", "IPAM GC releases what is not in the valid list", [39, 42, 43],
-       "SPEC GC: IPAM plugins release reservations not in cni.dev/valid-attachments", needs=["ipam", "gc_ipam"], level="SHOULD")
+       "SPEC GC: IPAM plugins release reservations not in cni.dev/valid-attachments", needs=["ipam", "gc_ipam"],
+       level="SHOULD")
 def ipm_gc(ctx: Ctx):
     pc = _ipam_conf(ctx, "1.1.0")
     cids = [ctx.cid(), ctx.cid()]
@@ -1209,6 +1210,3 @@ def ipm_gc(ctx: Ctx):
     if ctx.reservations():
         raise CheckFailed("IPAM GC with an empty list kept reservations")
 
-
-# keep references used only in some code paths (linters)
-_ = (FAKE_IPAM, SUBNET, short_error)
