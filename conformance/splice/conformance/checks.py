@@ -3,9 +3,10 @@ the CNI SPEC) and fails with a one-line reason. Every check runs in fresh namesp
 fresh IPAM dataDir and (unless it says otherwise) ends with the leak check of
 :meth:`splice.conformance.kit.Ctx.assert_clean`.
 
-Statements not covered black-box: 53 is exercised through ADD-05's 1.1.0 prevResult; 54 is
-the runtime's own contract (runtime.py implements it: DEL in reverse, CHECK/GC forward,
-prevResult = cached final ADD result).
+Statement 53 (consumers accept 1.1.0 result fields) is exercised through ADD-05, whose
+prevResult carries them at 1.1.0; statement 54 is the runtime's own contract, not a plugin
+property (runtime.py implements it: DEL in reverse, CHECK/GC forward, prevResult = the cached
+final ADD result).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ Q_REQUIRED = "SPEC §2 Parameters: CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_
 Q_DEL = ("SPEC DEL: \"Plugins MUST accept multiple DEL calls for the same (CNI_CONTAINERID, CNI_IFNAME) pair, "
          "and return success if the interface in question, or any modifications added, are missing.\"")
 Q_DEL_CLEAN = ("SPEC DEL: \"the bridge plugin should delegate the DEL action to the IPAM plugin and clean up its own "
-               "resources (if present) even if the container network namespace and/or container network interface "
+               "resources even if the container network namespace and/or container network interface "
                "no longer exist.\"")
 Q_CHECK = ("SPEC CHECK: \"The plugin should return an error if a resource included in the CNI Result type (interface, "
            "address or route) was created by the plugin, and is listed in prevResult, but is missing or in an "
