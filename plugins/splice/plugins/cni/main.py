@@ -11,8 +11,9 @@ dataclasses/ipaddress): it costs the plugin module's import plus
 that fails to import still answers with CNI error JSON on stdout, never a bare traceback.
 
 ``python -m splice.plugins.cni.main [--in-process] KIND`` runs one plugin by kind
-(``bridge``, ``ipam``, ``portmap``); the standalone executables written by
-``splice install-cni`` exec it with ``--in-process`` when there is no agent.
+(``bridge``, ``ipam``, ``portmap``); the thin executables written by
+``splice install-cni`` exec ``in_process(KIND)`` (``python -I -c ...``) when there is no
+agent.
 """
 
 from __future__ import annotations
