@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import pytest
 
-from ..e2e import test_bridge_e2e, test_errors_e2e, test_interop_e2e
+from ..e2e import test_bridge_e2e, test_errors_e2e, test_interop_e2e, test_portmap_e2e
 
 pytestmark = pytest.mark.root
 
-for _module in (test_bridge_e2e, test_errors_e2e, test_interop_e2e):
+
+def _is_fixture(obj) -> bool:
+    return type(obj).__name__ == "FixtureFunctionDefinition" or hasattr(obj, "_pytestfixturefunction")
+
+
+for _module in (test_bridge_e2e, test_errors_e2e, test_interop_e2e, test_portmap_e2e):
     for _name in dir(_module):
-        if _name.startswith("test_"):
-            globals()[_name] = getattr(_module, _name)
-del _module, _name
+        _obj = getattr(_module, _name)
+        if _name.startswith("test_") or (_is_fixture(_obj) and _name not in ("runtime", "cni", "leaks")):
+            if _name in globals() and not _name.startswith("test_"):
+                continue
+            globals()[_name] = _obj
+del _module, _name, _obj
