@@ -72,15 +72,21 @@ def test_publish_elements_owners_and_unpublish(host):
     }
     e = elements(host)
     assert e["claim4"] == {("tcp", 8080): (1, A), ("udp", 5353): (1, A), ("tcp", 9090): (2, A)}
-    assert e["snat4"] == {"10.44.0.2": ({"jump": {"target": "masq4:pmbr:10.44.0.0/24"}}, A)}
-    assert e["snat6"] == {"fd44::2": ({"jump": {"target": "masq6:fd44::/64"}}, A)}
+    assert e["refs4"] == {("10.44.0.2", "10.44.0.2"): ("users4:pmbr", A)}
+    assert e["refs6"] == {("fd44::2", "fd44::2"): ("users6:pmbr", A)}
     assert len(e["owners"]) == 7 and {c for _, c in e["owners"].values()} == {A}
+    assert e["hairpin"] == {("pmbr", "pmbr"): (None, None)}
+    assert e["localhost"] == {"pmbr": (None, None)} and "masq_all" not in e
     assert e["localnet"] == {"pmbr": (None, None)}
     assert route_localnet(host, "pmbr") == "1"
+    counters = {c["name"] for c in oracle.nft_objects(host.name, "counter") if c["table"] == "splice_portmap"}
+    assert counters == {"users4:pmbr", "users6:pmbr"}
     text = oracle.nft_text(host.name)
     for line in ("fib daddr type != local return", "dnat ip to ip daddr . meta l4proto . th dport map @dnat4_ip",
                  "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @dnat4",
-                 "ct status dnat ip daddr vmap @snat4", "ip saddr { 10.44.0.0/24, 127.0.0.0/8 } masquerade",
+                 "ct status dnat iifname . oifname @hairpin masquerade",
+                 "ct status dnat ip saddr . ip daddr @refs4 masquerade",
+                 "ct status dnat ip saddr 127.0.0.0/8 oifname @localhost masquerade",
                  "iifname @localnet ip daddr 127.0.0.0/8 ct status ! dnat drop"):
         assert line in text
     assert pub(host, "check", A, WEB + [PortMapping(9090, 90, host_ip="10.44.0.1")], A_ADDR) == []
@@ -104,7 +110,7 @@ def test_publish_is_idempotent_and_converges(host):
     pub(host, "publish", A, [PortMapping(8081, 81)], A_ADDR[:1])
     assert owners_of(host) == {("dnat4", ("tcp", 8081)): A}
     assert set(elements(host)["claim4"]) == {("tcp", 8081)}
-    assert "claim6" not in elements(host) and "snat6" not in elements(host)
+    assert "claim6" not in elements(host) and "refs6" not in elements(host)
     pub(host, "unpublish", A, [PortMapping(8081, 81)], A_ADDR[:1])
 
 
@@ -158,7 +164,8 @@ def test_family_selection(host):
               A_ADDR[1:])  # an IPv6-only container
     assert sorted(map(str, got)) == ["*:1000/tcp -> [fd44::2]:10", "*:1001/tcp -> [fd44::2]:11",
                                      "[fd44::1]:1002/tcp -> [fd44::2]:12"]
-    assert "localnet" not in elements(host) and route_localnet(host, "pmbr") == "0"
+    assert "localnet" not in elements(host) and "localhost" not in elements(host)
+    assert route_localnet(host, "pmbr") == "0"
     assert pub(host, "publish", C, [PortMapping(2000, 20, host_ip="fd44::1")], C_ADDR) == []  # nothing applies
     pub(host, "unpublish", A, [PortMapping(1000, 10), PortMapping(1001, 11, host_ip="::"),
                                PortMapping(1002, 12, host_ip="fd44::1"), PortMapping(1003, 13, host_ip="0.0.0.0")],
@@ -184,7 +191,7 @@ def test_stale_masquerade_entry_of_a_reused_address_is_taken_over(host):
     pub(host, "publish", A, [PortMapping(8080, 80)], A_ADDR)
     pub(host, "publish", B, [PortMapping(8081, 80)], A_ADDR)  # same container address
     e = elements(host)
-    assert e["snat4"]["10.44.0.2"][1] == B and e["snat6"]["fd44::2"][1] == B
+    assert e["refs4"][("10.44.0.2", "10.44.0.2")][1] == B and e["refs6"][("fd44::2", "fd44::2")][1] == B
     assert owners_of(host) == {("dnat4", ("tcp", 8080)): A, ("dnat6", ("tcp", 8080)): A,
                                ("dnat4", ("tcp", 8081)): B, ("dnat6", ("tcp", 8081)): B}
     pub(host, "unpublish", A, [PortMapping(8080, 80)], A_ADDR)  # takes A's ports, leaves B's snat
@@ -207,11 +214,13 @@ def test_gc_removes_exactly_the_stale_owners(host):
     assert sorted(set(asked)) == [A, B]  # C (another network) never asked
     assert set(owners_of(host).values()) == {A, C}
     assert ("tcp", 9000) not in elements(host).get("claim4", {})
-    chains = {c["name"] for c in oracle.nft_objects(host.name, "chain") if c["table"] == "splice_portmap"}
-    assert {"masq4:pmbr:10.44.0.0/24", "masq6:fd44::/64"} <= chains
+
+    def counters():
+        return {c["name"] for c in oracle.nft_objects(host.name, "counter") if c["table"] == "splice_portmap"}
+
+    assert counters() == {"users4:pmbr", "users6:pmbr", "users4:"}  # C has no route: no interface
     assert pub(host, "gc", "", lambda o: False) == [A, C]
-    chains = {c["name"] for c in oracle.nft_objects(host.name, "chain") if c["table"] == "splice_portmap"}
-    assert not any(c.startswith("masq") for c in chains)  # unused chains pruned
+    assert counters() == set()  # unused counters pruned
     assert route_localnet(host, "pmbr") == "0"
 
 
@@ -225,7 +234,6 @@ def test_check_reports_problems(host):
     host.sh("sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/pmbr/route_localnet")
     assert any("route_localnet is off on pmbr" in p for p in pub(host, "check", A, WEB[:1], A_ADDR))
     pub(host, "unpublish", A, WEB[:1], A_ADDR)  # partial state: the listing path cleans it
-    pub(host, "sync_localnet")
 
 
 def test_route_localnet_set_by_someone_else_is_left_alone(host):
@@ -237,6 +245,20 @@ def test_route_localnet_set_by_someone_else_is_left_alone(host):
     host.sh("sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/pmbr/route_localnet")
 
 
+def test_masq_all_entries_and_counters(host):
+    pub(host, "publish", A, [PortMapping(8080, 80)], A_ADDR, masq_all=True)
+    e = elements(host)
+    assert e["masq_all"] == {"pmbr": (None, None)} and "localhost" not in e
+    assert e["refs4"][("10.44.0.2", "10.44.0.2")][0] == "all4:pmbr"
+    assert route_localnet(host, "pmbr") == "1"
+    assert pub(host, "check", A, [PortMapping(8080, 80)], A_ADDR, masq_all=True) == []
+    pub(host, "publish", B, [PortMapping(8081, 80)], B_ADDR)  # the same bridge, plain snat
+    pub(host, "unpublish", A, [PortMapping(8080, 80)], A_ADDR)
+    e = elements(host)
+    assert "masq_all" not in e and e["localhost"] == {"pmbr": (None, None)} and e["hairpin"]
+    pub(host, "unpublish", B, [PortMapping(8081, 80)], B_ADDR)
+
+
 def test_route_localnet_is_undone_with_the_last_user_only(host):
     pub(host, "publish", A, [PortMapping(8080, 80)], A_ADDR)
     pub(host, "publish", B, [PortMapping(8081, 80)], B_ADDR)
@@ -245,7 +267,7 @@ def test_route_localnet_is_undone_with_the_last_user_only(host):
     assert route_localnet(host, "pmbr") == "1"
     pub(host, "unpublish", B, [PortMapping(8081, 80)], B_ADDR)
     assert route_localnet(host, "pmbr") == "0"
-    assert "localnet" not in elements(host)
+    assert not {"localnet", "hairpin", "localhost"} & set(elements(host))
     pub(host, "unpublish", C, [PortMapping(8082, 80)], C_ADDR, snat=False)
 
 
@@ -269,7 +291,7 @@ def test_conditions_are_parsed_by_libnftables_and_shared(host):
     assert not any(t["name"].startswith("splice_portmap_parse") for t in oracle.nft_objects(host.name, "table"))
     pub(host, "unpublish", A, [PortMapping(8080, 80)], A_ADDR, conditions_v4=["ip saddr 192.0.2.0/24", "x"])
     pub(host, "unpublish", B, [PortMapping(8081, 80)], B_ADDR, conditions_v4=["ip saddr 192.0.2.0/24", "x"])
-    assert target in pub(host, "prune_chains")
+    assert target in pub(host, "prune")
 
 
 class CountingNft(Nft):

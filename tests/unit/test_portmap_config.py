@@ -11,7 +11,7 @@ from ipaddress import ip_address, ip_interface
 import pytest
 
 from splice.libnet.portmap import (
-    PortMapping, PortMappingError, Published, check_conditions, cond_chain, expand, masq_chain,
+    PortMapping, PortMappingError, Published, check_conditions, cond_chain, expand, interface_needs, users_counter,
 )
 from splice.plugins.cni.portmap_plugin import sandbox_addresses
 from splice.plugins.errors import ConfigError, UnsupportedField
@@ -133,9 +133,13 @@ def test_published_keys_and_values():
     assert len({p, Published("udp", 53, ip_address("192.0.2.1"), ip_address("10.1.0.2"), 5353)}) == 1
     with pytest.raises(AttributeError):
         p.host_port = 1  # type: ignore[misc]
-    assert masq_chain(4, ip_interface("10.1.0.2/24").network, "br0", False) == "masq4:br0:10.1.0.0/24"
-    assert masq_chain(4, None, "br0", True) == "masq4-all:br0"
-    assert masq_chain(6, ip_interface("fd01::2/64").network, None, False) == "masq6:fd01::/64"
+    assert users_counter(4, "br0", False) == "users4:br0" and users_counter(6, "br0", True) == "all6:br0"
+    assert users_counter(4, None, False) == "users4:"
+    assert interface_needs({"users6:br0": 1}, "br0") == {
+        "hairpin": True, "localhost": False, "masq_all": False, "localnet": False}
+    assert interface_needs({"all4:br0": 2, "users4:br1": 1}, "br0") == {
+        "hairpin": True, "localhost": False, "masq_all": True, "localnet": True}
+    assert not any(interface_needs({"users4:br1": 1}, "br0").values())
     assert cond_chain(4, ["a"]) != cond_chain(4, ["b"]) and cond_chain(4, ["a"]).startswith("cond4-")
     assert check_conditions([" ip saddr 1.2.3.4 "]) == ("ip saddr 1.2.3.4",)
 

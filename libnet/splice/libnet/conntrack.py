@@ -14,10 +14,11 @@ cost nothing. This module speaks just enough netlink for the port publisher
   entry and the same filter is applied here.
 * :func:`route_oif` - the output interface of the route to an address (``RTM_GETROUTE``,
   the kernel's own answer, policy routing included).
-* :func:`nft_chain_uses` - the use count of every chain of one nftables table
-  (``NFT_MSG_GETCHAIN`` dump, ``NFTA_CHAIN_USE``: rules in the chain plus references to it
-  from rules and from verdict-map elements). libnftables does not expose it; the port
-  publisher uses it as a kernel-kept reference count.
+* :func:`nft_chain_uses`, :func:`nft_object_uses` - the use count of every chain / named
+  object of one nftables table (``NFT_MSG_GETCHAIN`` / ``NFT_MSG_GETOBJ`` dump,
+  ``NFTA_CHAIN_USE`` / ``NFTA_OBJ_USE``: for an object, the number of rules and object-map
+  elements referring to it). libnftables does not expose them; the port publisher uses
+  object use counts as reference counts the kernel keeps.
 
 Every socket is created in the calling thread's network namespace (call inside
 ``Netns.run``). Netfilter sockets come from :func:`netfilter`: closing one while the
@@ -59,6 +60,7 @@ NFNL_SUBSYS_NFTABLES = 10
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
 NFT_MSG_GETCHAIN = 4
+NFT_MSG_GETOBJ = 19
 
 # ctnetlink attributes (linux/netfilter/nfnetlink_conntrack.h)
 CTA_TUPLE_ORIG = 1
@@ -73,10 +75,15 @@ CTA_FILTER_REPLY_FLAGS = 2
 _FILTER_PROTO_NUM = 1 << 3
 _FILTER_PROTO_DST_PORT = 1 << 5
 
-# nf_tables chain attributes
+# nf_tables chain and object attributes
 NFTA_CHAIN_TABLE = 1
 NFTA_CHAIN_NAME = 3
 NFTA_CHAIN_USE = 6
+NFTA_OBJ_TABLE = 1
+NFTA_OBJ_NAME = 2
+NFTA_OBJ_TYPE = 3
+NFTA_OBJ_USE = 5
+NFT_OBJECT_COUNTER = 1
 
 # rtnetlink
 RTM_GETROUTE = 26
@@ -355,4 +362,28 @@ def nft_chain_uses(family: int, table: str) -> dict[str, int]:
             continue
         use = a.get(NFTA_CHAIN_USE)
         out[a[NFTA_CHAIN_NAME].rstrip(b"\0").decode(errors="replace")] = struct.unpack(">I", use)[0] if use else 0
+    return out
+
+
+def nft_object_uses(family: int, table: str, obj_type: int = NFT_OBJECT_COUNTER) -> dict[str, int]:
+    """name -> ``use`` of every named object of ``obj_type`` (default: counters) of ``table``."""
+    msg = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ
+    want = table.encode()
+    request = nla(NFTA_OBJ_TABLE, want + b"\0") + nla(NFTA_OBJ_TYPE, struct.pack(">I", obj_type))
+    out: dict[str, int] = {}
+    try:
+        with netfilter() as nl:
+            replies = nl.request(msg, NLM_F_DUMP, _nfgen(family), request)
+    except OSError as e:
+        if e.errno == errno.ENOENT:  # no such table
+            return out
+        raise NetError(f"nftables object dump failed: {e.strerror}") from None
+    for _kind, body in replies:
+        a = attr_map(body)
+        if a.get(NFTA_OBJ_TABLE, b"").rstrip(b"\0") != want or NFTA_OBJ_NAME not in a:
+            continue
+        if NFTA_OBJ_TYPE in a and struct.unpack(">I", a[NFTA_OBJ_TYPE])[0] != obj_type:
+            continue
+        use = a.get(NFTA_OBJ_USE)
+        out[a[NFTA_OBJ_NAME].rstrip(b"\0").decode(errors="replace")] = struct.unpack(">I", use)[0] if use else 0
     return out
