@@ -64,19 +64,20 @@ Semantics (REFERENCE 2.6 where the reference has them):
   container has (``fib daddr type local``, prerouting and output); ``0.0.0.0`` / ``::``
   mean every local address of that family only; any other ``host_ip`` matches that
   destination address exactly (prerouting and output, no local check, as the reference).
-* ``snat`` (default on): a DNATed connection is masqueraded when it leaves through the
-  interface it came in by (hairpin: a container reaching a published port, its own or a
-  neighbour's on the same bridge, whether or not br_netfilter sees the bridged reply;
-  ``iifname`` is set in postrouting for forwarded packets only), when a container
-  reaches its own published port (source = destination = a registered container: with
-  br_netfilter the DNATed packet is bridged straight back and postrouting has no input
-  interface; a neighbour's connection needs nothing then, as br_netfilter sees the
-  bridged reply), or when it comes from 127.0.0.0/8 (IPv4 localhost); with ``masq_all``
-  every DNATed connection leaving through the container's interface is. The interface is the one the route to the container
-  address uses (the bridge), found with one RTM_GETROUTE; the entries are per interface,
-  so the packet path holds no per-container masquerade entry at all. (The reference
-  marks "source in the container's subnet" instead; same-interface covers that case and
-  a second subnet on the same bridge.)
+* ``snat`` (default on) masquerades three kinds of DNATed connections, so that the reply
+  comes back through the host's conntrack: (1) one leaving through the interface it came
+  in by (a container reaching a published port through the host, routed back out of its
+  bridge; ``iifname`` is set in postrouting for forwarded packets only); (2) one from a
+  container to itself (source = destination = a registered address: with br_netfilter
+  on, the DNATed packet is bridged straight back and postrouting sees no input
+  interface; a neighbour's connection needs nothing then, br_netfilter de-NATs the
+  bridged reply and the neighbour's address is kept); (3) one from 127.0.0.0/8 (IPv4
+  localhost). With ``masq_all`` every DNATed connection leaving through the container's
+  interface is masqueraded (macvlan/ipvlan style). The interface is the one the route to
+  the container address uses (the bridge), found with one RTM_GETROUTE. These entries
+  are per interface: the packet path holds no per-container masquerade rule or verdict;
+  two networks sharing one bridge share them too (the most permissive setting wins).
+  (The reference marks "source in the container's subnet" instead.)
 * route_localnet: IPv4 localhost needs ``route_localnet=1`` on that interface (the
   reference sets it and never resets it). splice sets it when it was 0, records the
   interface in ``@localnet``, drops packets to 127.0.0.0/8 arriving there that are not
