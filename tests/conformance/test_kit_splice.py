@@ -10,13 +10,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 # Checks splice fails today because of splice bugs (reported, not weakened). strict: when a
 # bug is fixed the XPASS fails this test, so the entry gets removed.
-SPLICE_KNOWN_BUGS = {
-    "ADD-06": "splice-bridge ADD ignores prevResult (SPEC 1.0.0 §5: plugins provided a prevResult must output it "
-              "with their modifications)",
-    "CHK-10": "splice-ipam CHECK (and the bridge driver's masquerade check) reject prevResult addresses they did "
-              "not create, e.g. a later chained plugin's (SPEC CHECK: must allow later plugins to have modified "
-              "resources)",
-}
+SPLICE_KNOWN_BUGS: dict[str, str] = {}
 
 ALL_IDS = [c.id for c in kit.select(None)]
 

@@ -305,3 +305,35 @@ def test_dual_stack(runtime, host_ns, sandbox_ns, ipam_dir, leaks):
     runtime.check(conf, "ctr-ds", sandbox_ns.path)
     runtime.delete(conf, "ctr-ds", sandbox_ns.path)
     leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def test_check_detects_missing_default_route(runtime, sandbox_ns, ipam_dir, leaks):
+    conf = bridge_conflist(ipam_dir, "1.0.0", isDefaultGateway=True)
+    runtime.add(conf, "ctr-r", sandbox_ns.path)
+    runtime.check(conf, "ctr-r", sandbox_ns.path)
+    subprocess.run(["ip", "-n", sandbox_ns.name, "route", "del", "default"], check=True)
+    with pytest.raises(CniCallError) as e:
+        runtime.check(conf, "ctr-r", sandbox_ns.path)
+    assert e.value.code == 105 and "0.0.0.0/0" in e.value.error["msg"]
+    runtime.delete(conf, "ctr-r", sandbox_ns.path)
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def test_chained_after_another_plugin_keeps_prev_result(runtime, sandbox_ns, ipam_dir, leaks):
+    """A prevResult from an earlier plugin is passed on with splice's additions appended."""
+    conf = bridge_conflist(ipam_dir, "1.0.0")
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "dummy-if"}],
+            "ips": [{"address": "192.0.2.9/24", "interface": 0}], "routes": [{"dst": "192.0.2.0/24"}]}
+    plugin = runtime.plugin_conf(conf, conf["plugins"][0], prev_result=prev)
+    out = runtime.exec_plugin("splice-bridge", "ADD", plugin, container_id="ctr-ch", netns=sandbox_ns.path,
+                              ifname="eth0")
+    assert out["interfaces"][0] == {"name": "dummy-if"}
+    assert [i["name"] for i in out["interfaces"][1:3]] == ["sptbr0", out["interfaces"][2]["name"]]
+    assert out["interfaces"][3]["name"] == "eth0"
+    assert out["ips"][0] == {"address": "192.0.2.9/24", "interface": 0}
+    assert out["ips"][1]["interface"] == 3
+    assert {"dst": "192.0.2.0/24"} in out["routes"]
+    check = runtime.plugin_conf(conf, conf["plugins"][0], prev_result=out)
+    runtime.exec_plugin("splice-bridge", "CHECK", check, container_id="ctr-ch", netns=sandbox_ns.path, ifname="eth0")
+    runtime.exec_plugin("splice-bridge", "DEL", check, container_id="ctr-ch", netns=sandbox_ns.path, ifname="eth0")
+    leaks.assert_clean([sandbox_ns], [ipam_dir])

@@ -131,9 +131,12 @@ def test_check(tmp_path):
     ip.SpliceIpam().check(cmd(c, "CHECK", prev=result))
     ip.ipam_check(cmd(c, "CHECK", prev=None))
     ip.ipam_check(cmd(c, "CHECK", prev={"cniVersion": "1.1.0", "interfaces": [], "ips": []}))
+    later = copy.deepcopy(result)
+    later["ips"].append({"address": "198.51.100.77/24"})  # added by a later chained plugin: tolerated
+    assert [str(l.address) for l in ip.ipam_check(cmd(c, "CHECK", prev=later))] == [result["ips"][0]["address"]]
     bad = copy.deepcopy(result)
-    bad["ips"].append({"address": "10.1.0.77/24"})
-    with pytest.raises(CheckFailed, match="address 10.1.0.77 of prevResult is not reserved"):
+    bad["ips"] = [{"address": "10.1.0.77/24"}]  # our reservation is not in the result
+    with pytest.raises(CheckFailed, match="is missing from prevResult"):
         ip.ipam_check(cmd(c, "CHECK", prev=bad))
     with pytest.raises(CheckFailed):
         ip.ipam_check(cmd(c, "CHECK", ifname="eth1", prev=result))

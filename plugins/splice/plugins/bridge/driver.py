@@ -515,8 +515,13 @@ class BridgeDriver:
         _raise_collected(errors, f"DEL of {att.container_id}/{att.ifname}")
 
     # =================================================================== CHECK
-    def check(self, att: Attachment, expected: Wiring) -> None:
-        """Compare the kernel with what ADD returned; :class:`CheckFailed` on a difference."""
+    def check(self, att: Attachment, expected: Wiring, masq_addrs: list[Any] | None = None) -> None:
+        """Compare the kernel with what ADD returned; :class:`CheckFailed` on a difference.
+
+        ``masq_addrs``: the addresses ADD masqueraded (those IPAM handed out). Without it,
+        the first expected address of each family on the container interface stands for
+        them, so addresses that later chained plugins added are tolerated.
+        """
         cfg = self.cfg
         self._validate(att, need_netns=True)
         ifs = expected.interfaces
@@ -535,9 +540,15 @@ class BridgeDriver:
             if ip.gateway is not None:
                 family_gw.setdefault(ip.address.version, ip.gateway)
 
+        if masq_addrs is None:
+            firsts: dict[int, Any] = {}
+            for ip in exp_ips:
+                firsts.setdefault(ip.address.version, ip.address)
+            masq_addrs = list(firsts.values())
+
         with Netns.open(att.netns) as sandbox:  # type: ignore[arg-type]
             cont = rtnl.run(sandbox, self._check_sandbox, att, cont_exp, exp_ips, expected.routes, family_gw)
-        rtnl.run(self.host, self._check_host, att, br_exp, veth_exp, host_veth, cont, exp_ips)
+        rtnl.run(self.host, self._check_host, att, br_exp, veth_exp, host_veth, cont, masq_addrs)
 
     def _check_sandbox(
         self,
@@ -579,7 +590,7 @@ class BridgeDriver:
         veth_exp: Interface | None,
         host_veth: str,
         cont: rtnl.Link,
-        exp_ips: list[IPConfig],
+        masq_addrs: list[Any],
     ) -> None:
         cfg = self.cfg
         br = rt.get_link(cfg.bridge)
@@ -606,8 +617,8 @@ class BridgeDriver:
             raise CheckFailed(f"host veth {host_veth} isolation is {veth.isolated}, configured {cfg.port_isolation}")
         owner = owner_tag(att.network, att.container_id, att.ifname)
         problems: list[str] = []
-        if cfg.ip_masq and exp_ips:
-            problems += _masquerade().check(owner, [ip.address for ip in exp_ips])
+        if cfg.ip_masq and masq_addrs:
+            problems += _masquerade().check(owner, masq_addrs)
         if cfg.mac_spoof_check and cont.mac:
             problems += _spoofchk().check(owner, host_veth, cont.mac)
         if problems:

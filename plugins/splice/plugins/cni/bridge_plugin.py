@@ -47,6 +47,44 @@ def _attachment(a: "CmdArgs") -> "Attachment":
     )
 
 
+def _own_routes(a: "CmdArgs", routes: list, default_gateway: bool) -> list:
+    """The routes of the result that this plugin installed: those of the IPAM config
+    (``ipam.routes``, the host-local/static/splice-ipam convention) and the default routes
+    of isDefaultGateway. Routes other chained plugins listed are not ours to CHECK."""
+    ipam = a.config.get("ipam") or {}
+    dsts = set()
+    for r in ipam.get("routes") or [] if isinstance(ipam, dict) else []:
+        if isinstance(r, dict) and r.get("dst"):
+            try:
+                dsts.add(ipaddress.ip_network(r["dst"], strict=False))
+            except ValueError:
+                continue
+    if default_gateway:
+        dsts |= {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
+    return [r for r in routes if r.dst in dsts]
+
+
+def _chain(prev: dict, own: dict) -> dict:
+    """A chained ADD outputs prevResult with its own additions (SPEC: each plugin passes
+    the result on, modified): prev's interfaces, ips and routes first, ours appended with
+    their interface indexes shifted; fields we do not know are kept."""
+    out = dict(prev)
+    shift = len(prev.get("interfaces") or [])
+    ips = []
+    for ip in own.get("ips", []):
+        ip = dict(ip)
+        if ip.get("interface") is not None:
+            ip["interface"] += shift
+        ips.append(ip)
+    out["interfaces"] = list(prev.get("interfaces") or []) + list(own.get("interfaces", []))
+    out["ips"] = list(prev.get("ips") or []) + ips
+    out["routes"] = list(prev.get("routes") or []) + list(own.get("routes", []))
+    if own.get("dns"):
+        out["dns"] = own["dns"]
+    out["cniVersion"] = own.get("cniVersion", prev.get("cniVersion"))
+    return out
+
+
 class BridgePlugin:
     name = "splice-bridge"
     supported_versions = ALL_VERSIONS
@@ -99,6 +137,8 @@ class BridgePlugin:
         dns = ipam_result.get("dns") or a.config.get("dns")
         if dns:
             result["dns"] = dns
+        if a.prev_result:
+            result = _chain(a.prev_result, result)
         return result
 
     def delete(self, a: "CmdArgs") -> None:
@@ -109,7 +149,9 @@ class BridgePlugin:
         att = _attachment(a)
         ips = None
         if a.prev_result and a.prev_result.get("ips"):
-            ips = result_to_wiring(a.prev_result).ips
+            w = result_to_wiring(a.prev_result)
+            ours = {n for n, i in enumerate(w.interfaces) if i.name == att.ifname and i.sandbox}
+            ips = [ip for ip in w.ips if ip.interface in ours] or None
         driver.delete(att, ips)
         if _has_ipam(a):
             ipamc.ipam_del(a)
@@ -122,9 +164,14 @@ class BridgePlugin:
         if not a.prev_result:
             raise ConfigError("CHECK needs prevResult (the result of ADD)")
         driver = self._driver(a)
-        if _has_ipam(a):
-            ipamc.ipam_check(a)
-        driver.check(_attachment(a), result_to_wiring(a.prev_result))
+        leases = ipamc.ipam_check(a) if _has_ipam(a) else []
+        expected = result_to_wiring(a.prev_result)
+        # Masquerade entries exist for the addresses this ADD got from IPAM, not for
+        # addresses later chained plugins added: splice-ipam says exactly which are ours;
+        # with a delegated IPAM, the first address of each family on our interface is.
+        own = [lease.address for lease in leases] or None
+        expected.routes = _own_routes(a, expected.routes, driver.cfg.is_default_gateway)
+        driver.check(_attachment(a), expected, masq_addrs=own)
 
     def status(self, a: "CmdArgs") -> None:
         from splice.plugins.cni import ipam as ipamc

@@ -57,12 +57,13 @@ def ipam_del(a) -> list:
     return []
 
 
-def ipam_check(a) -> None:
+def ipam_check(a) -> list:
+    """CHECK the IPAM; returns splice-ipam's leases (our own addresses), [] for a delegate."""
     t = ipam_type(a.config)
     if t == IN_PROCESS:
-        _local().ipam_check(a)
-    else:
-        _delegate("CHECK", a, t)
+        return list(_local().ipam_check(a) or [])
+    _delegate("CHECK", a, t)
+    return []
 
 
 def ipam_status(a) -> None:

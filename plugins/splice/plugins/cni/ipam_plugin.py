@@ -219,9 +219,10 @@ def ipam_del(a: "CmdArgs") -> "list[Lease]":
         return ipam.release(a.container_id, a.ifname)
 
 
-def ipam_check(a: "CmdArgs") -> None:
-    """CheckFailed unless ``(cid, ifname)`` holds a reservation, and every address of
-    ``prevResult.ips`` is reserved for it."""
+def ipam_check(a: "CmdArgs") -> list:
+    """CheckFailed unless ``(cid, ifname)`` holds a reservation and every reserved address
+    is listed in ``prevResult.ips``. Addresses that later chained plugins added to the
+    result are not ours and are not required to be reserved. Returns the leases."""
     import ipaddress
 
     from splice.plugins.errors import CheckFailed
@@ -233,18 +234,21 @@ def ipam_check(a: "CmdArgs") -> None:
         raise CheckFailed(
             f"no IP address is reserved for container {a.container_id} interface {a.ifname} on network {name}"
         )
-    mine = {lease.address.ip for lease in leases}
+    listed = set()
     for ip in (a.prev_result or {}).get("ips") or []:
         addr = ip.get("address") if isinstance(ip, dict) else None
         try:
-            want = ipaddress.ip_interface(addr).ip
+            listed.add(ipaddress.ip_interface(addr).ip)
         except (TypeError, ValueError):
             raise CheckFailed(f"prevResult has an invalid address {addr!r}") from None
-        if want not in mine:
-            raise CheckFailed(
-                f"address {want} of prevResult is not reserved for container {a.container_id} "
-                f"interface {a.ifname} on network {name} (reserved: {', '.join(sorted(map(str, mine)))})"
-            )
+    if listed:  # a prevResult without addresses (e.g. L2-only chains) lists nothing to compare
+        for lease in leases:
+            if lease.address.ip not in listed:
+                raise CheckFailed(
+                    f"address {lease.address.ip} reserved for container {a.container_id} interface {a.ifname} "
+                    f"on network {name} is missing from prevResult"
+                )
+    return leases
 
 
 def ipam_status(a: "CmdArgs") -> None:
