@@ -1,0 +1,91 @@
+"""The agent's wire format, the thin client's pure parts and the CLI (no root needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from splice.plugins.agent import client as wire
+from splice.plugins.cli import main as cli
+
+from ..conftest import bin_dir
+
+
+def test_encode_decode_round_trip():
+    fields = [b"1", b"bridge", b"A=1\0B=x=y", b"", bytes(range(256)) * 10]
+    msg = wire.encode(fields)
+    assert int.from_bytes(msg[:4], "big") == len(msg) - 4
+    assert wire.decode(msg[4:]) == fields
+
+
+@pytest.mark.parametrize("body", [b"\x00\x00\x00", b"\x00\x00\x00\x05abc", b"\x00\x00\x00\x02a"])
+def test_decode_rejects_truncated_bodies(body):
+    with pytest.raises(ValueError):
+        wire.decode(body)
+
+
+def test_socket_path_from_environment(monkeypatch):
+    import posix
+
+    monkeypatch.delitem(posix.environ, b"SPLICE_AGENT_SOCKET", raising=False)
+    assert wire.socket_path() == wire.DEFAULT_SOCKET.encode()
+    assert wire.socket_path("/x/y.sock") == b"/x/y.sock"
+    for value, want in ((b"/tmp/a.sock", b"/tmp/a.sock"), (b"", None), (b"off", None)):
+        monkeypatch.setitem(posix.environ, b"SPLICE_AGENT_SOCKET", value)
+        assert wire.socket_path("/x/y.sock") == want
+
+
+def test_connect_without_agent_is_none(tmp_path):
+    assert wire.connect(str(tmp_path / "nothing.sock").encode()) is None
+
+
+def test_client_module_is_stdlib_only():
+    """The thin client imports nothing but interpreter built-ins at module level."""
+    p = subprocess.run([sys.executable, "-IS", "-c",
+                        f"import sys; sys.path.insert(0, {os.path.dirname(wire.__file__)!r}); "
+                        "before = set(sys.modules); import client; "
+                        "print(sorted(set(sys.modules) - before))"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert set(eval(p.stdout)) <= {"client", "_socket"}
+
+
+def test_install_cni_writes_launchers(tmp_path):
+    paths = cli.install_cni(str(tmp_path), socket="/run/x/agent.sock")
+    assert [os.path.basename(p) for p in paths] == ["splice-bridge", "splice-ipam", "splice-portmap"]
+    text = (tmp_path / "splice-ipam").read_text()
+    assert text.startswith(f"#!{cli.base_interpreter()} -IS\n")
+    assert "from client import standalone" in text and "'/run/x/agent.sock'" in text
+    assert "in_process" in text and "'ipam'" in text
+    compile(text, "splice-ipam", "exec")
+    inline = cli.install_cni(str(tmp_path / "inline"), self_contained=True, names=["splice-bridge"])
+    body = open(inline[0]).read()
+    assert "def standalone(" in body and "from client import" not in body
+    compile(body, "splice-bridge", "exec")
+
+
+def test_launcher_without_splice_prints_cni_error(tmp_path):
+    cli.install_cni(str(tmp_path), names=["splice-bridge"])
+    exe = tmp_path / "splice-bridge"
+    exe.write_text(exe.read_text().replace(os.path.dirname(wire.__file__), str(tmp_path / "gone")))
+    p = subprocess.run([str(exe)], input=b"{}", capture_output=True, env={"CNI_COMMAND": "ADD"})
+    assert p.returncode == 1
+    assert json.loads(p.stdout)["code"] == 100
+
+
+def test_cli_commands():
+    ap = cli.parser()
+    assert {"agent", "status", "install-cni"} <= set(cli.COMMANDS)
+    args = ap.parse_args(["agent", "--socket", "/tmp/s.sock", "--workers", "4"])
+    assert (args.command, args.socket, args.workers) == ("agent", "/tmp/s.sock", 4)
+    p = subprocess.run([str(bin_dir() / "splice")], capture_output=True, text=True)
+    assert p.returncode == 2 and "install-cni" in p.stderr
+
+
+def test_status_without_agent(tmp_path):
+    p = subprocess.run([str(bin_dir() / "splice"), "status", "--socket", str(tmp_path / "x.sock")],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no agent" in p.stderr
