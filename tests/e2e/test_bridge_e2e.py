@@ -235,7 +235,7 @@ def test_16_concurrent_adds_get_distinct_addresses(runtime, host_ns, make_ns, ip
 FAILPOINTS = ["ipam.allocated", "bridge.veth_created", "bridge.sandbox_configured", "bridge.masq_added"]
 
 
-@pytest.mark.parametrize("cleanup", ["del", "gc"])
+@pytest.mark.parametrize("cleanup", ["del", "gc", "gc-sandbox-alive"])
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
 def test_add_killed_midway_then_cleanup(failpoint, cleanup, runtime, host_ns, sandbox_ns, ipam_dir, leaks):
     """SIGKILL an ADD at a step (SPLICE_FAILPOINT=<step>:kill), then DEL or GC: nothing left."""
@@ -248,10 +248,13 @@ def test_add_killed_midway_then_cleanup(failpoint, cleanup, runtime, host_ns, sa
     if cleanup == "del":
         runtime.delete(conf, "ctr-kill", sandbox_ns.path, use_cache=False)
         leaks.assert_clean([sandbox_ns], [ipam_dir])
-    else:
+    elif cleanup == "gc":
         subprocess.run(["ip", "netns", "del", sandbox_ns.name], check=True)
         assert runtime.gc(conf, []) == []
         leaks.assert_clean([], [ipam_dir])
+    else:  # the sandbox lives on (a runtime that lost track of it): GC alone must clean up
+        assert runtime.gc(conf, []) == []
+        leaks.assert_clean([sandbox_ns], [ipam_dir])
 
 
 def test_add_failure_rolls_back(runtime, host_ns, sandbox_ns, ipam_dir, leaks):

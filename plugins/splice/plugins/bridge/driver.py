@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import ipaddress
 import secrets
 import socket
@@ -70,6 +71,9 @@ def net8(network: str) -> str:
 
 def owner_tag(network: str, container_id: str, ifname: str) -> str:
     return truncate_utf8(f"{net8(network)} {container_id} {ifname}", MAX_OWNER)
+
+
+_UNTAGGED_OURS = re.compile(r"veth[0-9a-f]{10}")  # host_veth_name()'s shape (the reference's: veth + 8 hex)
 
 
 def gc_prefix(network: str) -> str:
@@ -638,9 +642,22 @@ class BridgeDriver:
         prefix = f"{ALIAS_PREFIX}{network}:"
         errors: list[BaseException] = []
 
+        def stale(link: rtnl.Link, bridge_index: int | None) -> bool:
+            if link.kind != "veth" or link.name in keep_names:
+                return False
+            if (link.alias or "").startswith(prefix):
+                return True
+            # An ADD killed between creating the veth and tagging it leaves an untagged
+            # port of our bridge with our name pattern. GC runs exclusive of ADD/DEL (SPEC),
+            # so such a port is a leftover, never work in progress.
+            return (not link.alias and bridge_index is not None and link.master == bridge_index
+                    and _UNTAGGED_OURS.fullmatch(link.name) is not None)
+
         def host_part(rt: rtnl.Rtnl) -> None:
+            br = rt.get_link(cfg.bridge)
+            bridge_index = br.index if br is not None else None
             for link in rt.dump_links():
-                if link.kind != "veth" or not (link.alias or "").startswith(prefix) or link.name in keep_names:
+                if not stale(link, bridge_index):
                     continue
                 try:
                     rt.delete_link(index=link.index)
