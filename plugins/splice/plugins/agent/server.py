@@ -317,13 +317,14 @@ class Agent:
         self.log(f"warm in {self.warm_s * 1000:.0f} ms")
 
     def _janitor(self) -> None:
-        from splice.libnet import nft
+        from splice.libnet import conntrack, nft
         from splice.plugins.cni import ipam_plugin
 
         while not self._stopping.wait(min(5.0, IDLE_S / 2)):
             try:
                 nft.prune_contexts(IDLE_S)
                 ipam_plugin.prune_stores(IDLE_S)
+                conntrack.prune_sockets(IDLE_S)  # a kept netfilter socket pins its namespace
             except Exception as e:  # noqa: BLE001 - keep serving
                 self.log(f"janitor: {e}")
 
@@ -583,7 +584,8 @@ def _warm() -> None:
                 "splice.libnet.nft", "splice.libnet.masq", "splice.libnet.spoofchk", "splice.ipam.allocator",
                 "splice.ipam.config", "splice.ipam.store", "sqlite3", "subprocess", "traceback"):
         importlib.import_module(mod)
-    for mod in ("splice.plugins.cni.portmap_plugin",):  # optional plugins
+    for mod in ("splice.plugins.cni.portmap_plugin", "splice.plugins.portmap.config", "splice.plugins.portmap.driver",
+                "splice.libnet.portmap", "splice.libnet.conntrack"):  # optional plugins
         try:
             importlib.import_module(mod)
         except ImportError:

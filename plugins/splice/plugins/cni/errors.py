@@ -23,6 +23,7 @@ KERNEL = 103
 INTERFACE_EXISTS = 104
 CHECK_FAILED = 105
 DELEGATE_FAILED = 106
+PORT_IN_USE = 107  # portmap: the host port is published by another container
 
 
 class CniError(Exception):

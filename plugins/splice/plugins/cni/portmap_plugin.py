@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from splice.plugins.cni.errors import PORT_IN_USE  # 107: the host port is taken
 from splice.plugins.cni.version import ALL_VERSIONS
 
 if TYPE_CHECKING:
     from splice.plugins.cni.skel import CmdArgs
-
-PORT_IN_USE = 107  # splice-specific CNI error code (>= 100): the host port is taken
 
 
 class _Attachment:
