@@ -396,14 +396,7 @@ class Masquerade:
 
         Returns the owners removed. Afterwards prunes subnet chains no entry uses.
         """
-        verdicts: dict[str, bool] = {}
-
-        def stale(owner: str | None) -> bool:
-            if owner is None or not owner.startswith(prefix):
-                return False
-            if owner not in verdicts:
-                verdicts[owner] = not keep(owner)
-            return verdicts[owner]
+        stale = N.stale_owners(prefix, keep)
 
         removed: set[str] = set()
 
@@ -432,20 +425,7 @@ class Masquerade:
         return _State(self.nft.list_table(FAMILY, TABLE))
 
     def _converge(self, build: Callable[[_State], list[dict]]) -> None:
-        """Read the table, build one transaction from it, apply; re-read on a conflict."""
-        err: NftError | None = None
-        for _ in range(_ATTEMPTS):
-            state = self._state()
-            cmds = build(state)
-            if not cmds:
-                return
-            try:
-                self.nft.apply(cmds)
-                return
-            except NftError as e:
-                err = e
-        assert err is not None
-        raise err
+        N.converge(self.nft, self._state, build, _ATTEMPTS)
 
     def _prune_chains(self, state: _State) -> None:
         """Delete subnet chains no element jumps to (best effort, one transaction each:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from .errors import NetError, NftError
 
@@ -228,6 +228,40 @@ def _wrong_netns() -> NetError:
 
 
 # -- pure builders ------------------------------------------------------------
+S = TypeVar("S")
+
+
+def converge(nft: "Nft", read: Callable[[], S], build: Callable[[S], list[dict]], attempts: int = 5) -> None:
+    """Read the state, build one transaction from it, apply it; when a concurrent writer
+    made it fail, read again and rebuild (at most ``attempts`` times)."""
+    err: NftError | None = None
+    for _ in range(attempts):
+        cmds = build(read())
+        if not cmds:
+            return
+        try:
+            nft.apply(cmds)
+            return
+        except NftError as e:
+            err = e
+    assert err is not None
+    raise err
+
+
+def stale_owners(prefix: str, keep: Callable[[str], bool]) -> Callable[[str | None], bool]:
+    """The GC predicate on owner comments: under ``prefix`` and not kept (asked once each)."""
+    verdicts: dict[str, bool] = {}
+
+    def stale(owner: str | None) -> bool:
+        if owner is None or not owner.startswith(prefix):
+            return False
+        if owner not in verdicts:
+            verdicts[owner] = not keep(owner)
+        return verdicts[owner]
+
+    return stale
+
+
 def add(kind: str, obj: dict) -> dict:
     return {"add": {kind: obj}}
 

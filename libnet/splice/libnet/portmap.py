@@ -469,7 +469,7 @@ def parse_conditions(conditions: Iterable[str]) -> list[dict]:
         return []
     import secrets
 
-    ctx = _text_context()
+    ctx = N._new_context()
     name = "splice_portmap_parse_" + secrets.token_hex(4)
     text = " ".join(conds)
     try:
@@ -514,24 +514,10 @@ def scaffold_text() -> str:
     return "\n".join(lines)
 
 
-def _text_context() -> Any:
-    try:
-        from nftables import Nftables
-    except ImportError as e:  # pragma: no cover - packaging problem
-        raise NftError(f"python3-nftables is not available: {e}") from None
-    ctx = Nftables()
-    ctx.set_json_output(True)
-    ctx.set_echo_output(False)
-    ctx.set_handle_output(False)
-    ctx.set_reversedns_output(False)
-    ctx.set_service_output(False)
-    return ctx
-
-
 def apply_text(text: str, ctx: Any = None) -> str:
     """Run an nft text batch in the calling thread's namespace (a fresh libnftables
     context unless one is given); returns the output; raises NftError."""
-    ctx = ctx or _text_context()
+    ctx = ctx or N._new_context()
     rc, out, err = ctx.cmd(text)
     if rc != 0:
         msg = " ".join(line.strip() for line in (err or "").splitlines() if line.strip())
@@ -1205,14 +1191,7 @@ class PortPublisher:
         and the condition chains nothing uses, and switches route_localnet back where
         nothing needs it.
         """
-        verdicts: dict[str, bool] = {}
-
-        def stale(owner: str | None) -> bool:
-            if owner is None or not owner.startswith(prefix):
-                return False
-            if owner not in verdicts:
-                verdicts[owner] = not keep(owner)
-            return verdicts[owner]
+        stale = N.stale_owners(prefix, keep)
 
         if not self.nft.chain_names(FAMILY, TABLE):
             return []
@@ -1247,20 +1226,7 @@ class PortPublisher:
         return _State(self.nft.list_table(FAMILY, TABLE))
 
     def _converge(self, build: Callable[[_State], list[dict]]) -> None:
-        """Read the table, build one transaction from it, apply; re-read on a conflict."""
-        err: NftError | None = None
-        for _ in range(_ATTEMPTS):
-            state = self._state()
-            cmds = build(state)
-            if not cmds:
-                return
-            try:
-                self.nft.apply(cmds)
-                return
-            except NftError as e:
-                err = e
-        assert err is not None
-        raise err
+        N.converge(self.nft, self._state, build, _ATTEMPTS)
 
 
 def _route_iface(address: IPAddr) -> str | None:

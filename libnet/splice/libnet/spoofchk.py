@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Callable
 
 from . import nft as N
-from .errors import NftError
 
 FAMILY = "bridge"
 TABLE = "splice_filter"
@@ -232,14 +231,7 @@ class MacSpoofCheck:
 
     def gc(self, prefix: str, keep: Callable[[str], bool]) -> list[str]:
         """Remove guards whose owner starts with ``prefix`` and ``keep(owner)`` is False."""
-        verdicts: dict[str, bool] = {}
-
-        def stale(owner: str | None) -> bool:
-            if owner is None or not owner.startswith(prefix):
-                return False
-            if owner not in verdicts:
-                verdicts[owner] = not keep(owner)
-            return verdicts[owner]
+        stale = N.stale_owners(prefix, keep)
 
         removed: set[str] = set()
 
@@ -264,15 +256,4 @@ class MacSpoofCheck:
         return _State(self.nft.list_table(FAMILY, TABLE))
 
     def _converge(self, build: Callable[[_State], list[dict]]) -> None:
-        err: NftError | None = None
-        for _ in range(_ATTEMPTS):
-            cmds = build(self._state())
-            if not cmds:
-                return
-            try:
-                self.nft.apply(cmds)
-                return
-            except NftError as e:
-                err = e
-        assert err is not None
-        raise err
+        N.converge(self.nft, self._state, build, _ATTEMPTS)
