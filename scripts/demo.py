@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,6 +153,34 @@ def main() -> int:
         left = [ipam.get(cid, "eth0") for cid in ("demo-c1", "demo-c2")]
         say(f"   IPAM reservations left: {sum(len(x) for x in left)} (store files: {leases})")
         ok = not elements and not any(left) and oracle.link_names(c1) == {"lo"} and oracle.link_names(c2) == {"lo"}
+
+        say("\n== 8. the same calls through the resident agent (splice agent)")
+        sock = tmp / "agent.sock"
+        agent = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{host}", str(BIN / "splice"), "agent", "--socket", str(sock)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(200):
+                if sock.exists():
+                    break
+                time.sleep(0.05)
+            # the thin clients users install (#!/usr/bin/python3 -IS, stdlib only)
+            sh(str(BIN / "splice"), "install-cni", "--dir", str(tmp / "cni-bin"), "--socket", str(sock))
+            rt = Runtime(cni_path=[str(tmp / "cni-bin")], cache_dir=str(tmp / "cache"),
+                         prefix=["nsenter", f"--net=/run/netns/{host}"])
+            rt.add(conflist, "demo-c1", f"/run/netns/{c1}", "eth0")  # the first call warms the agent's caches
+            rt.delete(conflist, "demo-c1", f"/run/netns/{c1}", "eth0")
+            rt.add(conflist, "demo-c1", f"/run/netns/{c1}", "eth0")
+            say(f"   ADD demo-c1 via the agent: {rt.log[-1].seconds * 1000:.0f} ms "
+                "(the executable hands its call and its network namespace to the agent)")
+            ok = ok and oracle.ping(c1, "10.88.0.1")
+            rt.delete(conflist, "demo-c1", f"/run/netns/{c1}", "eth0")
+            say(f"   DEL demo-c1 via the agent: {rt.log[-1].seconds * 1000:.0f} ms")
+            ok = ok and oracle.link_names(c1) == {"lo"} and not oracle.nft_map_elements(host)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=10)
         say("\n== demo " + ("OK" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
