@@ -36,6 +36,26 @@ def require_root() -> None:
         pytest.skip("needs root (network namespaces)")
 
 
+IN_VM = bool(os.environ.get("SPLICE_VM"))  # set inside the guest by scripts/vm-run.sh
+
+
+def vlan_filtering_supported(ns: "Namespace") -> bool:
+    """Probe (not a version check): can a bridge with vlan_filtering 1 be made in ``ns``?"""
+    p = ns.sh("ip", "link", "add", "br-probe", "type", "bridge", "vlan_filtering", "1", check=False)
+    if p.returncode == 0:
+        ns.sh("ip", "link", "del", "br-probe")
+    return p.returncode == 0
+
+
+def missing_kernel_feature(what: str) -> None:
+    """A ``needs_vm`` test whose feature the kernel lacks: skip on the host (scripts/test.sh
+    runs it again in the UML guest), but fail in the guest, where a skip would hide that
+    the test never ran."""
+    if IN_VM:
+        pytest.fail(f"kernel feature missing inside the VM guest: {what}")
+    pytest.skip(f"kernel without {what} (runs in the VM: scripts/vm-run.sh)")
+
+
 @dataclass
 class Namespace:
     name: str

@@ -15,6 +15,8 @@ from splice.libnet import names, rtnl, sysctl
 from splice.libnet.errors import LinkExists, LinkNotFound, NetError, NotSupported
 from splice.libnet.netns import Netns
 
+from ..conftest import missing_kernel_feature, vlan_filtering_supported
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
 IF = ipaddress.ip_interface
@@ -180,16 +182,9 @@ def test_dump_links_and_ports_of(host_ns):
 
 
 # -- bridge VLANs ------------------------------------------------------------------------------
-def _vlan_filtering_supported(ns) -> bool:
-    p = ns.sh("ip", "link", "add", "br-probe", "type", "bridge", "vlan_filtering", "1", check=False)
-    if p.returncode == 0:
-        ns.sh("ip", "link", "del", "br-probe")
-        return True
-    return False
-
-
+@pytest.mark.needs_vm
 def test_bridge_vlans(host_ns):
-    if not _vlan_filtering_supported(host_ns):
+    if not vlan_filtering_supported(host_ns):
         with pytest.raises(NotSupported, match="CONFIG_BRIDGE_VLAN_FILTERING"):
             run(host_ns, lambda rt: rt.add_bridge("br-t", vlan_filtering=True))
         only_lo(host_ns)
@@ -204,18 +199,25 @@ def test_bridge_vlans(host_ns):
             run(host_ns, lambda rt: rt.bridge_vlan_add(idx, 10, pvid=True, untagged=True))
         with pytest.raises(NotSupported, match="VLAN 20-22"):
             run(host_ns, lambda rt: rt.bridge_vlan_add(idx, 20, vid_end=22))
-        pytest.skip("kernel without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): NotSupported checked")
+        missing_kernel_feature("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): NotSupported checked")
 
     def make(rt):
         br = rt.add_bridge("br-t", vlan_filtering=True)
         v = rt.add_veth("vt-a", "vt-b", master=br.index)
-        rt.bridge_vlan_del(v.index, 1)
+        default = rt.bridge_vlans(v.index)
+        assert rt.bridge_vlan_del(v.index, 1) is True
+        before = rt.bridge_vlans(v.index)
         rt.bridge_vlan_add(v.index, 10, pvid=True, untagged=True)
         rt.bridge_vlan_add(v.index, 20, vid_end=22)
-        return br, rt.bridge_vlan_del(v.index, 999)
+        # an absent VLAN: the kernel answers the deletion with success, bridge_vlan_del with False
+        return br, default, before, rt.bridge_vlan_del(v.index, 999), rt.bridge_vlan_del(v.index, 21), rt.bridge_vlans(v.index)
 
-    br, removed = run(host_ns, make)
-    assert br.vlan_filtering is True and removed is False
+    br, default, before, removed_absent, removed, after = run(host_ns, make)
+    assert default == {1: rtnl.BRIDGE_VLAN_INFO_PVID | rtnl.BRIDGE_VLAN_INFO_UNTAGGED}  # the kernel's default_pvid
+    assert br.vlan_filtering is True and before == {} and removed_absent is False and removed is True
+    pvid_untagged = rtnl.BRIDGE_VLAN_INFO_PVID | rtnl.BRIDGE_VLAN_INFO_UNTAGGED
+    assert after == {10: pvid_untagged, 20: 0, 22: 0}
+    run(host_ns, lambda rt: rt.bridge_vlan_add(rt.require_link("vt-a").index, 21))
     port = next(p for p in oracle.bridge_vlans(host_ns.name) if p["ifname"] == "vt-a")
     vids = {}
     for v in port["vlans"]:

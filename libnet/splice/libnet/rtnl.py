@@ -88,6 +88,7 @@ BRIDGE_MODE_HAIRPIN = 1
 BRIDGE_VLAN_INFO_PVID = 0x2
 BRIDGE_VLAN_INFO_UNTAGGED = 0x4
 AF_BRIDGE = 7
+RTEXT_FILTER_BRVLAN = 1 << 1
 RT_TABLE_MAIN = 254
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -512,8 +513,31 @@ class Rtnl:
                 ) from None
             raise _error(e, f"add VLAN {spec['vid']} to link #{index}") from None
 
+    def bridge_vlans(self, index: int) -> dict[int, int]:
+        """The VLANs of one bridge port (or of the bridge itself): vid -> BRIDGE_VLAN_INFO_*
+        flags. Empty when VLAN filtering is off or unsupported. (An AF_BRIDGE dump with
+        RTEXT_FILTER_BRVLAN: a plain RTM_GETLINK does not carry a port's VLANs.)"""
+        out: dict[int, int] = {}
+        try:
+            msgs = self._ipr.link("dump", family=AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN)
+        except NetlinkError as e:
+            raise _error(e, f"list the VLANs of link #{index}") from None
+        for m in msgs:
+            if m.get("index") != index:
+                continue
+            spec = m.get_attr("IFLA_AF_SPEC")
+            for name, info in (spec.get("attrs", ()) if spec else ()):
+                if name == "IFLA_BRIDGE_VLAN_INFO":
+                    out[info["vid"]] = info["flags"]
+        return out
+
     def bridge_vlan_del(self, index: int, vid: int) -> bool:
-        """Remove VLAN ``vid`` from a bridge port; False when it was not there."""
+        """Remove VLAN ``vid`` from a bridge port; False when it was not there.
+
+        The kernel answers a deletion of an absent VLAN with success (br_vlan_info ignores
+        nbp_vlan_delete's ENOENT), so presence is read first."""
+        if vid not in self.bridge_vlans(index):
+            return False
         try:
             self._ipr.vlan_filter("del", index=index, vlan_info={"vid": vid})
             return True
