@@ -22,6 +22,8 @@ from splice.plugins.bridge.driver import BridgeDriver, host_veth_name, owner_tag
 from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
 
+from ..conftest import missing_kernel_feature, vlan_filtering_supported
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
 BR = "br-t"
@@ -65,11 +67,29 @@ def sandbox_sysctl(ns, path: str) -> str:
     return ns.sh("cat", f"/proc/sys/net/{path}").stdout.strip()
 
 
-def vlan_filtering_supported(ns) -> bool:
-    p = ns.sh("ip", "link", "add", "br-probe", "type", "bridge", "vlan_filtering", "1", check=False)
-    if p.returncode == 0:
-        ns.sh("ip", "link", "del", "br-probe")
-    return p.returncode == 0
+def port_vlans(host_ns, port: str) -> dict[int, set[str]]:
+    """``bridge -j vlan show`` of one port: vid -> flags (ranges expanded)."""
+    out: dict[int, set[str]] = {}
+    for p in oracle.bridge_vlans(host_ns.name):
+        if p["ifname"] == port:
+            for v in p["vlans"]:
+                for vid in range(v["vlan"], v.get("vlanEnd", v["vlan"]) + 1):
+                    out[vid] = set(v.get("flags", []))
+    return out
+
+
+def require_vlan_filtering(host_ns, make_ns, host) -> None:
+    """Without bridge VLAN filtering: check the clean failure, then skip (fail in the VM)."""
+    if vlan_filtering_supported(host_ns):
+        return
+    sb = make_ns()
+    with pytest.raises(NetError, match="VLAN filtering"):
+        make_driver(host, vlan=100).add(attachment(sb), [ip4(2)], [])
+    assert oracle.link_names(sb.name) == {"lo"}
+    missing_kernel_feature("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): clean failure checked")
+
+
+PVID_UNTAGGED = {"PVID", "Egress Untagged"}
 
 
 # ============================================================================ ADD
@@ -241,29 +261,90 @@ def test_address_conflict_and_force_address(host_ns, make_ns, host):
     assert_clean(host_ns, a, b)
 
 
+@pytest.mark.needs_vm
 def test_vlan_access_and_trunk(host_ns, make_ns, host):
-    if not vlan_filtering_supported(host_ns):
-        d = make_driver(host, vlan=100)
-        sb = make_ns()
-        with pytest.raises(NetError, match="VLAN filtering"):
-            d.add(attachment(sb), [ip4(2)], [])
-        assert oracle.link_names(sb.name) == {"lo"}
-        pytest.skip("kernel without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): clean failure checked")
+    require_vlan_filtering(host_ns, make_ns, host)
     a, b = make_ns(), make_ns()
     d = make_driver(host, vlan=100, preserveDefaultVlan=False)
     wa = d.add(attachment(a, "ca"), [ip4(2)], [])
-    t = make_driver(host, vlanTrunk=[{"id": 5}, {"minID": 10, "maxID": 12}])
+    t = make_driver(host, vlanTrunk=[{"id": 5}, {"minID": 10, "maxID": 12}], preserveDefaultVlan=False)
     wb = t.add(attachment(b, "cb"), [ip4(3)], [])
-    ports = {p["ifname"]: p["vlans"] for p in oracle.bridge_vlans(host_ns.name)}
-    access = ports[wa.interfaces[1].name]
-    assert [(v["vlan"], set(v.get("flags", []))) for v in access] == [(100, {"PVID", "Egress Untagged"})]
-    trunk = ports[wb.interfaces[1].name]
-    tagged = {v["vlan"] for v in trunk if "PVID" not in v.get("flags", [])}
-    assert {5, 10} <= tagged  # a range shows as vlan..vlanEnd
     assert oracle.link(host_ns.name, BR)["linkinfo"]["info_data"]["vlan_filtering"] == 1
+    # vlan: the access VLAN is the port's PVID, egress untagged, and nothing else
+    assert port_vlans(host_ns, wa.interfaces[1].name) == {100: PVID_UNTAGGED}
+    # vlanTrunk: every id of the list and of the range, tagged; no PVID
+    assert port_vlans(host_ns, wb.interfaces[1].name) == {5: set(), 10: set(), 11: set(), 12: set()}
+    # no isGateway: no <bridge>.<vlan> interface
+    assert [i.name for i in wa.interfaces] == [BR, wa.interfaces[1].name, "eth0"]
+    d.check(attachment(a, "ca"), wa)
+    t.check(attachment(b, "cb"), wb)
     d.delete(attachment(a, "ca"), None)
     t.delete(attachment(b, "cb"), None)
     assert_clean(host_ns, a, b)
+
+
+@pytest.mark.needs_vm
+@pytest.mark.parametrize("preserve", [True, False])
+def test_preserve_default_vlan(host_ns, make_ns, host, preserve):
+    require_vlan_filtering(host_ns, make_ns, host)
+    a, b = make_ns(), make_ns()
+    wa = make_driver(host, vlan=100, preserveDefaultVlan=preserve).add(attachment(a, "ca"), [ip4(2)], [])
+    wb = make_driver(host, vlanTrunk=[{"id": 7}], vlan=0, preserveDefaultVlan=preserve).add(
+        attachment(b, "cb"), [ip4(3)], [])
+    access, trunk = port_vlans(host_ns, wa.interfaces[1].name), port_vlans(host_ns, wb.interfaces[1].name)
+    if preserve:  # VLAN 1 stays (untagged); the access VLAN takes over the PVID
+        assert access == {1: {"Egress Untagged"}, 100: PVID_UNTAGGED}
+        assert trunk == {1: PVID_UNTAGGED, 7: set()}
+    else:
+        assert access == {100: PVID_UNTAGGED}
+        assert trunk == {7: set()}
+    for drv, ns, cid in ((make_driver(host, vlan=100), a, "ca"), (make_driver(host, vlanTrunk=[{"id": 7}]), b, "cb")):
+        drv.delete(attachment(ns, cid), None)
+    assert_clean(host_ns, a, b)
+
+
+def l2_ping(src, dst_ip: str) -> bool:
+    return src.sh("ping", "-n", "-q", "-c", "1", "-W", "1", dst_ip, check=False).returncode == 0
+
+
+@pytest.mark.needs_vm
+def test_vlan_gateway_and_isolation(host_ns, make_ns, host):
+    require_vlan_filtering(host_ns, make_ns, host)
+    a, b, c = make_ns(), make_ns(), make_ns()
+    gw100 = make_driver(host, vlan=100, isGateway=True, preserveDefaultVlan=False)
+    wa = gw100.add(attachment(a, "ca"), [ip4(2)], [])
+    wb = gw100.add(attachment(b, "cb"), [ip4(3)], [])
+    # same subnet, other VLAN, no gateway: only VLAN isolation keeps it from a and b
+    v200 = make_driver(host, vlan=200, preserveDefaultVlan=False)
+    wc = v200.add(attachment(c, "cc"), [ip4(4)], [])
+
+    gw_if = f"{BR}.100"
+    gw_port = next(n for n in oracle.link_names(host_ns.name) if n.startswith("vethg"))
+    # the result lists <bridge>.<vlan> after the container interface, as the reference
+    assert [i.name for i in wa.interfaces] == [BR, wa.interfaces[1].name, "eth0", gw_if]
+    assert wa.ips[0].gateway == ADDR("10.77.0.1")
+    # the gateway address is on <bridge>.<vlan>, not on the bridge
+    assert oracle.addresses(host_ns.name, gw_if) == ["10.77.0.1/24"]
+    assert oracle.addresses(host_ns.name, BR) == []
+    assert "UP" in oracle.link(host_ns.name, gw_if)["flags"]
+    assert oracle.link(host_ns.name, gw_port)["master"] == BR
+    for port in (gw_port, wa.interfaces[1].name, wb.interfaces[1].name):
+        assert port_vlans(host_ns, port) == {100: PVID_UNTAGGED}, port
+    assert port_vlans(host_ns, wc.interfaces[1].name) == {200: PVID_UNTAGGED}
+
+    assert l2_ping(a, "10.77.0.3") and l2_ping(b, "10.77.0.2")  # same VLAN
+    assert l2_ping(a, "10.77.0.1")  # the gateway, through its access port
+    assert not l2_ping(a, "10.77.0.4") and not l2_ping(c, "10.77.0.3")  # across VLANs
+    assert not l2_ping(c, "10.77.0.1")  # VLAN 200 does not reach VLAN 100's gateway
+
+    gw100.check(attachment(a, "ca"), wa)
+    gw100.delete(attachment(a, "ca"), None)
+    gw100.delete(attachment(b, "cb"), None)
+    v200.delete(attachment(c, "cc"), None)
+    # the shared gateway interface stays (as the reference), everything else goes
+    assert oracle.link_names(host_ns.name) == {"lo", BR, gw_if, gw_port}
+    for ns in (a, b, c):
+        assert oracle.link_names(ns.name) == {"lo"}
 
 
 def test_interface_exists(host_ns, sandbox_ns, host):
