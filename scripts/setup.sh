@@ -17,6 +17,7 @@ APT_PACKAGES=(
   iproute2 util-linux procps iputils-ping conntrack  # ip/bridge (oracle), nsenter, ping
   containernetworking-plugins                        # the Go reference plugins, compared against
   podman runc containerd busybox-static              # real clients (tests/clients) + their image
+  kmod                                               # modprobe/insmod for the UML guest (scripts/vm-run.sh)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,4 +36,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import nftables' 2>/dev/n
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# The UML guest kernel for the needs_vm tests (apt-get download + unpack into .vm-cache/,
+# git-ignored; nothing installed). SPLICE_SKIP_VM=1 skips it (local runs only).
+if [ "${SPLICE_SKIP_VM:-0}" != 1 ]; then
+  ./scripts/vm-run.sh --setup
+fi
 echo "setup.sh: ready (.venv/bin/splice-bridge, .venv/bin/splice-ipam)"
