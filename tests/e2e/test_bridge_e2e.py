@@ -15,6 +15,7 @@ import pytest
 from splice.conformance import oracle
 from splice.conformance.runtime import CniCallError
 
+from ..conftest import missing_kernel_feature, vlan_filtering_supported
 from .conftest import ALL_VERSIONS, bridge_conflist, count_leases, vt
 
 pytestmark = pytest.mark.root
@@ -340,3 +341,34 @@ def test_chained_after_another_plugin_keeps_prev_result(runtime, sandbox_ns, ipa
     runtime.exec_plugin("splice-bridge", "CHECK", check, container_id="ctr-ch", netns=sandbox_ns.path, ifname="eth0")
     runtime.exec_plugin("splice-bridge", "DEL", check, container_id="ctr-ch", netns=sandbox_ns.path, ifname="eth0")
     leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+@pytest.mark.needs_vm
+@pytest.mark.parametrize("version", ["0.4.0", "1.1.0"])
+def test_vlan_gateway_add_check_del(version, runtime, host_ns, make_ns, ipam_dir, leaks):
+    """vlan + isGateway through the executable: the result lists <bridge>.<vlan>, CHECK
+    accepts it, containers on the VLAN reach each other and the gateway. (ipMasq off: the
+    VM guest has no nftables inet family.)"""
+    if not vlan_filtering_supported(host_ns):
+        missing_kernel_feature("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)")
+    conf = bridge_conflist(ipam_dir, version, ipMasq=False, vlan=100, preserveDefaultVlan=False)
+    c1, c2 = make_ns(), make_ns()
+    r1 = runtime.add(conf, "ctr-a", c1.path)
+    r2 = runtime.add(conf, "ctr-b", c2.path)
+    names = [i["name"] for i in r1["interfaces"]]
+    assert names == ["sptbr0", names[1], "eth0", "sptbr0.100"]
+    assert "sandbox" not in r1["interfaces"][3]
+    assert r1["ips"][0]["interface"] == 2 and r1["ips"][0]["gateway"] == "10.77.0.1"
+    assert oracle.addresses(host_ns.name, "sptbr0.100") == ["10.77.0.1/24"]
+    vlans = {p["ifname"]: p["vlans"] for p in oracle.bridge_vlans(host_ns.name)}
+    assert [(v["vlan"], set(v.get("flags", []))) for v in vlans[names[1]]] == [(100, {"PVID", "Egress Untagged"})]
+    a2 = r2["ips"][0]["address"].split("/")[0]
+    assert oracle.ping(c1.name, a2) and oracle.ping(c2.name, "10.77.0.1")
+    runtime.check(conf, "ctr-a", c1.path)
+    runtime.check(conf, "ctr-b", c2.path)
+    runtime.delete(conf, "ctr-a", c1.path)
+    runtime.delete(conf, "ctr-b", c2.path)
+    gw_port = {n for n in oracle.link_names(host_ns.name) if n.startswith("vethg")}
+    assert len(gw_port) == 1  # the shared gateway interface stays, as the reference
+    leaks.allow |= {"sptbr0.100"} | gw_port
+    leaks.assert_clean([c1, c2], [ipam_dir])
