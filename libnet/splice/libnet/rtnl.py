@@ -278,7 +278,8 @@ class Rtnl:
         """``link('add', **kw)`` with NLM_F_ECHO: the kernel answers with the new link.
 
         Saves the lookup that would follow a creation. None on kernels that do not echo
-        RTM_NEWLINK (before 6.1); callers then look the link up by name.
+        RTM_NEWLINK (measured: 6.1.176 does not, 6.18 does); callers then look the link
+        up by name (the needs_vm tests run that path in the 6.1 guest).
         """
         status = self._ipr.asyncore.status
         status["nlm_echo"] = True
