@@ -12,8 +12,10 @@ import pytest
 
 from splice.conformance import oracle
 from splice.libnet.masq import Masquerade
-from splice.libnet.nft import Nft
 from splice.libnet.netns import Netns
+from splice.libnet.nft import Nft
+
+from .nfthelp import CountingNft
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
@@ -31,18 +33,6 @@ def masq(ns, method: str, *args):
 
 
 # -- oracle views (nft -j via nsenter; no splice code) -------------------------------
-def _key(e):
-    """(key, data, comment) of an element as nft -j prints it."""
-    data = None
-    if isinstance(e, list):
-        e, data = e
-    comment = None
-    if isinstance(e, dict) and "elem" in e:
-        comment = e["elem"].get("comment")
-        e = e["elem"]["val"]
-    if isinstance(e, dict) and "concat" in e:
-        e = tuple(e["concat"])
-    return e, data, comment
 
 
 def entries(ns) -> dict[str, tuple[str | None, object]]:
@@ -50,7 +40,7 @@ def entries(ns) -> dict[str, tuple[str | None, object]]:
     out = {}
     for tbl, name, e in oracle.nft_map_elements(ns.name):
         if tbl == TABLE and name in ("masq4", "masq6"):
-            key, data, comment = _key(e)
+            key, data, comment = oracle.element_parts(e)
             out[key] = (comment, data)
     return out
 
@@ -59,7 +49,7 @@ def owner_pairs(ns) -> dict[str, str | None]:
     out = {}
     for tbl, name, e in oracle.nft_map_elements(ns.name):
         if tbl == TABLE and name in ("masq4_owner", "masq6_owner"):
-            key, _, comment = _key(e)
+            key, _, comment = oracle.element_parts(e)
             out[key[0]] = comment
     return out
 
@@ -319,16 +309,6 @@ def test_masquerade_real_traffic(make_ns):
     assert not ok and peer == "timeout"  # outside has no route back to 10.99.0.0/24
 
 
-class CountingNft(Nft):
-    """An Nft that records which calls list the whole table (the O(N) slow path)."""
-
-    def __init__(self):
-        super().__init__()
-        self.listings = 0
-
-    def list_json(self, obj):
-        self.listings += "table" in obj
-        return super().list_json(obj)
 
 
 def test_common_paths_do_not_list_the_table(host_ns):

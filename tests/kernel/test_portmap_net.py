@@ -189,17 +189,6 @@ def build_lab(make_ns, *, br_netfilter: bool = True) -> Lab:
 TABLE = "splice_portmap"
 
 
-def _split(e):
-    data = None
-    if isinstance(e, list):
-        e, data = e
-    comment = None
-    if isinstance(e, dict) and "elem" in e:
-        comment = e["elem"].get("comment")
-        e = e["elem"]["val"]
-    if isinstance(e, dict) and "concat" in e:
-        e = tuple(e["concat"])
-    return e, data, comment
 
 
 def elements(ns, maps: tuple[str, ...] | None = None) -> dict[str, dict]:
@@ -208,7 +197,7 @@ def elements(ns, maps: tuple[str, ...] | None = None) -> dict[str, dict]:
     for tbl, name, e in oracle.nft_map_elements(ns.name):
         if tbl != TABLE or (maps is not None and name not in maps):
             continue
-        k, d, c = _split(e)
+        k, d, c = oracle.element_parts(e)
         out.setdefault(name, {})[k] = (d, c)
     return out
 

@@ -17,8 +17,9 @@ import pytest
 
 from splice.conformance import oracle
 from splice.libnet.netns import Netns
-from splice.libnet.nft import Nft
 from splice.libnet.portmap import PortConflict, PortMapping, PortMappingError, PortPublisher
+
+from .nfthelp import CountingNft
 
 from .test_portmap_net import assert_no_portmap_elements, dnat_elements, elements, route_localnet
 
@@ -294,16 +295,6 @@ def test_conditions_are_parsed_by_libnftables_and_shared(host):
     assert target in pub(host, "prune")
 
 
-class CountingNft(Nft):
-    """An Nft that counts the calls listing the whole table (the O(N) paths)."""
-
-    def __init__(self):
-        super().__init__()
-        self.listings = 0
-
-    def list_json(self, obj):
-        self.listings += "table" in obj
-        return super().list_json(obj)
 
 
 def test_common_paths_do_not_list_the_table(host):

@@ -94,6 +94,21 @@ def nft_map_elements(netns: str | None) -> list[tuple[str, str, Any]]:
     return out
 
 
+def element_parts(e):
+    """(key, data, comment) of one set/map element as ``nft -j`` prints it; a concatenated
+    key becomes a tuple, data is None for set elements."""
+    data = None
+    if isinstance(e, list):
+        e, data = e
+    comment = None
+    if isinstance(e, dict) and "elem" in e:
+        comment = e["elem"].get("comment")
+        e = e["elem"]["val"]
+    if isinstance(e, dict) and "concat" in e:
+        e = tuple(e["concat"])
+    return e, data, comment
+
+
 def bridge_vlans(netns: str | None) -> list[dict]:
     out = _run(_nsargv(netns) + ["bridge", "-j", "vlan", "show"])
     return json.loads(out) if out.strip() else []
