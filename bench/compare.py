@@ -97,7 +97,13 @@ def stop_agent(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_one(args, kind: str, impl: str, workers: int) -> dict:
+def run_cnibench(args, build_conf, impl: str, workers: int, label: str, prefix: str = "pfsp") -> dict:
+    """One cnibench run of ``build_conf(data_dir)`` for ``impl`` in a fresh spb-* host namespace.
+
+    ``impl``: ``go``; ``splice-agent`` (installed thin clients + an agent started here);
+    ``splice-noagent`` (the same clients, nothing on their socket); ``splice-direct`` (the
+    venv console scripts with the agent switched off).
+    """
     ns = f"spb-{secrets.token_hex(3)}"
     tmp = Path(tempfile.mkdtemp(prefix="splice-bench-"))
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -105,10 +111,13 @@ def run_one(args, kind: str, impl: str, workers: int) -> dict:
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         conf = tmp / f"{impl}.conflist"
-        conf.write_text(json.dumps(conflist(kind, impl, str(tmp / "ipam"))))
+        conf.write_text(json.dumps(build_conf(str(tmp / "ipam"))))
         env = dict(os.environ)
         if impl == "go":
             plugin_dir = GO_BIN
+        elif impl == "splice-direct":
+            plugin_dir = f"{VENV_BIN}:{GO_BIN}"
+            env["SPLICE_AGENT_SOCKET"] = "off"
         else:
             bin_dir = tmp / "bin"
             install_clients(bin_dir)
@@ -120,7 +129,7 @@ def run_one(args, kind: str, impl: str, workers: int) -> dict:
         argv = [
             "nsenter", f"--net=/run/netns/{ns}", "/usr/bin/python3", args.cnibench,
             "--plugin-dir", plugin_dir, "--conflist", str(conf), "-n", str(args.n), "-w", str(workers),
-            "--repeat", str(args.repeat), "--prefix", "pfsp", "--label", f"{impl}-{kind}-w{workers}",
+            "--repeat", str(args.repeat), "--prefix", prefix, "--label", label,
         ]
         p = subprocess.run(argv, capture_output=True, text=True, env=env)
         sys.stderr.write(p.stderr)
@@ -132,6 +141,11 @@ def run_one(args, kind: str, impl: str, workers: int) -> dict:
             stop_agent(agent)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["rm", "-rf", str(tmp)])
+
+
+def run_one(args, kind: str, impl: str, workers: int) -> dict:
+    return run_cnibench(args, lambda data_dir: conflist(kind, impl, data_dir), impl, workers,
+                        f"{impl}-{kind}-w{workers}")
 
 
 ROWS = [("ADD p50 ms", "add_ms_p50"), ("ADD p99 ms", "add_ms_p99"), ("DEL p50 ms", "del_ms_p50"),

@@ -21,7 +21,6 @@ throughput). Also reports the import cost of ``splice.ipam.allocator``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import random
 import shutil

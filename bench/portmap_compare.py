@@ -33,18 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare as C  # noqa: E402  (install_clients, start_agent, stop_agent, GO_BIN)
 
-VENV_BIN = Path(sys.executable).parent
 GO_CONF = REPO.parent / "shared" / "bench" / "conf" / "bridge-portmap.conflist"
 IMPLS = ("go", "splice-agent", "splice-noagent", "splice-direct")
 SPLICE_TYPES = {"bridge": "splice-bridge", "host-local": "splice-ipam", "portmap": "splice-portmap"}
@@ -63,41 +59,8 @@ def conflist(impl: str, data_dir: str) -> dict:
 
 
 def run_one(args, impl: str, workers: int) -> dict:
-    ns = f"spb-{secrets.token_hex(3)}"
-    tmp = Path(tempfile.mkdtemp(prefix="splice-pmbench-"))
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    agent = None
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        conf = tmp / f"{impl}.conflist"
-        conf.write_text(json.dumps(conflist(impl, str(tmp / "ipam"))))
-        env = dict(os.environ)
-        if impl == "go":
-            plugin_dir = C.GO_BIN
-        elif impl == "splice-direct":
-            plugin_dir = f"{VENV_BIN}:{C.GO_BIN}"
-            env["SPLICE_AGENT_SOCKET"] = "off"
-        else:
-            bin_dir = tmp / "bin"
-            C.install_clients(bin_dir)
-            plugin_dir = f"{bin_dir}:{C.GO_BIN}"
-            sock = tmp / "agent.sock"
-            env["SPLICE_AGENT_SOCKET"] = str(sock)  # no-agent: nothing listens there
-            if impl == "splice-agent":
-                agent = C.start_agent(ns, sock, tmp / "agent.log")
-        argv = ["nsenter", f"--net=/run/netns/{ns}", "/usr/bin/python3", args.cnibench,
-                "--plugin-dir", plugin_dir, "--conflist", str(conf), "-n", str(args.n), "-w", str(workers),
-                "--repeat", str(args.repeat), "--prefix", "pfpm", "--label", f"{impl}-w{workers}"]
-        p = subprocess.run(argv, capture_output=True, text=True, env=env)
-        sys.stderr.write(p.stderr)
-        if p.returncode != 0:
-            raise SystemExit(f"cnibench failed for {impl}: rc={p.returncode}")
-        return json.loads(p.stdout)
-    finally:
-        if agent is not None:
-            C.stop_agent(agent)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["rm", "-rf", str(tmp)])
+    return C.run_cnibench(args, lambda data_dir: conflist(impl, data_dir), impl, workers, f"{impl}-w{workers}",
+                          prefix="pfpm")
 
 
 def med(vals) -> float:
