@@ -495,27 +495,16 @@ class BridgeDriver:
 
         def host_part(rt: rtnl.Rtnl) -> None:
             if cfg.mac_spoof_check:
-                try:
-                    if container_mac:
-                        _spoofchk().remove(owner, host_veth, container_mac)
-                    else:
-                        _spoofchk().remove(owner)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
+                if container_mac:
+                    _collect(errors, lambda: _spoofchk().remove(owner, host_veth, container_mac))
+                else:
+                    _collect(errors, lambda: _spoofchk().remove(owner))
             if cfg.ip_masq:
-                try:
-                    _masquerade().remove(owner, [ip.address for ip in ips] if ips else None)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
-            try:
-                rt.delete_link(name=host_veth)  # both ends; ENODEV (already gone) is fine
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+                _collect(errors, lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None))
+            # both ends; ENODEV (already gone) is fine
+            _collect(errors, lambda: rt.delete_link(name=host_veth))
 
-        try:
-            rtnl.run(self.host, host_part)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+        _collect(errors, lambda: rtnl.run(self.host, host_part))
         _raise_collected(errors, f"DEL of {att.container_id}/{att.ifname}")
 
     # =================================================================== CHECK
@@ -659,25 +648,13 @@ class BridgeDriver:
             for link in rt.dump_links():
                 if not stale(link, bridge_index):
                     continue
-                try:
-                    rt.delete_link(index=link.index)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
+                _collect(errors, rt.delete_link, index=link.index)
             if cfg.ip_masq:
-                try:
-                    _masquerade().gc(gc_prefix(network), keep_owners.__contains__)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
+                _collect(errors, lambda: _masquerade().gc(gc_prefix(network), keep_owners.__contains__))
             if cfg.mac_spoof_check:
-                try:
-                    _spoofchk().gc(gc_prefix(network), keep_owners.__contains__)
-                except Exception as e:  # noqa: BLE001
-                    errors.append(e)
+                _collect(errors, lambda: _spoofchk().gc(gc_prefix(network), keep_owners.__contains__))
 
-        try:
-            rtnl.run(self.host, host_part)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+        _collect(errors, rtnl.run, self.host, host_part)
         _raise_collected(errors, f"GC of network {network!r}")
 
     def status(self) -> None:
@@ -714,6 +691,14 @@ def _ranges(vids: Iterable[int]) -> list[tuple[int, int]]:
 
 def _same_mac(a: str | None, b: str | None) -> bool:
     return (a or "").lower() == (b or "").lower()
+
+
+def _collect(errors: list[BaseException], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Best effort (DEL, GC): run one step, keep going on failure, remember the error."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - collected, raised by _raise_collected
+        errors.append(e)
 
 
 def _raise_collected(errors: list[BaseException], what: str) -> None:
