@@ -20,22 +20,13 @@ def spoof(ns, method: str, *args, **kwargs):
         return n.run(lambda: getattr(MacSpoofCheck(), method)(*args, **kwargs))
 
 
-def _key(e):
-    comment = None
-    if isinstance(e, dict) and "elem" in e:
-        comment = e["elem"].get("comment")
-        e = e["elem"]["val"]
-    if isinstance(e, dict) and "concat" in e:
-        e = tuple(e["concat"])
-    return e, comment
-
 
 def elements(ns) -> dict[str, dict]:
     """set name -> {key: owner comment} for the splice_filter sets (oracle: nft -j)."""
     out: dict[str, dict] = {"spoof_ifaces": {}, "spoof_allow": {}}
     for tbl, name, e in oracle.nft_map_elements(ns.name):
         if tbl == TABLE and name in out:
-            key, comment = _key(e)
+            key, _, comment = oracle.element_parts(e)
             out[name][key] = comment
     return out
 
