@@ -5,8 +5,12 @@
 # (scripts/vm-run.sh), where they must run. Arguments go to both pytest runs.
 # SPLICE_SKIP_VM=1 skips the guest step (local runs only; CI never sets it): a guest that
 # cannot be prepared or booted fails the run.
+# SPLICE_STRICT=1 (the default here): a test whose prerequisite is missing (root, a tool, a
+# Python module, a usable nft, IPv6, the reference plugins) FAILS instead of skipping
+# (tests/conftest.py `require`). A plain `pytest` leaves it unset and skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export SPLICE_STRICT="${SPLICE_STRICT:-1}"
 ./scripts/setup.sh
 rc=0
 .venv/bin/pytest "$@" || rc=$?

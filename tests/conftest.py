@@ -31,9 +31,74 @@ def bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
+# -- prerequisites: one policy -------------------------------------------------------------
+# SPLICE_STRICT=1 (set by scripts/test.sh, hence by CI via .ci/run): a missing prerequisite
+# (root, a Python module, a usable nft, a tool, IPv6, the reference plugins) FAILS the test
+# that needs it, so a CI machine that lacks one cannot go green by skipping. Unset (a
+# developer's plain `pytest`), the same tests skip with the same message.
+STRICT = os.environ.get("SPLICE_STRICT", "") not in ("", "0")
+
+
+def require(condition: object, what: str) -> None:
+    """Stop the test unless ``condition`` holds: skip it, or fail it under SPLICE_STRICT=1.
+    ``what`` names the missing prerequisite and how to get it."""
+    if condition:
+        return
+    if STRICT:
+        pytest.fail(f"missing prerequisite (SPLICE_STRICT=1 makes this a failure): {what}", pytrace=False)
+    pytest.skip(f"missing prerequisite: {what} (SPLICE_STRICT=1 would fail)")
+
+
 def require_root() -> None:
-    if not IS_ROOT:
-        pytest.skip("needs root (network namespaces)")
+    require(IS_ROOT, "root (network namespaces): run as root, e.g. scripts/test.sh")
+
+
+def require_tool(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    require(not missing, f"tool(s) not on PATH: {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+def require_module(name: str):
+    """``import name`` (the module), or stop the test (see :func:`require`)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"Python module {name} ({exc.__class__.__name__}: {exc})")
+
+
+IPV6_MISSING = "IPv6 (/proc/sys/net/ipv6 is absent: kernel without IPv6 or ipv6.disable=1)"
+
+
+def has_ipv6() -> bool:
+    """For a test that checks IPv6 *as well*: True when the kernel has IPv6. Without it the
+    test drops its IPv6 assertions and goes on (a local run), or fails under SPLICE_STRICT=1
+    (those assertions never ran)."""
+    if os.path.exists("/proc/sys/net/ipv6"):
+        return True
+    if STRICT:
+        require(False, IPV6_MISSING)
+    return False
+
+
+def require_ipv6() -> None:
+    """For a test about IPv6: skip it without IPv6 (fail under SPLICE_STRICT=1)."""
+    require(os.path.exists("/proc/sys/net/ipv6"), IPV6_MISSING)
+
+
+def nft_usable(ns: "Namespace") -> bool:
+    return ns.sh("nft", "list", "ruleset", check=False).returncode == 0
+
+
+def require_nft(ns: "Namespace") -> None:
+    require(nft_usable(ns), f"a usable nft in namespace {ns.name} (nftables package, nf_tables kernel module)")
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``root`` need root even when no namespace fixture asks for it."""
+    if item.get_closest_marker("root") is not None:
+        require_root()
 
 
 IN_VM = bool(os.environ.get("SPLICE_VM"))  # set inside the guest by scripts/vm-run.sh
@@ -91,6 +156,7 @@ def _del_ns(ns: Namespace) -> None:
 def make_ns():
     """Factory of throwaway namespaces, all deleted after the test."""
     require_root()
+    require_tool("ip", "nsenter")
     made: list[Namespace] = []
 
     def make() -> Namespace:
@@ -169,8 +235,8 @@ REFERENCE_PLUGINS = "/usr/lib/cni"
 
 @pytest.fixture
 def reference_plugins() -> str:
-    if not os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK):
-        pytest.skip("Go reference plugins (containernetworking-plugins) not installed")
+    require(os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK),
+            f"the Go reference plugins in {REFERENCE_PLUGINS} (Debian containernetworking-plugins)")
     return REFERENCE_PLUGINS
 
 

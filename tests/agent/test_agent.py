@@ -28,7 +28,7 @@ from splice.conformance import oracle
 from splice.conformance.runtime import CniCallError
 from splice.plugins.agent import client as wire
 
-from ..conftest import bin_dir
+from ..conftest import bin_dir, require_tool
 from .conftest import SPLICE, Agent, agent_runtime, bridge_conflist, count_leases
 
 pytestmark = pytest.mark.root
@@ -302,8 +302,7 @@ def test_socket_is_root_only(agent):
 
 
 def _as_nobody(code: str) -> subprocess.CompletedProcess:
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
+    require_tool("setpriv")
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-IS",
                            "-c", code], capture_output=True, text=True, timeout=30)
 

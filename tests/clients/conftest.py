@@ -43,7 +43,7 @@ import pytest
 
 from splice.conformance import oracle
 
-from ..conftest import Namespace, _del_ns, _new_ns, bin_dir, require_root
+from ..conftest import Namespace, _del_ns, _new_ns, bin_dir, require, require_root, require_tool
 from . import cniwrap, hostenv, image
 
 PID = os.getpid()
@@ -95,11 +95,8 @@ def _best_effort(fn, *args, **kwargs) -> None:
 
 def _require(*binaries: str) -> None:
     require_root()
-    missing = [b for b in binaries if shutil.which(b) is None]
-    if missing:
-        pytest.skip(f"client binaries not installed: {', '.join(missing)} (scripts/setup.sh installs them)")
-    if image.find_busybox() is None:
-        pytest.skip("no static busybox for the test image (Debian package busybox-static)")
+    require_tool(*binaries)
+    require(image.find_busybox() is not None, "a static busybox for the test image (Debian package busybox-static)")
 
 
 def _install_plugins(cni_bin: Path, calls_log: Path) -> None:

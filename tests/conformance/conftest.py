@@ -10,7 +10,7 @@ import pytest
 
 from splice.conformance import kit
 
-from ..conftest import REFERENCE_PLUGINS, bin_dir, require_root
+from ..conftest import REFERENCE_PLUGINS, bin_dir, require, require_root
 
 BROKEN = Path(__file__).resolve().parent / "broken"
 
@@ -35,8 +35,8 @@ def splice_outcomes() -> dict[str, kit.Outcome]:
 @pytest.fixture(scope="session")
 def reference_outcomes() -> dict[str, kit.Outcome]:
     require_root()
-    if not os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK):
-        pytest.skip("Go reference plugins (containernetworking-plugins) not installed")
+    require(os.access(os.path.join(REFERENCE_PLUGINS, "bridge"), os.X_OK),
+            f"the Go reference plugins in {REFERENCE_PLUGINS} (Debian containernetworking-plugins)")
     return run_kit("bridge", "host-local", [REFERENCE_PLUGINS])
 
 

@@ -46,7 +46,10 @@ def test_add_check_del_every_version(version, runtime, host_ns, sandbox_ns, ipam
             assert result["ips"][0]["version"] == "4"
     addr = sandbox_addr(result, version)
     assert oracle.addresses(sandbox_ns.name, "eth0") == [addr]
-    assert ipaddress.ip_interface(addr) in ipaddress.ip_network("10.77.0.0/24") or True
+    iface = ipaddress.ip_interface(addr)
+    assert iface.network == ipaddress.ip_network("10.77.0.0/24"), addr  # the subnet and its prefix length
+    assert iface.ip not in (ipaddress.ip_address("10.77.0.0"), ipaddress.ip_address("10.77.0.1"),
+                            ipaddress.ip_address("10.77.0.255")), addr  # not the network, gateway, broadcast
     assert "10.77.0.1/24" in oracle.addresses(host_ns.name, "sptbr0")
     assert oracle.ping(sandbox_ns.name, "10.77.0.1")
     if vt(version) >= (0, 4, 0):

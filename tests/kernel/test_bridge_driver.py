@@ -22,7 +22,8 @@ from splice.plugins.bridge.driver import BridgeDriver, host_veth_name, owner_tag
 from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
 
-from ..conftest import missing_kernel_feature, vlan_filtering_supported
+from ..conftest import (has_ipv6, missing_kernel_feature, require_ipv6, require_module, require_nft,
+                        vlan_filtering_supported)
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
@@ -112,7 +113,7 @@ def test_add_wires_everything(host_ns, sandbox_ns, host):
     assert "PROMISC" not in br["flags"]
     assert oracle.addresses(host_ns.name, BR) == ["10.77.0.1/24"]
     assert oracle.sysctl(host_ns.name, "net.ipv4.ip_forward") == "1"
-    if os.path.exists("/proc/sys/net/ipv6"):
+    if has_ipv6():
         assert sandbox_sysctl(host_ns, f"ipv6/conf/{BR}/accept_ra") == "0"
 
     # the host end
@@ -132,7 +133,7 @@ def test_add_wires_everything(host_ns, sandbox_ns, host):
     assert routes["default"]["gateway"] == "10.77.0.1" and routes["default"]["dev"] == "eth0"
     assert routes["192.168.50.0/24"]["gateway"] == "10.77.0.1"  # no gw: the family's gateway, as the reference
     assert sandbox_sysctl(sandbox_ns, "ipv4/conf/eth0/arp_notify") == "1"
-    if os.path.exists("/proc/sys/net/ipv6"):
+    if has_ipv6():
         assert sandbox_sysctl(sandbox_ns, "ipv6/conf/eth0/accept_dad") == "0"
     assert oracle.link_names(sandbox_ns.name) == {"lo", "eth0"}  # no temporary name left
 
@@ -157,8 +158,7 @@ def test_ping_between_sandboxes_and_gateway(host_ns, make_ns, host):
 
 
 def test_dual_stack(host_ns, sandbox_ns, host):
-    if not os.path.exists("/proc/sys/net/ipv6"):
-        pytest.skip("IPv6 disabled")
+    require_ipv6()
     d = make_driver(host, isDefaultGateway=True)
     att = attachment(sandbox_ns)
     w = d.add(att, [ip4(2), IPConfig(IF("fd00:77::2/64"))], [])
@@ -623,14 +623,9 @@ def test_status(host, host_ns):
 
 
 # ============================================================================ nftables options
-def _nft_available(ns) -> bool:
-    return ns.sh("nft", "list", "ruleset", check=False).returncode == 0
-
-
 def test_ip_masq(host_ns, sandbox_ns, host):
-    pytest.importorskip("splice.libnet.masq")
-    if not _nft_available(host_ns):
-        pytest.skip("nft not usable here")
+    require_module("splice.libnet.masq")
+    require_nft(host_ns)
     d = make_driver(host, isDefaultGateway=True, ipMasq=True)
     att = attachment(sandbox_ns)
     w = d.add(att, [ip4(2)], [])
@@ -650,9 +645,8 @@ def test_ip_masq(host_ns, sandbox_ns, host):
 
 
 def test_mac_spoof_check(host_ns, sandbox_ns, host):
-    pytest.importorskip("splice.libnet.spoofchk")
-    if not _nft_available(host_ns):
-        pytest.skip("nft not usable here")
+    require_module("splice.libnet.spoofchk")
+    require_nft(host_ns)
     d = make_driver(host, macspoofchk=True)
     att = attachment(sandbox_ns, mac="02:42:0a:4d:00:02")
     w = d.add(att, [ip4(2)], [])
