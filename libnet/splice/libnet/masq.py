@@ -61,12 +61,12 @@ network, like the bridge); subnet chains no element refers to any more are prune
 
 from __future__ import annotations
 
-import hashlib
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
 from typing import Any, Callable, Iterable
 
 from . import nft as N
 from .errors import NftError
+from .nftowned import OwnedTable, TableState, digest
 
 FAMILY = "inet"
 TABLE = "splice_nat"
@@ -78,15 +78,22 @@ OWNER_SETS = {4: "masq4_owner", 6: "masq6_owner"}
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _PROTO = {4: "ip", 6: "ip6"}
 _MULTICAST = {4: ("224.0.0.0", 4), 6: ("ff00::", 8)}
-_ATTEMPTS = 5
 
 Source = IPv4Interface | IPv6Interface
 
 
-# -- pure builders --------------------------------------------------------------
-def digest(owner_tag: str) -> str:
-    """15 hex digits naming an owner inside the 16-byte ``ifname`` key field."""
-    return hashlib.sha256(owner_tag.encode("utf-8")).hexdigest()[:15]
+class _NatTable(OwnedTable):
+    """splice_nat: the pair of a ``masqN`` element ``address`` is ``address . digest``
+    in ``masqN_owner``."""
+
+    def pair_slot(self, set_name: str, key: Any) -> tuple[str, Any] | None:
+        for v, name in MAPS.items():
+            if set_name == name:
+                return OWNER_SETS[v], str(key)
+        return None
+
+
+T = _NatTable(FAMILY, TABLE, pair_sets=OWNER_SETS.values())
 
 
 def subnet_chain(network: Any) -> str:
@@ -155,13 +162,12 @@ def build_subnet_chain(network: Any) -> list[dict]:
 def map_elem(address: Any, owner_tag: str | None, target: Any) -> dict:
     """The masqN element object for ``address``; ``target`` a chain name or verdict dict."""
     data = N.jump(target) if isinstance(target, str) else target
-    return N.elements(FAMILY, TABLE, MAPS[address.version], [N.elem(str(address), owner_tag, data)])
+    return T.elem(MAPS[address.version], str(address), owner_tag, data)
 
 
 def owner_elem(address: Any, owner_tag: str) -> dict:
     """The ownership pair ``address . digest(owner)``, commented with the owner."""
-    return N.elements(FAMILY, TABLE, OWNER_SETS[address.version],
-                      [N.elem(N.concat(str(address), digest(owner_tag)), owner_tag)])
+    return T.pair(MAPS[address.version], str(address), owner_tag)  # type: ignore[return-value]
 
 
 def build_add(owner_tag: str, sources: list[Source]) -> list[dict]:
@@ -202,51 +208,28 @@ def build_remove(owner_tag: str, addresses: list[Any]) -> list[dict]:
 
 
 # -- state read back from a listing ------------------------------------------------
-class _State:
-    """The table as listed: map entries and ownership pairs per address."""
-
-    def __init__(self, listing: list[dict] | None) -> None:
-        self.exists = listing is not None
-        listing = listing or []
-        sets = N.sets_in(listing)
-        self.chains = N.chains_in(listing)
-        self.rules = {name: N.rules_in(listing, name) for name in self.chains}
-        # address -> (data, comment)
-        self.entries: dict[Any, tuple[Any, str | None]] = {}
-        # address -> {digest: comment}
-        self.owners: dict[Any, dict[str, str | None]] = {}
-        for v in (4, 6):
-            for e in (sets.get(MAPS[v]) or {}).get("elem", []) or []:
-                key, data, comment = N.split_elem(e)
-                self.entries[ip_address(key)] = (data, comment)
-            for e in (sets.get(OWNER_SETS[v]) or {}).get("elem", []) or []:
-                key, _, comment = N.split_elem(e)
-                if isinstance(key, tuple) and len(key) == 2:
-                    self.owners.setdefault(ip_address(key[0]), {})[key[1]] = comment
-
-    def referenced_chains(self) -> set[str]:
-        out = set()
-        for data, _ in self.entries.values():
-            if isinstance(data, dict):
-                for verdict in ("jump", "goto"):
-                    if verdict in data:
-                        out.add(data[verdict].get("target"))
-        return out
+def _entries(state: TableState) -> dict[Any, tuple[Any, str | None]]:
+    """address -> (verdict, owner comment) of the masqN entries."""
+    return {ip_address(e.key): (e.data, e.comment) for v in (4, 6) for e in state.elems.get(MAPS[v], {}).values()}
 
 
-def _delete_entry(state: _State, address: Any, owner_tag: str) -> list[dict]:
-    """Commands removing ``owner_tag``'s entry for ``address`` as seen in ``state``.
+def _pairs(state: TableState) -> dict[Any, dict[str, str | None]]:
+    """address -> {owner digest: comment} of the ownership pairs."""
+    out: dict[Any, dict[str, str | None]] = {}
+    for (pair_set, first), owners in state.pairs.items():
+        if pair_set in OWNER_SETS.values():
+            out.setdefault(ip_address(first), {}).update(owners)
+    return out
 
-    With the ownership pair present the delete is strict (a concurrent re-assignment of
-    the address makes the transaction fail and the caller re-reads); without it (a
-    half-broken entry) it is the quiet add-then-delete.
-    """
-    data, comment = state.entries[address]
-    d = digest(owner_tag)
-    if d in state.owners.get(address, {}):
-        return [N.delete("element", owner_elem(address, owner_tag)),
-                N.delete("element", map_elem(address, None, data))]
-    return N.delete_quietly("element", map_elem(address, None, data))
+
+def _referenced_chains(state: TableState) -> set[str]:
+    out = set()
+    for data, _ in _entries(state).values():
+        if isinstance(data, dict):
+            for verdict in ("jump", "goto"):
+                if verdict in data:
+                    out.add(data[verdict].get("target"))
+    return out
 
 
 class Masquerade:
@@ -285,26 +268,27 @@ class Masquerade:
         # someone else's entry (a stale one for an address IPAM gave out again), a mix,
         # a race, a damaged table, or a real error: list the table and converge, or raise
 
-        def build(state: _State) -> list[dict]:
+        def build(state: TableState) -> list[dict]:
             cmds = build_skeleton()
             for net in _networks(srcs):
                 cmds += build_subnet_chain(net)
             d = digest(tag)
+            entries, pairs = _entries(state), _pairs(state)
             for s in srcs:
-                for other in state.owners.get(s.ip, {}):
+                for other in pairs.get(s.ip, {}):
                     if other != d:  # the previous owner's pair
                         cmds += N.delete_quietly("element", N.elements(
                             FAMILY, TABLE, OWNER_SETS[s.ip.version], [N.concat(str(s.ip), other)]))
                 cmds.append(N.add("element", owner_elem(s.ip, tag)))
-                if s.ip in state.entries:
-                    data, comment = state.entries[s.ip]
+                if s.ip in entries:
+                    data, comment = entries[s.ip]
                     if data == N.jump(subnet_chain(s.network)) and comment == tag:
                         continue
                     cmds += N.delete_quietly("element", map_elem(s.ip, None, data))
                 cmds.append(N.add("element", map_elem(s.ip, tag, subnet_chain(s.network))))
             return cmds
 
-        self._converge(build)
+        T.converge(nft, build)
 
     # -- DEL ----------------------------------------------------------------
     def remove(self, owner: str, sources: Iterable[Source | str] | None = None) -> None:
@@ -327,29 +311,15 @@ class Masquerade:
             if self.nft.try_apply(build_none_owned(tag, addresses)):
                 return
             # some ours and some not, or a real error: read the table
-        d = digest(tag)
-
-        def build(state: _State) -> list[dict]:
-            cmds: list[dict] = []
-            for a, (data, comment) in state.entries.items():
-                if comment == tag and (wanted is None or a in wanted):
-                    cmds += _delete_entry(state, a, tag)
-            for a, pairs in state.owners.items():
-                if wanted is not None and a not in wanted:
-                    continue
-                if d in pairs and state.entries.get(a, (None, None))[1] != tag:
-                    # an orphan ownership pair of ours (its entry is gone or someone else's)
-                    cmds += N.delete_quietly("element", owner_elem(a, tag))
-            return cmds
-
-        self._converge(build)
+        keys = None if wanted is None else {(MAPS[a.version], str(a)) for a in wanted}
+        T.converge(self.nft, lambda state: T.remove_owned(state, lambda c: c == tag, keys)[0])
 
     # -- queries ------------------------------------------------------------
     def list(self) -> dict[str, list]:
         """owner -> source addresses registered for it."""
-        state = self._state()
+        state = T.read(self.nft)
         out: dict[str, list] = {}
-        for a, (_, comment) in sorted(state.entries.items(), key=lambda kv: _sort_key(kv[0])):
+        for a, (_, comment) in sorted(_entries(state).items(), key=lambda kv: _sort_key(kv[0])):
             out.setdefault(comment or "", []).append(a)
         return out
 
@@ -357,7 +327,8 @@ class Masquerade:
         """Human-readable problems with ``owner``'s entries; [] when all are in place."""
         tag = N.tag(owner)
         srcs = [ip_interface(s) if isinstance(s, str) else s for s in sources]
-        state = self._state()
+        state = T.read(self.nft)
+        entries, pairs = _entries(state), _pairs(state)
         where = f"table {FAMILY} {TABLE}"
         if not state.exists:
             return [f"{where} does not exist"]
@@ -372,13 +343,13 @@ class Masquerade:
         d = digest(tag)
         for s in srcs:
             a = getattr(s, "ip", s)
-            if a not in state.entries:
+            if a not in entries:
                 problems.append(f"no masquerade entry for {a} (owner {tag!r})")
                 continue
-            data, comment = state.entries[a]
+            data, comment = entries[a]
             if comment != tag:
                 problems.append(f"masquerade entry for {a} belongs to {comment!r}, not {tag!r}")
-            if d not in state.owners.get(a, {}):
+            if d not in pairs.get(a, {}):
                 problems.append(f"ownership pair for {a} (owner {tag!r}) is missing")
             if hasattr(s, "network"):
                 name = subnet_chain(s.network)
@@ -397,41 +368,24 @@ class Masquerade:
         Returns the owners removed. Afterwards prunes subnet chains no entry uses.
         """
         stale = N.stale_owners(prefix, keep)
-
         removed: set[str] = set()
 
-        def build(state: _State) -> list[dict]:
+        def build(state: TableState) -> list[dict]:
+            cmds, owners = T.remove_owned(state, stale)
             removed.clear()
-            cmds: list[dict] = []
-            for a, (_, comment) in state.entries.items():
-                if stale(comment):
-                    removed.add(comment)  # type: ignore[arg-type]
-                    cmds += _delete_entry(state, a, comment)  # type: ignore[arg-type]
-            for a, pairs in state.owners.items():
-                entry_owner = state.entries.get(a, (None, None))[1]
-                for dg, comment in pairs.items():
-                    if stale(comment) and not (comment == entry_owner and dg == digest(comment)):
-                        removed.add(comment)  # type: ignore[arg-type]
-                        cmds += N.delete_quietly("element", N.elements(
-                            FAMILY, TABLE, OWNER_SETS[a.version], [N.concat(str(a), dg)]))
+            removed.update(owners)
             return cmds
 
-        self._converge(build)
-        self._prune_chains(self._state())
+        T.converge(self.nft, build)
+        self._prune_chains(T.read(self.nft))
         return sorted(removed)
 
     # -- internals -----------------------------------------------------------
-    def _state(self) -> _State:
-        return _State(self.nft.list_table(FAMILY, TABLE))
-
-    def _converge(self, build: Callable[[_State], list[dict]]) -> None:
-        N.converge(self.nft, self._state, build, _ATTEMPTS)
-
-    def _prune_chains(self, state: _State) -> None:
+    def _prune_chains(self, state: TableState) -> None:
         """Delete subnet chains no element jumps to (best effort, one transaction each:
         a concurrent ADD that uses the chain makes the delete fail with EBUSY, or runs
         after it and re-creates the chain)."""
-        used = state.referenced_chains()
+        used = _referenced_chains(state)
         for name in state.chains:
             if name.startswith(CHAIN_PREFIX) and name not in used:
                 try:

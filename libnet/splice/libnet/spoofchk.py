@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import nft as N
+from .nftowned import OwnedTable, TableState
 
 FAMILY = "bridge"
 TABLE = "splice_filter"
@@ -34,7 +35,7 @@ BASE_CHAIN = "prerouting"
 PRIORITY = -300  # as the reference (before bridge nat/filter)
 IFACES = "spoof_ifaces"
 ALLOW = "spoof_allow"
-_ATTEMPTS = 5
+T = OwnedTable(FAMILY, TABLE)  # no ownership pairs: a port name has one owner (module doc)
 
 
 def normalize_mac(mac: str) -> str:
@@ -95,11 +96,11 @@ def build_skeleton() -> list[dict]:
 
 
 def iface_elem(ifname: str, owner_tag: str | None) -> dict:
-    return N.elements(FAMILY, TABLE, IFACES, [N.elem(ifname, owner_tag)])
+    return T.elem(IFACES, ifname, owner_tag)
 
 
 def allow_elem(ifname: str, mac: str, owner_tag: str | None) -> dict:
-    return N.elements(FAMILY, TABLE, ALLOW, [N.elem(N.concat(ifname, mac), owner_tag)])
+    return T.elem(ALLOW, N.concat(ifname, mac), owner_tag)
 
 
 def build_remove(ifname: str, mac: str) -> list[dict]:
@@ -119,22 +120,14 @@ def build_add(owner_tag: str, ifname: str, mac: str) -> list[dict]:
     ]
 
 
-class _State:
-    def __init__(self, listing: list[dict] | None) -> None:
-        self.exists = listing is not None
-        listing = listing or []
-        sets = N.sets_in(listing)
-        self.rules = N.rules_in(listing, BASE_CHAIN)
-        self.has_chain = BASE_CHAIN in N.chains_in(listing)
-        self.ifaces: dict[str, str | None] = {}
-        self.allow: dict[tuple[str, str], str | None] = {}
-        for e in (sets.get(IFACES) or {}).get("elem", []) or []:
-            key, _, comment = N.split_elem(e)
-            self.ifaces[key] = comment
-        for e in (sets.get(ALLOW) or {}).get("elem", []) or []:
-            key, _, comment = N.split_elem(e)
-            if isinstance(key, tuple) and len(key) == 2:
-                self.allow[(key[0], key[1])] = comment
+def _ifaces(state: TableState) -> dict[str, str | None]:
+    """port name -> owner comment, from a listing."""
+    return {k: e.comment for k, e in state.elems.get(IFACES, {}).items()}
+
+
+def _allowed(state: TableState) -> dict[tuple[str, str], str | None]:
+    """(port name, MAC) -> owner comment, from a listing."""
+    return {k: e.comment for k, e in state.elems.get(ALLOW, {}).items() if isinstance(k, tuple) and len(k) == 2}
 
 
 class MacSpoofCheck:
@@ -159,18 +152,19 @@ class MacSpoofCheck:
             return  # a repeated ADD (the port was guarded with this MAC): re-tagged
         # guarded with another MAC, a race, a damaged table, or a real error: list and converge
 
-        def build(state: _State) -> list[dict]:
+        def build(state: TableState) -> list[dict]:
             cmds = build_skeleton()
-            if ifname in state.ifaces and state.ifaces[ifname] != tag:
+            ifaces = _ifaces(state)
+            if ifname in ifaces and ifaces[ifname] != tag:
                 cmds += N.delete_quietly("element", iface_elem(ifname, None))
             cmds.append(N.add("element", iface_elem(ifname, tag)))
-            for (name, other), comment in state.allow.items():
+            for (name, other), comment in _allowed(state).items():
                 if name == ifname and (other != mac or comment != tag):
                     cmds += N.delete_quietly("element", allow_elem(name, other, None))
             cmds.append(N.add("element", allow_elem(ifname, mac, tag)))
             return cmds
 
-        self._converge(build)
+        T.converge(nft, build)
 
     def remove(self, owner: str, host_ifname: str | None = None, mac: str | None = None) -> None:
         """Remove ``owner``'s guard; idempotent.
@@ -190,41 +184,32 @@ class MacSpoofCheck:
                 return  # a repeated DEL
             # registered differently (another MAC), a race, or a real error: read the table
 
-        def build(state: _State) -> list[dict]:
-            cmds: list[dict] = []
-            for name, comment in state.ifaces.items():
-                if comment == tag:
-                    cmds += N.delete_quietly("element", iface_elem(name, None))
-            for (name, m), comment in state.allow.items():
-                if comment == tag:
-                    cmds += N.delete_quietly("element", allow_elem(name, m, None))
-            return cmds
-
-        self._converge(build)
+        T.converge(self.nft, lambda state: T.remove_owned(state, lambda c: c == tag)[0])
 
     def check(self, owner: str, host_ifname: str, mac: str) -> list[str]:
         """Human-readable problems with ``owner``'s guard; [] when it is in place."""
         tag = N.tag(owner)
         mac = normalize_mac(mac)
-        state = self._state()
+        state = T.read(self.nft)
         where = f"table {FAMILY} {TABLE}"
         if not state.exists:
             return [f"{where} does not exist"]
         problems = []
         want_rule = _rule()["add"]["rule"]["expr"]
-        if not state.has_chain:
+        ifaces, allow = _ifaces(state), _allowed(state)
+        if BASE_CHAIN not in state.chains:
             problems.append(f"{where}: chain {BASE_CHAIN} is missing")
-        elif not any(r["expr"] == want_rule for r in state.rules):
+        elif not any(r["expr"] == want_rule for r in state.rules.get(BASE_CHAIN, [])):
             problems.append(f"{where}: chain {BASE_CHAIN} lacks the spoof-check rule")
-        if host_ifname not in state.ifaces:
+        if host_ifname not in ifaces:
             problems.append(f"port {host_ifname} is not guarded (owner {tag!r})")
-        elif state.ifaces[host_ifname] != tag:
-            problems.append(f"port {host_ifname} is guarded for {state.ifaces[host_ifname]!r}, not {tag!r}")
-        if (host_ifname, mac) not in state.allow:
+        elif ifaces[host_ifname] != tag:
+            problems.append(f"port {host_ifname} is guarded for {ifaces[host_ifname]!r}, not {tag!r}")
+        if (host_ifname, mac) not in allow:
             problems.append(f"{mac} is not the allowed source MAC of port {host_ifname}")
-        elif state.allow[(host_ifname, mac)] != tag:
-            problems.append(f"allowed MAC {mac} on {host_ifname} belongs to {state.allow[(host_ifname, mac)]!r}")
-        for (name, other) in state.allow:
+        elif allow[(host_ifname, mac)] != tag:
+            problems.append(f"allowed MAC {mac} on {host_ifname} belongs to {allow[(host_ifname, mac)]!r}")
+        for (name, other) in allow:
             if name == host_ifname and other != mac:
                 problems.append(f"port {host_ifname} also allows source MAC {other}")
         return problems
@@ -232,28 +217,13 @@ class MacSpoofCheck:
     def gc(self, prefix: str, keep: Callable[[str], bool]) -> list[str]:
         """Remove guards whose owner starts with ``prefix`` and ``keep(owner)`` is False."""
         stale = N.stale_owners(prefix, keep)
-
         removed: set[str] = set()
 
-        def build(state: _State) -> list[dict]:
+        def build(state: TableState) -> list[dict]:
+            cmds, owners = T.remove_owned(state, stale)
             removed.clear()
-            cmds: list[dict] = []
-            for name, comment in state.ifaces.items():
-                if stale(comment):
-                    removed.add(comment)  # type: ignore[arg-type]
-                    cmds += N.delete_quietly("element", iface_elem(name, None))
-            for (name, m), comment in state.allow.items():
-                if stale(comment):
-                    removed.add(comment)  # type: ignore[arg-type]
-                    cmds += N.delete_quietly("element", allow_elem(name, m, None))
+            removed.update(owners)
             return cmds
 
-        self._converge(build)
+        T.converge(self.nft, build)
         return sorted(removed)
-
-    # -- internals -----------------------------------------------------------
-    def _state(self) -> _State:
-        return _State(self.nft.list_table(FAMILY, TABLE))
-
-    def _converge(self, build: Callable[[_State], list[dict]]) -> None:
-        N.converge(self.nft, self._state, build, _ATTEMPTS)
