@@ -167,6 +167,31 @@ class Ipam:
             rows = tx.delete_owner(cid, ifname)
         return [_lease(r) for r in rows]
 
+    def release_address(self, address, cid: str | None = None, ifname: str | None = None) -> Lease | None:
+        """Release the reservation of ``address`` (an address, interface or string);
+        ``None`` if it is free (idempotent). With ``cid`` (and ``ifname``) the address is
+        released only if that attachment holds it: one that belongs to someone else now is
+        left alone (``None``)."""
+        ip = _as_ip(address)
+        if not self.store.exists():
+            return None
+        with self.store.write() as tx:
+            row = tx.lease_at(ip.version, int(ip))
+            if row is None or (cid is not None and row.container_id != cid) or (
+                    ifname is not None and row.ifname != ifname):
+                return None
+            tx.delete_at(ip.version, int(ip))
+        return _lease(row)
+
+    def lookup(self, address) -> Lease | None:
+        """The reservation holding ``address``, ``None`` if it is free."""
+        ip = _as_ip(address)
+        if not self.store.exists():
+            return None
+        with self.store.read() as tx:
+            row = tx.lease_at(ip.version, int(ip))
+        return _lease(row) if row else None
+
     def get(self, cid: str, ifname: str) -> list[Lease]:
         """The addresses reserved for ``(cid, ifname)`` (for CHECK)."""
         if not self.store.exists():

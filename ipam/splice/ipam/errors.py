@@ -31,3 +31,27 @@ class StoreBusy(IpamError):
 
 class StoreError(IpamError):
     """The store is unusable (unreadable, corrupt, not writable)."""
+
+
+# -- the pool-keyed API (splice.ipam.pools) ---------------------------------------------
+
+
+class InvalidRequest(IpamConfigError):
+    """A malformed pool or address request (bad CIDR, sub-range outside its pool, address
+    family mismatch, sub-range without a pool, bad address space name)."""
+
+
+class PoolNotFound(IpamError):
+    """No pool has this id (never requested, or released)."""
+
+
+class PoolOverlaps(IpamError):
+    """The requested pool overlaps (or is) a pool already registered in the address space."""
+
+
+class NoMoreSubnets(PoolExhausted):
+    """Every subnet of the default ranges overlaps a registered pool or an excluded prefix."""
+
+
+class AddressOutOfRange(AddressUnavailable):
+    """The address is not inside the pool's subnet."""

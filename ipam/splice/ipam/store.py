@@ -1,6 +1,7 @@
 """The reservation store: one embedded SQLite database per network.
 
-Layout: ``<dataDir>/<network>/store.db`` (plus SQLite's ``-wal``/``-shm`` files).
+Layout: ``<dataDir>/<network>/store.db`` (plus SQLite's ``-wal``/``-shm`` files). The
+pool-keyed API (splice.ipam.pools) uses the same class with its own file and schema.
 
 Why it is safe:
 
@@ -114,6 +115,9 @@ def _is_busy(e: BaseException) -> bool:
 class Txn:
     """Queries of one transaction (only valid inside ``Store.write()``/``read()``)."""
 
+    _point = _POINT  # "is (fam, hi, lo) taken": one primary-key lookup
+    _gap = _GAP
+
     def __init__(self, con) -> None:
         self._con = con
 
@@ -137,10 +141,10 @@ class Txn:
             hi, lx = split(x)
             le = (seg_end & _M64) - _B63
             found: int | None
-            if con.execute(_POINT, (fam, hi, lx)).fetchone() is None:
+            if con.execute(self._point, (fam, hi, lx)).fetchone() is None:
                 found = x
             else:
-                t = con.execute(_GAP, (fam, hi, lx, le)).fetchone()
+                t = con.execute(self._gap, (fam, hi, lx, le)).fetchone()
                 found = join(hi, t[0] + 1) if t else None
             if found is None:
                 x = seg_end + 1
@@ -158,6 +162,13 @@ class Txn:
             "VALUES (?,?,?,?,?,?,?,?,?)",
             (fam, hi, lo, prefix, gateway, range_set, cid, ifname, int(time.time())),
         )
+
+    def lease_at(self, fam: int, addr: int) -> Row | None:
+        t = self._con.execute(f"SELECT {_COLS} FROM lease WHERE fam=? AND hi=? AND lo=?", (fam, *split(addr))).fetchone()
+        return _row(t) if t else None
+
+    def delete_at(self, fam: int, addr: int) -> None:
+        self._con.execute("DELETE FROM lease WHERE fam=? AND hi=? AND lo=?", (fam, *split(addr)))
 
     def delete_owner(self, cid: str, ifname: str) -> list[Row]:
         rows = self.owner_leases(cid, ifname)
@@ -185,11 +196,19 @@ class Txn:
 
 
 class Store:
-    """One network's reservation database. Not shared between threads without its lock."""
+    """One network's reservation database. Not shared between threads without its lock.
+
+    Subclasses (the pool store) change the file name, the schema and the transaction
+    class; opening, WAL, locking and crash behaviour are this class's."""
+
+    db_name = DB_NAME
+    schema = _SCHEMA
+    schema_version = SCHEMA_VERSION
+    txn_class: type = Txn
 
     def __init__(self, directory: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.directory = directory
-        self.path = os.path.join(directory, DB_NAME)
+        self.path = os.path.join(directory, self.db_name)
         self.busy_timeout = float(busy_timeout)
         self._con = None
         self._lock = threading.RLock()
@@ -216,20 +235,21 @@ class Store:
             self._set_wal(con)
             con.execute("PRAGMA synchronous=NORMAL")
             version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            want = self.schema_version
+            if version != want:
                 con.execute("BEGIN IMMEDIATE")
                 try:
                     version = con.execute("PRAGMA user_version").fetchone()[0]
-                    if version > SCHEMA_VERSION:
+                    if version > want:
                         raise StoreError(
                             f"IPAM store {self.path} has schema version {version}, newer than this splice "
-                            f"({SCHEMA_VERSION})"
+                            f"({want})"
                         )
-                    if version < SCHEMA_VERSION:
-                        for stmt in _SCHEMA.split(";"):
+                    if version < want:
+                        for stmt in self.schema.split(";"):
                             if stmt.strip():
                                 con.execute(stmt)
-                        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        con.execute(f"PRAGMA user_version={want}")
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -303,7 +323,7 @@ class Store:
         except sqlite3.Error as e:
             raise self._map(e) from None
         try:
-            yield Txn(con)
+            yield self.txn_class(con)
             if write and _txn_hook is not None:
                 _txn_hook("before-commit")
             con.execute("COMMIT")
