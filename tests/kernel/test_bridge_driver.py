@@ -14,12 +14,12 @@ import time
 import pytest
 
 from splice.conformance import oracle
-from splice.libnet import rtnl
+from splice.libnet import rtnl, sandbox
 from splice.libnet.errors import NetError
 from splice.libnet.netns import Netns
 from splice.plugins.bridge.config import parse_bridge_config
 from splice.plugins.bridge.driver import BridgeDriver, host_veth_name, owner_tag
-from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, InvalidEnvironment, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
 
 from ..conftest import (has_ipv6, missing_kernel_feature, require_ipv6, require_module, require_nft,
@@ -375,7 +375,7 @@ def test_add_twice_is_interface_exists(host_ns, sandbox_ns, host):
 
 def test_invalid_attachment(host, sandbox_ns):
     d = make_driver(host)
-    with pytest.raises(ConfigError, match="interface name"):
+    with pytest.raises(InvalidEnvironment, match="interface name"):
         d.add(attachment(sandbox_ns, ifname="a" * 16), [], [])
     with pytest.raises(ConfigError, match="MAC"):
         d.add(attachment(sandbox_ns, mac="01:00:5e:00:00:01"), [], [])
@@ -423,7 +423,7 @@ def test_rollback_keeps_a_gateway_address_others_use(host_ns, make_ns, host, mon
     def boom(self, *a, **kw):
         raise NetError("injected")
 
-    monkeypatch.setattr(BridgeDriver, "_sandbox_add", boom)
+    monkeypatch.setattr(sandbox, "configure", boom)
     with pytest.raises(NetError):
         d.add(attachment(b, "cb"), [ip4(3)], [])
     assert oracle.addresses(host_ns.name, BR) == ["10.77.0.1/24"]  # container ca relies on it

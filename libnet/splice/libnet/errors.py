@@ -23,6 +23,14 @@ class LinkExists(NetError):
     """A link with that name already exists where we wanted to create one."""
 
 
+class NameTaken(LinkExists):
+    """The name an interface was to be renamed to is taken (e.g. ``ifname`` in a sandbox)."""
+
+
+class Mismatch(NetError):
+    """CHECK: the kernel differs from what ADD made (the message says how)."""
+
+
 class NotSupported(NetError):
     """The running kernel lacks a feature (a link kind, a sysctl, an nft expression)."""
 

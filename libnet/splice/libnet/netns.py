@@ -42,12 +42,13 @@ def _setns(fd: int) -> None:
 class Netns:
     """A network namespace, held open by file descriptor (or the caller's own)."""
 
-    __slots__ = ("path", "fd", "_owned")
+    __slots__ = ("path", "fd", "_owned", "_closed")
 
     def __init__(self, path: str | None, fd: int | None, owned: bool) -> None:
         self.path = path
         self.fd = fd
         self._owned = owned
+        self._closed = False
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -83,10 +84,12 @@ class Netns:
     # -- identity -----------------------------------------------------------
     @property
     def is_current(self) -> bool:
-        return self.fd is None
+        return self.fd is None and not self._closed
 
     def inode(self) -> tuple[int, int]:
         """(st_dev, st_ino) of the namespace: equal inodes mean the same namespace."""
+        if self._closed:
+            raise NetError("network namespace handle used after close()")
         if self.fd is None:
             st = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net")
         else:
@@ -100,8 +103,11 @@ class Netns:
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` inside this namespace and return its result.
 
-        Exceptions raised by ``fn`` propagate to the caller unchanged.
+        Exceptions raised by ``fn`` propagate to the caller unchanged. A closed handle
+        raises :class:`NetError` (it must never fall back to the caller's namespace).
         """
+        if self._closed:
+            raise NetError(f"network namespace handle {self.path or self!r} used after close()")
         if self.fd is None:
             return fn(*args, **kwargs)
         box: dict[str, Any] = {}
@@ -125,10 +131,15 @@ class Netns:
         return box["ok"]
 
     def close(self) -> None:
+        """Release the handle (closing its fd when owned); any later :meth:`run` raises.
+        ``Netns.current()`` stays usable: it holds nothing."""
+        if self.fd is None and not self._owned:
+            return  # current(): nothing to close
         if self._owned and self.fd is not None:
             os.close(self.fd)
-        self.fd = None if self._owned else self.fd
+        self.fd = None
         self._owned = False
+        self._closed = True
 
     def __enter__(self) -> "Netns":
         return self

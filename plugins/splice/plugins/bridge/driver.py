@@ -28,61 +28,41 @@ tag ``"<sha256(network)[:8]> <cid> <ifname>"``. DEL and GC need nothing else.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
 import ipaddress
+import re
 import secrets
-import socket
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from splice.libnet import rtnl, sysctl
-from splice.libnet.errors import LinkExists, NetnsNotFound
-from splice.libnet.names import ifname_problem, normalize_mac, random_mac, truncate_utf8
+from splice.libnet import rtnl, sandbox, sysctl
+from splice.libnet.errors import LinkExists, Mismatch, NameTaken, NetnsNotFound
+from splice.libnet.locks import link_lock
+from splice.libnet.names import ifname_problem, normalize_mac, random_mac
 from splice.libnet.netns import Netns
 from splice.plugins import failpoint
-from splice.plugins.bridge.config import BridgeConfig
-from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
+from splice.plugins.bridge.config import BridgeConfig, parse_bridge_config
+from splice.plugins.driver import IN_HOST, IN_SANDBOX
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, InvalidEnvironment, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
+from splice.plugins.owners import (
+    Steps,
+    alias_prefix,
+    gc_prefix,
+    host_veth_name,
+    link_alias,
+    owner_tag,
+    sha256_hex,
+)
 
-ALIAS_PREFIX = "splice:"
 GW_ALIAS_PREFIX = "splice-gw:"  # the bridge-side port of a "<bridge>.<vlan>" gateway interface
 BRIDGE_ALIAS = "splice-bridge"  # on bridges splice created (their MAC is pinned)
-MAX_ALIAS = 255
-MAX_OWNER = 127
 CONTAINER_IF_INDEX = 2  # interfaces = [bridge, host veth, container]
-DAD_SETTLE_TIMEOUT = 10.0  # seconds, with enabledad only (as the reference's SettleAddresses)
-RT_SCOPE_LINK = 253
-
-
-# -- names and tags (design.md "Kernel objects and owners") --------------------------
-def host_veth_name(network: str, container_id: str, ifname: str) -> str:
-    return "veth" + hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()[:10]
-
-
-def veth_alias(network: str, container_id: str, ifname: str) -> str:
-    return truncate_utf8(f"{ALIAS_PREFIX}{network}:{container_id}:{ifname}", MAX_ALIAS)
-
-
-def net8(network: str) -> str:
-    return hashlib.sha256(network.encode()).hexdigest()[:8]
-
-
-def owner_tag(network: str, container_id: str, ifname: str) -> str:
-    return truncate_utf8(f"{net8(network)} {container_id} {ifname}", MAX_OWNER)
-
 
 _UNTAGGED_OURS = re.compile(r"veth[0-9a-f]{10}")  # host_veth_name()'s shape (the reference's: veth + 8 hex)
 
 
-def gc_prefix(network: str) -> str:
-    """Prefix of every masquerade / spoof-check owner tag of ``network``."""
-    return net8(network) + " "
-
-
 def vlan_gateway_port_name(bridge: str, vlan: int) -> str:
-    return "vethg" + hashlib.sha256(f"{bridge}\0{vlan}".encode()).hexdigest()[:10]
+    return "vethg" + sha256_hex(f"{bridge}\0{vlan}")[:10]
 
 
 def default_gateway(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> Any:
@@ -125,6 +105,7 @@ class _Progress:
 
     bridge_index: int | None = None
     bridge_mac: str | None = None
+    bridge_created: bool = False
     gw_link_index: int | None = None
     added_addrs: list[Any] = field(default_factory=list)
     veth_created: bool = False
@@ -135,38 +116,94 @@ class _Progress:
 
 
 class BridgeDriver:
+    """The bridge driver (framework kind ``bridge``; see :mod:`splice.plugins.driver`)."""
+
+    kind = "bridge"
+    parse_config = staticmethod(parse_bridge_config)
+
     def __init__(self, cfg: BridgeConfig, host: Netns) -> None:
         self.cfg = cfg
         self.host = host
 
+    @property
+    def installs_default_routes(self) -> bool:
+        return self.cfg.is_default_gateway
+
+    # =================================================================== network
+    def ensure_network(self, gateways: list[Any] = ()) -> None:  # type: ignore[assignment]
+        """The bridge (and ``<bridge>.<vlan>``) with the gateway addresses ``gateways``."""
+        rtnl.run(self.host, self._ensure_network, list(gateways), _Progress())
+
+    def _ensure_network(self, rt: rtnl.Rtnl, gw_addrs: list[Any], prog: _Progress) -> rtnl.Link:
+        cfg = self.cfg
+        br, created = self._ensure_bridge(rt)
+        prog.bridge_index, prog.bridge_mac, prog.bridge_created = br.index, br.mac, created
+        if gw_addrs:
+            target = br
+            if cfg.vlan:
+                target = self._ensure_vlan_gateway(rt, br)
+                prog.vlan_gw = Interface(name=target.name, mac=target.mac)
+            prog.gw_link_index = target.index
+            self._ensure_gateway_addrs(rt, target, gw_addrs, prog)
+            if prog.added_addrs and not created and target.index == br.index and br.mac:
+                # as the reference's ensureAddr: pin the bridge MAC (else it follows the
+                # lowest port MAC as ports come and go)
+                rt.set_link(br.index, mac=br.mac)
+            versions = {a.version for a in gw_addrs}
+            if 4 in versions:
+                sysctl.ensure("ipv4/ip_forward", 1)
+            if 6 in versions:
+                sysctl.try_ensure("ipv6/conf/all/forwarding", 1)
+        return br
+
     # =================================================================== ADD
-    def add(self, att: Attachment, ips: list[IPConfig], routes: list[Route]) -> Wiring:
-        """Wire ``att`` to the bridge; returns what was made. Rolls back on failure."""
-        self._validate(att, need_netns=True)
+    def attach(self, att: Attachment, ips: list[IPConfig], routes: list[Route], *,
+               placement: str = IN_SANDBOX) -> Wiring:
+        """Wire ``att`` to the bridge; returns what was made. Rolls back on failure.
+
+        ``IN_SANDBOX``: the veth peer is created inside ``att.netns`` and configured there.
+        ``IN_HOST``: the peer stays in the host under a temporary name, unconfigured (the
+        runtime moves it); ``att.netns`` is not used."""
+        in_sandbox = placement == IN_SANDBOX
+        if placement not in (IN_SANDBOX, IN_HOST):
+            raise ValueError(f"placement {placement!r}")
+        self._validate(att, need_netns=in_sandbox)
         plan = self._plan(att, ips, routes)
         prog = _Progress()
         with contextlib.ExitStack() as stack:
-            sandbox = Netns.open(att.netns)  # type: ignore[arg-type]  # NetnsNotFound when gone
-            stack.callback(sandbox.close)
+            sb: Netns | None = None
+            if in_sandbox:
+                sb = Netns.open(att.netns)  # type: ignore[arg-type]  # NetnsNotFound when gone
+                stack.callback(sb.close)
             stack.push(lambda et, ev, tb: self._rollback(ev, att, plan, prog) if ev is not None else False)
-            rtnl.run(self.host, self._host_add, att, plan, prog, sandbox.fd)
-            rtnl.run(sandbox, self._sandbox_add, att, plan, prog.peer_index)
+            rtnl.run(self.host, self._host_add, att, plan, prog, sb.fd if sb is not None else None)
+            if sb is not None:
+                try:
+                    rtnl.run(sb, sandbox.configure, prog.peer_index, tmp=plan.tmp, ifname=att.ifname,
+                             addresses=[ip.address for ip in plan.ips], routes=plan.routes,
+                             family_gw=plan.family_gw, enable_dad=self.cfg.enable_dad,
+                             up=not self.cfg.disable_container_interface, where=f"the sandbox {att.netns}")
+                except NameTaken as e:
+                    raise InterfaceExists(str(e)) from None
             failpoint.hit("bridge.sandbox_configured")
         interfaces = [
             Interface(name=self.cfg.bridge, mac=prog.bridge_mac),
             Interface(name=plan.host_veth, mac=plan.host_mac),
-            Interface(name=att.ifname, mac=plan.peer_mac, sandbox=att.netns, mtu=self.cfg.mtu),
+            Interface(name=att.ifname if in_sandbox else plan.tmp, mac=plan.peer_mac,
+                      sandbox=att.netns if in_sandbox else None, mtu=self.cfg.mtu),
         ]
         if prog.vlan_gw is not None:
             interfaces.append(prog.vlan_gw)  # as the reference: appended after the container
         return Wiring(interfaces=interfaces, ips=plan.ips, routes=plan.routes)
+
+    add = attach  # the CNI verb's name
 
     def _validate(self, att: Attachment, need_netns: bool) -> None:
         if not att.container_id:
             raise ConfigError("container id must not be empty")
         problem = ifname_problem(att.ifname)
         if problem:
-            raise ConfigError(f"interface name {att.ifname!r} is not valid: it {problem}")
+            raise InvalidEnvironment(f"interface name {att.ifname!r} is not valid: it {problem}")
         if need_netns and not att.netns:
             raise ConfigError("the sandbox network namespace path is required")
 
@@ -202,7 +239,7 @@ class BridgeDriver:
                     out_routes.append(Route(dst=dflt, gw=gw))
         return _Plan(
             host_veth=host_veth_name(att.network, att.container_id, att.ifname),
-            alias=veth_alias(att.network, att.container_id, att.ifname),
+            alias=link_alias(att.network, att.container_id, att.ifname),
             tmp="sp" + secrets.token_hex(4),
             owner=owner_tag(att.network, att.container_id, att.ifname),
             host_mac=random_mac(),
@@ -214,61 +251,46 @@ class BridgeDriver:
         )
 
     # -- host side -------------------------------------------------------------------
-    def _host_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, prog: _Progress, sandbox_fd: int) -> None:
+    def _host_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, prog: _Progress, sandbox_fd: int | None) -> None:
         cfg = self.cfg
-        br, created = self._ensure_bridge(rt)
-        prog.bridge_index, prog.bridge_mac = br.index, br.mac
+        # Shared hold of the bridge's lock from the gateway addresses until our port is
+        # tagged: GC (which deletes untagged ports of crashed ADDs) and a rollback that
+        # removes a gateway address take it exclusively, so neither sees this ADD half-way.
+        with link_lock(cfg.bridge):
+            br = self._ensure_network(rt, plan.gw_addrs, prog)
+            try:
+                veth = rt.add_veth(
+                    plan.host_veth,
+                    plan.tmp,
+                    peer_netns_fd=sandbox_fd,
+                    master=br.index,
+                    mtu=cfg.mtu,
+                    mac=plan.host_mac,
+                    peer_mac=plan.peer_mac,
+                    up=True,
+                )
+            except LinkExists:
+                if rt.get_link(plan.host_veth) is not None:
+                    raise InterfaceExists(
+                        f"attachment {att.container_id}/{att.ifname} of network {att.network!r} already exists "
+                        f"(host veth {plan.host_veth}); DEL it first"
+                    ) from None
+                raise
+            prog.veth_created = True
+            failpoint.hit("bridge.veth_created")
+            prog.peer_index = veth.peer_index if veth.peer_netnsid is not None else None
 
-        if plan.gw_addrs:
-            target = br
-            if cfg.vlan:
-                target = self._ensure_vlan_gateway(rt, br)
-                prog.vlan_gw = Interface(name=target.name, mac=target.mac)
-            prog.gw_link_index = target.index
-            self._ensure_gateway_addrs(rt, target, plan.gw_addrs, prog)
-            if prog.added_addrs and not created and target.index == br.index and br.mac:
-                # as the reference's ensureAddr: pin the bridge MAC (else it follows the
-                # lowest port MAC as ports come and go)
-                rt.set_link(br.index, mac=br.mac)
-            versions = {a.version for a in plan.gw_addrs}
-            if 4 in versions:
-                sysctl.ensure("ipv4/ip_forward", 1)
-            if 6 in versions:
-                sysctl.try_ensure("ipv6/conf/all/forwarding", 1)
-
-        try:
-            veth = rt.add_veth(
-                plan.host_veth,
-                plan.tmp,
-                peer_netns_fd=sandbox_fd,
-                master=br.index,
-                mtu=cfg.mtu,
-                mac=plan.host_mac,
-                peer_mac=plan.peer_mac,
-                up=True,
+            # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
+            rt.set_brport(
+                veth.index,
+                alias=plan.alias,
+                hairpin=True if cfg.hairpin_mode else None,
+                isolated=True if cfg.port_isolation else None,
             )
-        except LinkExists:
-            if rt.get_link(plan.host_veth) is not None:
-                raise InterfaceExists(
-                    f"attachment {att.container_id}/{att.ifname} of network {att.network!r} already exists "
-                    f"(host veth {plan.host_veth}); DEL it first"
-                ) from None
-            raise
-        prog.veth_created = True
-        failpoint.hit("bridge.veth_created")
-        prog.peer_index = veth.peer_index if veth.peer_netnsid is not None else None
-
-        # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
-        rt.set_brport(
-            veth.index,
-            alias=plan.alias,
-            hairpin=True if cfg.hairpin_mode else None,
-            isolated=True if cfg.port_isolation else None,
-        )
         if cfg.vlan_filtering:
             self._port_vlans(rt, veth.index, cfg.vlan, cfg.vlan_trunk)
 
-        if not created and br.alias != BRIDGE_ALIAS:
+        if not prog.bridge_created and br.alias != BRIDGE_ALIAS:
             # a bridge splice did not create may have an unpinned MAC, which follows the
             # lowest port MAC: read it again now that our port is in
             now = rt.get_link_by_index(br.index)
@@ -304,7 +326,6 @@ class BridgeDriver:
         if up or promisc or alias:
             rt.set_link(br.index, up=up, promisc=promisc, alias=alias)
         return br, created
-
     def _port_vlans(self, rt: rtnl.Rtnl, index: int, vlan: int, trunk: Iterable[int]) -> None:
         if not self.cfg.preserve_default_vlan:
             rt.bridge_vlan_del(index, 1)
@@ -369,57 +390,11 @@ class BridgeDriver:
                 prog.added_addrs.append(want)
             existing.append(want)
 
-    # -- sandbox side ------------------------------------------------------------------
-    def _sandbox_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, idx: int | None) -> None:
-        cfg = self.cfg
-        if idx is None:  # the kernel did not echo the new veth: look its peer up
-            tmp = rt.get_link(plan.tmp)
-            if tmp is None:
-                raise KernelError(f"the new interface {plan.tmp!r} vanished from the sandbox {att.netns}")
-            idx = tmp.index
-        if cfg.enable_dad:
-            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/enhanced_dad", 1)
-            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/accept_dad", 1)
-        else:
-            sysctl.try_ensure(f"ipv6/conf/{plan.tmp}/accept_dad", 0)
-        sysctl.try_ensure(f"ipv4/conf/{plan.tmp}/arp_notify", 1)
-        for ip in plan.ips:
-            rt.add_address(idx, ip.address, nodad=not cfg.enable_dad)
-        up = not cfg.disable_container_interface
-        try:
-            rt.set_link(idx, name=att.ifname, up=up)
-        except LinkExists:
-            raise InterfaceExists(f"interface {att.ifname!r} already exists in the sandbox {att.netns}") from None
-        if not up:
-            return
-        if cfg.enable_dad and any(ip.address.version == 6 for ip in plan.ips):
-            self._settle(rt, idx, att)
-        for r in plan.routes:
-            gw = r.gw if r.gw is not None else plan.family_gw.get(r.dst.version)
-            scope = r.scope
-            if scope is None and gw is None and r.dst.version == 4:
-                scope = RT_SCOPE_LINK
-            rt.add_route(
-                r.dst, gw=gw, oif=idx, mtu=r.mtu, advmss=r.advmss, priority=r.priority, table=r.table, scope=scope
-            )
-
-    def _settle(self, rt: rtnl.Rtnl, idx: int, att: Attachment) -> None:
-        """Wait until DAD has finished on the IPv6 addresses (enabledad only)."""
-        deadline = time.monotonic() + DAD_SETTLE_TIMEOUT
-        while True:
-            addrs = [a for a in rt.addresses(idx, socket.AF_INET6) if not a.iface.is_link_local]
-            failed = [str(a.iface) for a in addrs if a.dad_failed]
-            if failed:
-                raise KernelError(f"duplicate address detected for {', '.join(failed)} on {att.ifname}")
-            if not any(a.tentative for a in addrs):
-                return
-            if time.monotonic() > deadline:
-                raise KernelError(f"IPv6 addresses on {att.ifname} still tentative after {DAD_SETTLE_TIMEOUT:g} s")
-            time.sleep(0.05)
 
     # -- rollback ----------------------------------------------------------------------
     def _rollback(self, exc: BaseException, att: Attachment, plan: _Plan, prog: _Progress) -> bool:
-        """Undo what ADD made (never the bridge); never masks the original error."""
+        """Undo what ADD made (never the bridge); never masks the original error: what
+        could not be undone is added to it as notes (the error's details)."""
         if not (prog.veth_created or prog.added_addrs or prog.masq_added or prog.spoof_added):
             return False
         try:
@@ -431,43 +406,40 @@ class BridgeDriver:
         return False
 
     def _undo(self, rt: rtnl.Rtnl, plan: _Plan, prog: _Progress) -> list[str]:
-        problems: list[str] = []
-
-        def attempt(what: str, fn: Callable[[], Any]) -> None:
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - best effort, reported
-                problems.append(f"{what}: {e}")
-
+        steps = Steps("rollback")
         if prog.spoof_added:
-            attempt("remove MAC spoof check", lambda: _spoofchk().remove(plan.owner, plan.host_veth, plan.peer_mac))
+            steps.run(lambda: _spoofchk().remove(plan.owner, plan.host_veth, plan.peer_mac))
         if prog.masq_added:
-            attempt("remove masquerade", lambda: _masquerade().remove(plan.owner, [ip.address for ip in plan.ips]))
+            steps.run(lambda: _masquerade().remove(plan.owner, [ip.address for ip in plan.ips]))
         if prog.veth_created:
-            attempt(f"delete {plan.host_veth}", lambda: rt.delete_link(name=plan.host_veth))
+            steps.run(lambda: rt.delete_link(name=plan.host_veth))
         if prog.added_addrs and prog.gw_link_index is not None and prog.bridge_index is not None:
-            # Another ADD may already rely on the gateway address we added (it saw EEXIST):
-            # remove it only while no other container port is on the bridge.
-            def drop() -> None:
-                others = [
-                    p
-                    for p in rt.ports_of(prog.bridge_index)  # type: ignore[arg-type]
-                    if p.name != plan.host_veth and not (p.alias or "").startswith(GW_ALIAS_PREFIX)
-                ]
-                if not others:
-                    for a in prog.added_addrs:
-                        rt.delete_address(prog.gw_link_index, a)  # type: ignore[arg-type]
+            steps.run(self._drop_gateway_addrs, rt, plan, prog)
+        return [str(e) for e in steps.errors]
 
-            attempt("remove gateway address", drop)
-        return problems
+    def _drop_gateway_addrs(self, rt: rtnl.Rtnl, plan: _Plan, prog: _Progress) -> None:
+        """Remove the gateway addresses this ADD added while no other container port is on
+        the bridge. Exclusive hold of the bridge lock: an ADD that has already found the
+        address in place holds it shared until its port exists, so it is either seen as
+        a port here or has not yet looked (and will add the address again)."""
+        with link_lock(self.cfg.bridge, exclusive=True):
+            others = [
+                p
+                for p in rt.ports_of(prog.bridge_index)  # type: ignore[arg-type]
+                if p.name != plan.host_veth and not (p.alias or "").startswith(GW_ALIAS_PREFIX)
+            ]
+            if not others:
+                for a in prog.added_addrs:
+                    rt.delete_address(prog.gw_link_index, a)  # type: ignore[arg-type]
 
     # =================================================================== DEL
-    def delete(self, att: Attachment, ips: list[IPConfig] | None) -> None:
+    def detach(self, att: Attachment, ips: list[IPConfig] | None) -> None:
         """Remove everything ``att`` owns; idempotent and best effort.
 
         Succeeds when called twice, without a netns path, with a netns that no longer
         exists, and when the interfaces are already gone. Other failures are collected
-        and raised at the end (one error as is, several as one :class:`KernelError`).
+        and raised at the end (one error as is, several as one :class:`MultipleErrors`
+        listing each).
 
         The sandbox interface is removed through its peer: deleting the deterministic
         host veth deletes both ends in one operation, whether or not the sandbox still
@@ -478,42 +450,44 @@ class BridgeDriver:
         container MAC when the spoof check is on (its removal then needs no listing).
         """
         cfg = self.cfg
-        errors: list[BaseException] = []
+        steps = Steps(f"DEL of {att.container_id}/{att.ifname}")
         host_veth = host_veth_name(att.network, att.container_id, att.ifname)
         owner = owner_tag(att.network, att.container_id, att.ifname)
         container_mac: str | None = None
 
         if cfg.mac_spoof_check and att.netns and ifname_problem(att.ifname) is None:
             try:
-                with Netns.open(att.netns) as sandbox:
-                    link = rtnl.run(sandbox, lambda rt: rt.get_link(att.ifname))
+                with Netns.open(att.netns) as sb:
+                    link = rtnl.run(sb, lambda rt: rt.get_link(att.ifname))
                     container_mac = link.mac if link is not None and link.kind == "veth" else None
             except NetnsNotFound:
                 pass
             except Exception as e:  # noqa: BLE001 - collected
-                errors.append(e)
+                steps.add(e)
 
         def host_part(rt: rtnl.Rtnl) -> None:
             if cfg.mac_spoof_check:
                 if container_mac:
-                    _collect(errors, lambda: _spoofchk().remove(owner, host_veth, container_mac))
+                    steps.run(lambda: _spoofchk().remove(owner, host_veth, container_mac))
                 else:
-                    _collect(errors, lambda: _spoofchk().remove(owner))
+                    steps.run(lambda: _spoofchk().remove(owner))
             if cfg.ip_masq:
-                _collect(errors, lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None))
+                steps.run(lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None))
             # both ends; ENODEV (already gone) is fine
-            _collect(errors, lambda: rt.delete_link(name=host_veth))
+            steps.run(lambda: rt.delete_link(name=host_veth))
 
-        _collect(errors, lambda: rtnl.run(self.host, host_part))
-        _raise_collected(errors, f"DEL of {att.container_id}/{att.ifname}")
+        steps.run(rtnl.run, self.host, host_part)
+        steps.done()
+
+    delete = detach  # the CNI verb's name
 
     # =================================================================== CHECK
-    def check(self, att: Attachment, expected: Wiring, masq_addrs: list[Any] | None = None) -> None:
+    def check(self, att: Attachment, expected: Wiring, own_addresses: list[Any] | None = None) -> None:
         """Compare the kernel with what ADD returned; :class:`CheckFailed` on a difference.
 
-        ``masq_addrs``: the addresses ADD masqueraded (those IPAM handed out). Without it,
-        the first expected address of each family on the container interface stands for
-        them, so addresses that later chained plugins added are tolerated.
+        ``own_addresses``: the addresses ADD masqueraded (those IPAM handed out). Without
+        it, the first expected address of each family on the container interface stands
+        for them, so addresses that later chained plugins added are tolerated.
         """
         cfg = self.cfg
         self._validate(att, need_netns=True)
@@ -533,47 +507,21 @@ class BridgeDriver:
             if ip.gateway is not None:
                 family_gw.setdefault(ip.address.version, ip.gateway)
 
+        masq_addrs = own_addresses
         if masq_addrs is None:
             firsts: dict[int, Any] = {}
             for ip in exp_ips:
                 firsts.setdefault(ip.address.version, ip.address)
             masq_addrs = list(firsts.values())
 
-        with Netns.open(att.netns) as sandbox:  # type: ignore[arg-type]
-            cont = rtnl.run(sandbox, self._check_sandbox, att, cont_exp, exp_ips, expected.routes, family_gw)
+        with Netns.open(att.netns) as sb:  # type: ignore[arg-type]
+            try:
+                cont = rtnl.run(sb, sandbox.check, att.ifname, kind="veth", mac=cont_exp.mac,
+                                addresses=[ip.address for ip in exp_ips], routes=expected.routes,
+                                family_gw=family_gw, where=f"sandbox {att.netns}")
+            except Mismatch as e:
+                raise CheckFailed(str(e)) from None
         rtnl.run(self.host, self._check_host, att, br_exp, veth_exp, host_veth, cont, masq_addrs)
-
-    def _check_sandbox(
-        self,
-        rt: rtnl.Rtnl,
-        att: Attachment,
-        cont_exp: Interface,
-        exp_ips: list[IPConfig],
-        exp_routes: list[Route],
-        family_gw: dict[int, Any],
-    ) -> rtnl.Link:
-        link = rt.get_link(att.ifname)
-        if link is None:
-            raise CheckFailed(f"interface {att.ifname!r} not found in sandbox {att.netns}")
-        if link.kind != "veth":
-            raise CheckFailed(f"interface {att.ifname!r} in sandbox {att.netns} is a {link.kind or 'device'}, not a veth")
-        if cont_exp.mac and not _same_mac(cont_exp.mac, link.mac):
-            raise CheckFailed(f"interface {att.ifname!r} has MAC {link.mac}, expected {cont_exp.mac}")
-        have = {a.iface for a in rt.addresses(link.index)}
-        for ip in exp_ips:
-            if ip.address not in have:
-                raise CheckFailed(f"address {ip.address} not found on {att.ifname!r} in sandbox {att.netns}")
-        tables: dict[int, list[rtnl.RouteEntry]] = {}
-        for r in exp_routes:
-            fam = socket.AF_INET6 if r.dst.version == 6 else socket.AF_INET
-            if fam not in tables:
-                tables[fam] = rt.routes(fam)
-            gw = r.gw if r.gw is not None else family_gw.get(r.dst.version)
-            table = r.table or rtnl.RT_TABLE_MAIN
-            if not any(e.dst == r.dst and e.gw == gw and e.table == table for e in tables[fam]):
-                via = f" via {gw}" if gw is not None else ""
-                raise CheckFailed(f"route {r.dst}{via} not found in sandbox {att.netns}")
-        return link
 
     def _check_host(
         self,
@@ -623,13 +571,14 @@ class BridgeDriver:
 
         The one operation that dumps links. A veth is recognised by its alias
         ``splice:<network>:``; it is kept when its name is the deterministic name of a
-        valid attachment (robust even when a long alias was truncated).
+        valid attachment (robust even when a long alias was truncated). Every failure is
+        reported (:class:`MultipleErrors` when several).
         """
         cfg = self.cfg
         keep_names = {host_veth_name(network, cid, ifn) for cid, ifn in valid}
         keep_owners = {owner_tag(network, cid, ifn) for cid, ifn in valid}
-        prefix = f"{ALIAS_PREFIX}{network}:"
-        errors: list[BaseException] = []
+        prefix = alias_prefix(network)
+        steps = Steps(f"GC of network {network!r}")
 
         def stale(link: rtnl.Link, bridge_index: int | None) -> bool:
             if link.kind != "veth" or link.name in keep_names:
@@ -637,25 +586,26 @@ class BridgeDriver:
             if (link.alias or "").startswith(prefix):
                 return True
             # An ADD killed between creating the veth and tagging it leaves an untagged
-            # port of our bridge with our name pattern. GC runs exclusive of ADD/DEL (SPEC),
-            # so such a port is a leftover, never work in progress.
+            # port of our bridge with our name pattern. Every ADD holds the bridge lock
+            # (shared) over that window and we hold it exclusively: an untagged port we
+            # see is a leftover, never another network's ADD in progress.
             return (not link.alias and bridge_index is not None and link.master == bridge_index
                     and _UNTAGGED_OURS.fullmatch(link.name) is not None)
 
         def host_part(rt: rtnl.Rtnl) -> None:
-            br = rt.get_link(cfg.bridge)
-            bridge_index = br.index if br is not None else None
-            for link in rt.dump_links():
-                if not stale(link, bridge_index):
-                    continue
-                _collect(errors, rt.delete_link, index=link.index)
+            with link_lock(cfg.bridge, exclusive=True):
+                br = rt.get_link(cfg.bridge)
+                bridge_index = br.index if br is not None else None
+                for link in rt.dump_links():
+                    if stale(link, bridge_index):
+                        steps.run(rt.delete_link, index=link.index)
             if cfg.ip_masq:
-                _collect(errors, lambda: _masquerade().gc(gc_prefix(network), keep_owners.__contains__))
+                steps.run(lambda: _masquerade().gc(gc_prefix(network), keep_owners.__contains__))
             if cfg.mac_spoof_check:
-                _collect(errors, lambda: _spoofchk().gc(gc_prefix(network), keep_owners.__contains__))
+                steps.run(lambda: _spoofchk().gc(gc_prefix(network), keep_owners.__contains__))
 
-        _collect(errors, rtnl.run, self.host, host_part)
-        _raise_collected(errors, f"GC of network {network!r}")
+        steps.run(rtnl.run, self.host, host_part)
+        steps.done()
 
     def status(self) -> None:
         """Ready unless netlink fails, or the bridge name is taken by a non-bridge, or
@@ -691,19 +641,3 @@ def _ranges(vids: Iterable[int]) -> list[tuple[int, int]]:
 
 def _same_mac(a: str | None, b: str | None) -> bool:
     return (a or "").lower() == (b or "").lower()
-
-
-def _collect(errors: list[BaseException], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Best effort (DEL, GC): run one step, keep going on failure, remember the error."""
-    try:
-        fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - collected, raised by _raise_collected
-        errors.append(e)
-
-
-def _raise_collected(errors: list[BaseException], what: str) -> None:
-    if not errors:
-        return
-    if len(errors) == 1:
-        raise errors[0]
-    raise KernelError(f"{what}: {len(errors)} failures: " + "; ".join(str(e) for e in errors))

@@ -1,29 +1,33 @@
-"""CNI error codes and the one place where exceptions become CNI error JSON."""
+"""CNI error JSON: :class:`CniError` and the one place where exceptions become one.
+
+The codes and the exception -> code table live in :mod:`splice.plugins.errors` (shared with
+the Docker front-end); this module only adds what is CNI's alone.
+"""
 
 from __future__ import annotations
 
-# Codes defined by the CNI specification (SPEC.md "Error").
-INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
-UNKNOWN_CONTAINER = 3
-INVALID_ENVIRONMENT = 4
-IO_FAILURE = 5
-DECODE_FAILURE = 6
-INVALID_CONFIG = 7
+from splice.plugins.errors import (  # noqa: F401  (re-exported: the CNI codes)
+    ADDRESS_UNAVAILABLE,
+    CHECK_FAILED,
+    DECODE_FAILURE,
+    DELEGATE_FAILED,
+    INCOMPATIBLE_VERSION,
+    INTERFACE_EXISTS,
+    INTERNAL,
+    INVALID_CONFIG,
+    INVALID_ENVIRONMENT,
+    IO_FAILURE,
+    KERNEL,
+    POOL_EXHAUSTED,
+    PORT_IN_USE,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    UNSUPPORTED_FIELD,
+)
+
 INVALID_NETNS = 8  # libcni only: the plugin's own netns is CNI_NETNS
-TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50  # STATUS
 NOT_AVAILABLE_LIMITED = 51  # STATUS: existing containers may have limited connectivity
-
-# splice's own codes (>= 100).
-INTERNAL = 100
-POOL_EXHAUSTED = 101
-ADDRESS_UNAVAILABLE = 102
-KERNEL = 103
-INTERFACE_EXISTS = 104
-CHECK_FAILED = 105
-DELEGATE_FAILED = 106
-PORT_IN_USE = 107  # portmap: the host port is published by another container
 
 
 class CniError(Exception):
@@ -45,31 +49,12 @@ class CniError(Exception):
 def from_exception(exc: BaseException) -> CniError:
     """Map any exception raised below the front-end to a CniError (never a traceback)."""
     if isinstance(exc, CniError):
+        notes = getattr(exc, "__notes__", None)
+        if notes:
+            exc.details = "; ".join([exc.details, *notes] if exc.details else notes)
+            exc.__notes__ = []
         return exc
-    # Imports are local: the executables' import path stays lean on the VERSION path.
-    from splice.ipam import errors as ie
-    from splice.libnet import errors as ne
-    from splice.plugins import errors as pe
+    from splice.plugins.errors import classify
 
-    msg = getattr(exc, "msg", None) or str(exc) or exc.__class__.__name__
-    details = getattr(exc, "details", "") or ""
-    table: list[tuple[type, int]] = [
-        (pe.UnsupportedField, UNSUPPORTED_FIELD),
-        (pe.ConfigError, INVALID_CONFIG),
-        (pe.InterfaceExists, INTERFACE_EXISTS),
-        (pe.CheckFailed, CHECK_FAILED),
-        (pe.TryAgainLater, TRY_AGAIN_LATER),
-        (pe.KernelError, KERNEL),
-        (ie.IpamConfigError, INVALID_CONFIG),
-        (ie.PoolExhausted, POOL_EXHAUSTED),
-        (ie.AddressUnavailable, ADDRESS_UNAVAILABLE),
-        (ie.StoreBusy, TRY_AGAIN_LATER),
-        (ie.StoreError, INTERNAL),
-        (ne.TryAgain, TRY_AGAIN_LATER),
-        (ne.NetnsNotFound, UNKNOWN_CONTAINER),
-        (ne.NetError, KERNEL),
-    ]
-    for cls, code in table:
-        if isinstance(exc, cls):
-            return CniError(code, msg, details)
-    return CniError(INTERNAL, f"internal error: {exc.__class__.__name__}: {msg}")
+    code, _status, msg, details = classify(exc)
+    return CniError(code, msg, details)

@@ -24,7 +24,6 @@ from splice.plugins.cni.errors import CniError
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 # Same regex libcni uses for container ids and network names (pkg/utils/utils.go).
 ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-IFNAME_MAX = 15  # IFNAMSIZ - 1
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")  # current name, pre-6a68851 name
 
 # Environment variables and the commands that require them (STATUS needs nothing but the
@@ -89,15 +88,13 @@ def validate_container_id(cid: str) -> None:
 
 
 def validate_ifname(name: str) -> None:
-    why = ""
-    if len(name) > IFNAME_MAX:
-        why = f"longer than {IFNAME_MAX} characters"
-    elif name in (".", ".."):
-        why = "'.' and '..' are not allowed"
-    elif any(c == "/" or c == ":" or c.isspace() for c in name):
-        why = "'/', ':' and whitespace are not allowed"
+    """The kernel's rule (``dev_valid_name``: at most 15 bytes, ...), the one validator
+    of :mod:`splice.libnet.names`; a bad CNI_IFNAME is an environment error (code 4)."""
+    from splice.libnet.names import ifname_problem
+
+    why = ifname_problem(name)
     if why:
-        raise CniError(E.INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {name!r}: {why}")
+        raise CniError(E.INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {name!r}: it {why}")
 
 
 def validate_network_name(name: object) -> None:
