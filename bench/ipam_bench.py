@@ -16,6 +16,13 @@ For every fill level it measures, on a 10.100.0.0/16 pool (65,533 usable address
 Levels are filled with one bulk transaction through the store (the same rows
 ``allocate`` writes; ``--real-fill`` fills through ``allocate`` instead and reports its
 throughput). Also reports the import cost of ``splice.ipam.allocator``.
+
+The same for the pool-keyed API (``splice.ipam.pools.PoolIpam``, Docker's IPAM calls) on a
+10.101.0.0/16 pool (``--no-pools`` skips it):
+
+* ``request_address`` (lowest free) / ``release_address`` (a random held address), warm;
+* ``explicit run``: the first next-free request when ``level`` addresses right after the
+  pool's search position were requested explicitly (the gap query walks them once).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from splice.ipam.allocator import Ipam  # noqa: E402
 from splice.ipam.config import parse_ipam_config  # noqa: E402
 
 SUBNET = "10.100.0.0/16"
+POOL_SUBNET = "10.101.0.0/16"
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -130,6 +138,55 @@ def measure_worst(base: str, level: int, reps: int = 5) -> list[float]:
     return times
 
 
+def pool_fill(p, pid: str, n: int, move_top: bool = True) -> list[int]:
+    """n leases from the pool's first host address on (one transaction); with
+    ``move_top`` as next-free requests leave them, else as explicit requests do."""
+    import ipaddress
+
+    first = int(ipaddress.ip_network(POOL_SUBNET).network_address) + 1
+    store = p._store("bench")
+    with store.write() as tx:
+        for a in range(first, first + n):
+            tx.insert_lease(4, a, pid, None)
+        if n and move_top:
+            tx.set_top(pid, first + n)
+    return list(range(first, first + n))
+
+
+def measure_pools(base: str, level: int, samples: int) -> dict:
+    import ipaddress
+
+    from splice.ipam.pools import PoolIpam
+
+    p = PoolIpam(os.path.join(base, f"pools{level}"), default_pools=[])
+    pid = p.request_pool("bench", POOL_SUBNET).id
+    held = pool_fill(p, pid, level)
+    rnd = random.Random(level)
+    req, rel = [], []
+    for _ in range(samples):
+        t = time.perf_counter()
+        lease = p.request_address(pid)
+        req.append(time.perf_counter() - t)
+        held.append(int(lease.address.ip))
+        victim = held.pop(rnd.randrange(len(held)))
+        t = time.perf_counter()
+        got = p.release_address(pid, ipaddress.IPv4Address(victim))
+        rel.append(time.perf_counter() - t)
+        assert got is not None
+    p.close()
+    run = []
+    if level:
+        for k in range(3):
+            q = PoolIpam(os.path.join(base, f"poolrun{level}-{k}"), default_pools=[])
+            qid = q.request_pool("bench", POOL_SUBNET).id
+            pool_fill(q, qid, level, move_top=False)
+            t = time.perf_counter()
+            q.request_address(qid)
+            run.append(time.perf_counter() - t)
+            q.close()
+    return {"request": req, "release": rel, "run": run}
+
+
 def import_cost() -> tuple[float, float, float]:
     """(-X importtime cumulative us of splice.ipam.allocator, wall ms of `python -c import`,
     wall ms of `python -c pass`), best of 5."""
@@ -160,6 +217,7 @@ def main() -> int:
     ap.add_argument("--dir", default=None, help="data dir (default: a temp dir, removed afterwards)")
     ap.add_argument("--real-fill", action="store_true", help="fill through allocate() (slow)")
     ap.add_argument("--no-import", action="store_true")
+    ap.add_argument("--no-pools", action="store_true", help="skip the pool-keyed API")
     opts = ap.parse_args()
     levels = [int(x) for x in opts.levels.split(",") if x]
     base = opts.dir or tempfile.mkdtemp(prefix="splice-ipam-bench-")
@@ -186,6 +244,13 @@ def main() -> int:
             w = measure_worst(base, level)
             if w:
                 print(f"  worst (cursor before a {level}-address run): median {statistics.median(w) * 1e3:.1f} ms")
+            if not opts.no_pools:
+                pr = measure_pools(base, level, opts.samples)
+                print(f"  pools: request_address  {fmt(pr['request'])}")
+                print(f"  pools: release_address  {fmt(pr['release'])}")
+                if pr["run"]:
+                    print(f"  pools: explicit run of {level} above the search position: "
+                          f"median {statistics.median(pr['run']) * 1e3:.1f} ms")
     finally:
         if opts.dir is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -117,6 +117,22 @@ def test_same_subnet_with_a_new_sub_range_shares_the_subnet(tmp_path):
     assert db(tmp_path).execute("SELECT count(*) FROM lease").fetchone() == (0,)
 
 
+def test_addresses_freed_through_a_sibling_pool_are_reused_lowest_first(tmp_path):
+    p = make(tmp_path)
+    whole = p.request_pool("sp", "10.1.0.0/24")
+    a = p.request_pool("sp", "10.1.0.0/24", "10.1.0.0/25")
+    assert ips(p.request_address(whole.id) for _ in range(3)) == ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    assert ips([p.request_address(a.id)]) == ["10.1.0.4"]
+    assert p.release_address(a.id, "10.1.0.2").pool_id == whole.id  # released through the sibling
+    assert ips([p.request_address(a.id)]) == ["10.1.0.2"]
+    assert ips([p.request_address(whole.id)]) == ["10.1.0.5"]
+    b = p.request_pool("sp", "10.1.0.0/24", "10.1.0.0/30")
+    p.release_pool(whole.id)  # .1 .3 .5 are free again for the siblings
+    assert ips(p.request_address(a.id) for _ in range(3)) == ["10.1.0.1", "10.1.0.3", "10.1.0.5"]
+    with pytest.raises(PoolExhausted):
+        p.request_address(b.id)
+
+
 def test_sub_range_needs_a_free_subnet_unless_shared(tmp_path):
     p = make(tmp_path)
     p.request_pool("sp", "10.1.0.0/24")
@@ -544,8 +560,9 @@ def test_sigkill_inside_each_transaction_leaves_the_store_as_before(tmp_path):
         con = db(tmp_path)
         try:
             assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-            return (con.execute("SELECT id, gateway, h_hi, h_lo, c_hi, c_lo FROM pool ORDER BY id").fetchall(),
-                    con.execute("SELECT fam, hi, lo, pool_id, owner FROM lease ORDER BY fam, hi, lo").fetchall())
+            return (con.execute("SELECT id, gateway, t_hi, t_lo, c_hi, c_lo FROM pool ORDER BY id").fetchall(),
+                    con.execute("SELECT fam, hi, lo, pool_id, owner FROM lease ORDER BY fam, hi, lo").fetchall(),
+                    con.execute("SELECT * FROM hole ORDER BY pool_id, fam, hi, lo").fetchall())
         finally:
             con.close()
 
@@ -588,7 +605,7 @@ while True:
 
 def test_sigkill_at_random_points_keeps_leases_and_hint_consistent(tmp_path):
     p = make(tmp_path)
-    pool = p.request_pool("sp", "10.16.0.0/25")
+    pool = p.request_pool("sp", "10.16.0.0/23")
     rnd = random.Random(99)
     held: set[str] = set()
     maybe: set[str] = set()
@@ -620,9 +637,14 @@ def test_sigkill_at_random_points_keeps_leases_and_hint_consistent(tmp_path):
     assert len({o for _, _, o in rows}) == len(rows)  # one address per request, none half-done
     # the hint is consistent with the leases: next free is still the lowest free address
     q = make(tmp_path)
-    usable = [f"10.16.0.{i}" for i in range(1, 127)]
+    usable = [str(A(i)) for i in range(int(A("10.16.0.1")), int(A("10.16.1.255")))]
     free = [a for a in usable if a not in in_db]
-    assert ips([q.request_address(pool.id)]) == free[:1]
+    assert free and ips([q.request_address(pool.id)]) == free[:1]
+    con = db(tmp_path)
+    holes = {str(A(join(hi, lo))) for hi, lo in con.execute("SELECT hi, lo FROM hole")}
+    (top,) = [str(A(join(hi, lo))) for hi, lo in con.execute("SELECT t_hi, t_lo FROM pool")]
+    con.close()
+    assert holes == {a for a in free[1:] if int(A(a)) < int(A(top))}  # every free address below top
 
 
 # --------------------------------------------------------------------------- CNI: release by address

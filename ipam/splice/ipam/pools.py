@@ -40,9 +40,13 @@ Storage: one SQLite store per address space, ``<data_dir>/<address space>/pools.
 built on :class:`splice.ipam.store.Store` (WAL, ``BEGIN IMMEDIATE``, busy timeout →
 StoreBusy, crash-safe). The address space is the unit the overlap checks span, so a
 pool, its overlap check and its leases change in one transaction. Tables: ``pool`` (the
-registry: id, subnet, sub-range, gateway, options, created, and the allocation hint and
-round-robin cursor) and ``lease`` (address primary key as in the CNI store, pool id,
-optional owner), indexed by pool id and owner.
+registry: id, subnet, sub-range, gateway, options, created, and the allocation state),
+``lease`` (address primary key as in the CNI store, pool id, optional owner; indexed by
+pool id and owner) and ``hole``. Lowest-free without a scan: a pool's ``top`` is where its
+next-free search resumes, and every free address of its range below ``top`` is listed
+in ``hole``; so the next free address is the pool's lowest hole (one index lookup) or,
+with no hole, the first free address from ``top`` on (a point lookup, or the gap query
+over addresses requested explicitly above ``top``).
 """
 
 from __future__ import annotations
@@ -221,8 +225,8 @@ CREATE TABLE IF NOT EXISTS pool (
     options  TEXT NOT NULL,      -- JSON object
     created  REAL NOT NULL,      -- unix time
     dflt     INTEGER NOT NULL,   -- 1: picked from the default ranges
-    h_hi     INTEGER NOT NULL,   -- hint: every address of the range below it is taken
-    h_lo     INTEGER NOT NULL,
+    t_hi     INTEGER NOT NULL,   -- top: the next-free search resumes here, the free
+    t_lo     INTEGER NOT NULL,   --   addresses of the range below it are in hole
     c_hi     INTEGER,            -- round-robin cursor (serial requests), NULL: none yet
     c_lo     INTEGER
 );
@@ -238,10 +242,18 @@ CREATE TABLE IF NOT EXISTS lease (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lease_pool ON lease (pool_id);
 CREATE INDEX IF NOT EXISTS lease_owner ON lease (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS hole (    -- free addresses of a pool's range below its top
+    pool_id  TEXT NOT NULL,
+    fam      INTEGER NOT NULL,
+    hi       INTEGER NOT NULL,
+    lo       INTEGER NOT NULL,
+    PRIMARY KEY (pool_id, fam, hi, lo)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hole_addr ON hole (fam, hi, lo);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)
 """
 
-_PCOLS = "id, fam, s_hi, s_lo, e_hi, e_lo, prefix, sub, gateway, options, created, dflt, h_hi, h_lo, c_hi, c_lo"
+_PCOLS = "id, fam, s_hi, s_lo, e_hi, e_lo, prefix, sub, gateway, options, created, dflt, t_hi, t_lo, c_hi, c_lo"
 _LCOLS = "fam, hi, lo, pool_id, owner"
 
 
@@ -256,7 +268,7 @@ class _PoolRow(NamedTuple):
     options: str
     created: float
     dflt: int
-    hint: int
+    top: int
     cursor: int | None
 
     @property
@@ -357,28 +369,33 @@ class PoolTxn(Txn):
     def delete_pool(self, pid: str) -> None:
         self._con.execute("DELETE FROM pool WHERE id=?", (pid,))
 
-    def set_hint(self, pid: str, addr: int) -> None:
-        self._con.execute("UPDATE pool SET h_hi=?, h_lo=? WHERE id=?", (*split(addr), pid))
+    def set_top(self, pid: str, addr: int) -> None:
+        self._con.execute("UPDATE pool SET t_hi=?, t_lo=? WHERE id=?", (*split(addr), pid))
 
     def set_pool_cursor(self, pid: str, addr: int) -> None:
         self._con.execute("UPDATE pool SET c_hi=?, c_lo=? WHERE id=?", (*split(addr), pid))
 
-    def set_gateway(self, pid: str, gw: str) -> None:
+    def set_gateway(self, pid: str, gw: str | None) -> None:
         self._con.execute("UPDATE pool SET gateway=? WHERE id=?", (gw, pid))
 
-    def forget(self, key: tuple, addr: int) -> None:
-        """``addr`` of the subnet ``key`` became free: lower the hints above it, drop it
-        as a gateway."""
-        fam = key[0]
+    def forget(self, siblings: list[_PoolRow], addr: int) -> None:
+        """``addr`` became free: a hole of every pool of its subnet (``siblings``) that
+        has it in its range below its top; no longer anyone's gateway."""
         hi, lo = split(addr)
-        self._con.execute(
-            "UPDATE pool SET h_hi=?, h_lo=? WHERE fam=? AND s_hi=? AND s_lo=? AND prefix=? AND (h_hi, h_lo) > (?, ?)",
-            (hi, lo, *key, hi, lo),
-        )
-        self._con.execute(
-            "UPDATE pool SET gateway=NULL WHERE fam=? AND s_hi=? AND s_lo=? AND prefix=? AND gateway=?",
-            (*key, str(_ip(fam, addr))),
-        )
+        for p in siblings:
+            r0, r1 = p.range()
+            if r0 <= addr < p.top and addr <= r1:
+                self._con.execute("INSERT OR IGNORE INTO hole (pool_id, fam, hi, lo) VALUES (?,?,?,?)",
+                                  (p.id, p.fam, hi, lo))
+            if p.gateway is not None and p.gateway == str(_ip(p.fam, addr)):
+                self.set_gateway(p.id, None)
+
+    def first_hole(self, pid: str) -> int | None:
+        t = self._con.execute("SELECT hi, lo FROM hole WHERE pool_id=? ORDER BY fam, hi, lo LIMIT 1", (pid,)).fetchone()
+        return join(t[0], t[1]) if t else None
+
+    def drop_holes(self, pid: str) -> None:
+        self._con.execute("DELETE FROM hole WHERE pool_id=?", (pid,))
 
     # -- leases
     def lease_at(self, fam: int, addr: int) -> _LeaseRow | None:  # type: ignore[override]
@@ -386,10 +403,13 @@ class PoolTxn(Txn):
         return _lrow(t) if t else None
 
     def insert_lease(self, fam: int, addr: int, pid: str, owner: str | None) -> None:
+        """Lease ``addr`` (no longer a hole of any pool)."""
+        hi, lo = split(addr)
         self._con.execute(
             "INSERT INTO lease (fam, hi, lo, pool_id, owner, created) VALUES (?,?,?,?,?,?)",
-            (fam, *split(addr), pid, owner, int(time.time())),
+            (fam, hi, lo, pid, owner, int(time.time())),
         )
+        self._con.execute("DELETE FROM hole WHERE fam=? AND hi=? AND lo=?", (fam, hi, lo))
 
     def pool_leases(self, pid: str) -> list[_LeaseRow]:
         cur = self._con.execute(f"SELECT {_LCOLS} FROM lease WHERE pool_id=? ORDER BY fam, hi, lo", (pid,))
@@ -564,16 +584,21 @@ class PoolIpam:
         """Unregister a pool and release its addresses (all of the subnet's when no other
         pool shares it); the released leases. PoolNotFound if unknown."""
         with self._existing(pool_id).write() as tx:
-            row = self._get(tx, pool_id)
-            tx.delete_pool(pool_id)
-            others = tx.same_subnet(row.key)
-            if others:
-                rows = tx.pool_leases(pool_id)
-            else:
-                rows = tx.subnet_leases(row.fam, row.first, row.last)
+            return self._drop_pool(tx, self._get(tx, pool_id))
+
+    @staticmethod
+    def _drop_pool(tx: PoolTxn, row: _PoolRow) -> list[PoolLease]:
+        tx.delete_pool(row.id)
+        tx.drop_holes(row.id)
+        others = tx.same_subnet(row.key)
+        if others:  # the subnet stays: release what was requested through this pool
+            rows = tx.pool_leases(row.id)
             tx.delete_leases(rows)
-            for r in rows if others else ():
-                tx.forget(row.key, r.addr)
+            for r in rows:
+                tx.forget(others, r.addr)
+        else:
+            rows = tx.subnet_leases(row.fam, row.first, row.last)
+            tx.delete_leases(rows)
         return [row.lease(r.addr, r.owner, r.pool_id) for r in rows]
 
     def get_pool(self, pool_id: str) -> Pool:
@@ -620,10 +645,12 @@ class PoolIpam:
                 r0, r1 = row.range()
                 if serial and not gateway:
                     got = self._after_cursor(tx, row, r0, r1)
-                else:
-                    got = tx.find_free(fam, max(r0, row.hint), r1)
-                    if got is not None:
-                        tx.set_hint(pool_id, min(got + 1, r1))  # r1 may be the last IPv6 address
+                else:  # the lowest free address: the lowest hole, else the first free from top
+                    got = tx.first_hole(pool_id)
+                    if got is None:
+                        got = tx.find_free(fam, max(r0, row.top), r1)
+                        if got is not None:
+                            tx.set_top(pool_id, min(got + 1, r1))  # r1 may be the last IPv6 address
                 if got is None:
                     where = f"sub-pool {row.sub} of " if row.sub else ""
                     raise PoolExhausted(f"no free address left in {where}pool {row.subnet()} (pool id {pool_id})")
@@ -658,7 +685,7 @@ class PoolIpam:
             if held is None:
                 return None
             tx.delete_leases([held])
-            tx.forget(row.key, a)
+            tx.forget(tx.same_subnet(row.key), a)
         return row.lease(a, held.owner, held.pool_id)
 
     def get_lease(self, pool_id: str, address: str | IPAddress | IPInterface) -> PoolLease | None:
@@ -685,13 +712,14 @@ class PoolIpam:
     def _release_rows(self, tx: PoolTxn, rows: list[_LeaseRow]) -> list[PoolLease]:
         tx.delete_leases(rows)
         out = []
-        cache: dict[str, _PoolRow | None] = {}
+        cache: dict[str, tuple[_PoolRow | None, list[_PoolRow]]] = {}
         for r in rows:
             if r.pool_id not in cache:
-                cache[r.pool_id] = tx.pool(r.pool_id)
-            p = cache[r.pool_id]
+                p = tx.pool(r.pool_id)
+                cache[r.pool_id] = (p, tx.same_subnet(p.key) if p is not None else [])
+            p, siblings = cache[r.pool_id]
             if p is not None:
-                tx.forget(p.key, r.addr)
+                tx.forget(siblings, r.addr)
                 out.append(p.lease(r.addr, r.owner))
             else:  # not expected: a lease always belongs to a registered pool
                 cls = ipaddress.IPv4Interface if r.fam == 4 else ipaddress.IPv6Interface
@@ -729,13 +757,7 @@ class PoolIpam:
                     if row.id in keep:
                         continue
                     pools_out.append(row.pool())
-                    tx.delete_pool(row.id)
-                    others = tx.same_subnet(row.key)
-                    rows = tx.pool_leases(row.id) if others else tx.subnet_leases(row.fam, row.first, row.last)
-                    tx.delete_leases(rows)
-                    for r in rows if others else ():
-                        tx.forget(row.key, r.addr)
-                    leases_out += [row.lease(r.addr, r.owner, r.pool_id) for r in rows]
+                    leases_out += self._drop_pool(tx, row)
             if valid_owners is not None:
                 keep_o = set(valid_owners)
                 stale = [r for r in tx.owned_leases() if r.owner not in keep_o]
