@@ -1,26 +1,33 @@
 """The bridge driver: a Linux bridge in the host, a veth pair per attachment.
 
-Protocol-neutral: it takes :mod:`splice.plugins.model` objects and an explicit host
-:class:`~splice.libnet.netns.Netns`, and knows nothing of CNI. Behaviour follows the
-reference ``bridge`` plugin (REFERENCE 2.2); differences are noted where they occur.
+A framework driver (:mod:`splice.plugins.driver`, kind ``bridge``): it takes
+:mod:`splice.plugins.model` objects and an explicit host :class:`~splice.libnet.netns.Netns`
+and knows nothing of CNI or Docker. Behaviour follows the reference ``bridge`` plugin
+(containernetworking/plugins plugins/main/bridge); differences are noted where they occur.
 
-ADD does its host work in one ``host.run`` and its sandbox work in one ``sandbox.run``:
+``attach`` does its host work in one ``host.run`` and its sandbox work in one ``sandbox.run``:
 
-* host: look the bridge up (create it if missing, with a fixed random MAC so that ports
-  coming and going never change it; ``vlan_filtering`` only at creation; ``accept_ra=0``;
-  up; promisc), the gateway addresses and forwarding sysctls, then ONE ``RTM_NEWLINK``
-  making the veth pair with the host end enslaved and up and the peer created directly
-  inside the sandbox under a temporary name (no namespace move: perf-notes 3b), then the
-  alias/hairpin/isolated of the port, its VLANs, masquerade and MAC spoof check;
-* sandbox: sysctls of the new interface, addresses, rename to ``ifname`` + up in one
-  message (the rename fails with EEXIST when ``ifname`` exists: that is the
-  :class:`InterfaceExists` check, at no extra round trip), then routes.
+* host (:meth:`BridgeDriver.ensure_network`'s part, then the port): look the bridge up
+  (create it if missing, with a fixed random MAC so that ports coming and going never change
+  it; ``vlan_filtering`` only at creation; ``accept_ra=0``; up; promisc), the gateway
+  addresses and forwarding sysctls, then ONE ``RTM_NEWLINK`` making the veth pair with the
+  host end enslaved and up and the peer created directly inside the sandbox under a
+  temporary name (no namespace move, which costs an RCU grace period), then the
+  alias/hairpin/isolated of the port, its VLANs, masquerade and MAC spoof check. From the
+  gateway addresses until the port is tagged the bridge's lock
+  (:func:`splice.libnet.locks.link_lock`) is held shared; GC and a rollback that removes a
+  gateway address hold it exclusively.
+* sandbox: :func:`splice.libnet.sandbox.configure` (sysctls, addresses, rename to
+  ``ifname`` + up in one message — EEXIST there is the :class:`InterfaceExists` check —
+  then routes). With ``placement=IN_HOST`` (Docker) the peer stays in the host under its
+  temporary name and this half is the runtime's.
 
 Both MACs of the pair are chosen here (the requested one for the sandbox side), so no
-read-back is needed. Anything ADD created is undone on failure (the bridge excepted).
+read-back is needed. Anything ADD created is undone on failure (the bridge and its
+gateway addresses excepted while another port uses them).
 
-Ownership lives in the kernel: the host veth name is derived from
-``(network, container_id, ifname)`` and carries the alias
+Ownership lives in the kernel (:mod:`splice.plugins.owners`): the host veth name is derived
+from ``(network, container_id, ifname)`` and carries the alias
 ``splice:<network>:<cid>:<ifname>``; masquerade / spoof-check entries carry the owner
 tag ``"<sha256(network)[:8]> <cid> <ifname>"``. DEL and GC need nothing else.
 """

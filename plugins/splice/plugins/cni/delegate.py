@@ -1,4 +1,4 @@
-"""Run a delegated plugin (e.g. an IPAM plugin) from CNI_PATH (SPEC §4, REFERENCE 1.6).
+"""Run a delegated plugin (e.g. an IPAM plugin) from CNI_PATH (CNI SPEC.md, "Delegated plugins").
 
 The delegate gets our environment with only ``CNI_COMMAND`` replaced, the complete config
 bytes we received on stdin, and its stderr is copied to ours. Never a shell.

@@ -1,6 +1,6 @@
 """`splice-portmap`: the CNI front-end of the port-mapping driver (a chained plugin).
 
-Behaviour of the reference ``portmap`` (REFERENCE 2.6): capability ``portMappings``
+Behaviour of the reference ``portmap`` (containernetworking/plugins plugins/meta/portmap): capability ``portMappings``
 (``runtimeConfig.portMappings``); without ``prevResult`` ADD fails with "must be called as
 chained plugin"; without mappings ADD passes ``prevResult`` through and DEL does nothing;
 the container addresses are the first IPv4 and first IPv6 address of the sandbox

@@ -16,7 +16,7 @@ a dict (maybe empty). Addresses are normalised the way the Go library prints the
 ``convert(canonical, to_version)`` renders the wire shape of one version. Keys splice does
 not know are kept in the canonical dict and emitted only when rendering 1.1.0 (older
 versions get exactly their schema). Conversion rules follow containernetworking/cni
-pkg/types/{020,040,100} (REFERENCE.md 1.5 / 1.8).
+pkg/types/{020,040,100} and CNI SPEC.md "Result".
 """
 
 from __future__ import annotations
