@@ -22,7 +22,7 @@ import contextlib
 import os
 import threading
 import time
-TYPE_CHECKING = False  # typing costs ~2 ms on the VERSION path; annotations are strings
+TYPE_CHECKING = False  # no typing import on the VERSION path (bench/startup.py); annotations are strings
 
 from splice.plugins.cni.version import ALL_VERSIONS
 
@@ -57,7 +57,7 @@ def _config(a: "CmdArgs", *, ranges: bool = True) -> "IpamConfig":
 
 # -- shared stores (a long-lived process: the agent) ---------------------------------
 # Opening a store costs a connect and three PRAGMAs, closing the last connection a WAL
-# checkpoint: ~1.3 ms of a ~9 ms ADD in the agent. share_stores() keeps one open Store per
+# checkpoint: a noticeable share of an ADD in the agent. share_stores() keeps one open Store per
 # store directory for the whole process (a Store serialises its transactions with its own
 # lock; SQLite's BEGIN IMMEDIATE serialises writers across processes as before). Before
 # each use the file is stat()ed: a store file removed or replaced since it was opened is

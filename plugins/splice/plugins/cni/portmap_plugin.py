@@ -15,7 +15,7 @@ imported inside the verbs, pyroute2 never.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs ~2 ms on the VERSION path; annotations are strings
+TYPE_CHECKING = False  # no typing import on the VERSION path (bench/startup.py); annotations are strings
 
 from splice.plugins.cni.errors import PORT_IN_USE  # 107: the host port is taken
 from splice.plugins.cni.version import ALL_VERSIONS
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 class _Attachment:
     """What the driver reads of an attachment (duck-typed ``model.Attachment``: importing
-    the model's dataclasses would cost this short-lived process ~2 ms)."""
+    the model's dataclasses would add to every short-lived process's start-up)."""
 
     __slots__ = ("network", "container_id", "ifname", "netns")
 
