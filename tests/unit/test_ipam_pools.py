@@ -4,7 +4,6 @@ concurrency, crash safety; and the CNI side's release by address."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import random
 import signal
@@ -435,6 +434,9 @@ def test_store_is_indexed(tmp_path):
         "owner": "SELECT * FROM lease WHERE owner='x'",
         "addr": "SELECT * FROM lease WHERE fam=4 AND hi=1 AND lo=2",
         "subnet": "SELECT * FROM pool WHERE fam=4 AND s_hi=1 AND s_lo=2 AND prefix=24",
+        "lowest hole": "SELECT hi, lo FROM hole WHERE pool_id='x' ORDER BY fam, hi, lo LIMIT 1",
+        "hole by address": "SELECT * FROM hole WHERE fam=4 AND hi=1 AND lo=2",
+        "leases of a subnet": "SELECT * FROM lease WHERE fam=4 AND (hi, lo) >= (1, 2) AND (hi, lo) <= (1, 9)",
     }
     for name, q in plans.items():
         plan = " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + q))
@@ -603,7 +605,7 @@ while True:
 """
 
 
-def test_sigkill_at_random_points_keeps_leases_and_hint_consistent(tmp_path):
+def test_sigkill_at_random_points_keeps_leases_and_holes_consistent(tmp_path):
     p = make(tmp_path)
     pool = p.request_pool("sp", "10.16.0.0/23")
     rnd = random.Random(99)
@@ -635,7 +637,7 @@ def test_sigkill_at_random_points_keeps_leases_and_hint_consistent(tmp_path):
     in_db = {str(ipaddress.ip_address(join(hi, lo))) for hi, lo, _ in rows}
     assert held - maybe <= in_db  # every reported commit survived
     assert len({o for _, _, o in rows}) == len(rows)  # one address per request, none half-done
-    # the hint is consistent with the leases: next free is still the lowest free address
+    # top and holes are consistent with the leases: next free is still the lowest free address
     q = make(tmp_path)
     usable = [str(A(i)) for i in range(int(A("10.16.0.1")), int(A("10.16.1.255")))]
     free = [a for a in usable if a not in in_db]

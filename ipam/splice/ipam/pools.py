@@ -78,7 +78,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 __all__ = [
     "DEFAULT_POOL_DATA_DIR", "DEFAULT_POOLS_V4", "POOLS_DB", "Pool", "PoolIpam", "PoolLease", "PoolStore",
-    "default_pools", "parse_pool_id", "ula_base",
+    "default_pools", "make_pool_id", "parse_pool_id", "ula_base",
 ]
 
 DEFAULT_POOL_DATA_DIR = "/var/lib/splice/ipam"
@@ -159,7 +159,7 @@ class PoolLease:
         return self.owner or f"pool:{self.pool_id}:{self.address.ip}"
 
 
-def pool_id(space: str, subnet: IPNetwork, sub: IPNetwork | None = None) -> str:
+def make_pool_id(space: str, subnet: IPNetwork, sub: IPNetwork | None = None) -> str:
     return f"{space}/{subnet}" + (f"/{sub}" if sub is not None else "")
 
 
@@ -526,7 +526,7 @@ class PoolIpam:
             excl = [_net(e, "excluded prefix") for e in exclude]
             with self._store(space).write() as tx:
                 subnet = self._pick_default(tx, fam, excl)
-                pid = pool_id(space, subnet)
+                pid = make_pool_id(space, subnet)
                 tx.insert_pool(pid, subnet, None, opts, True)
                 return tx.pool(pid).pool()
         subnet = _net(pool, "pool")
@@ -541,7 +541,7 @@ class PoolIpam:
                 sub = subnet  # a wider sub-range means the whole pool (as libnetwork)
             elif not sub.subnet_of(subnet):
                 raise InvalidRequest(f"sub-pool {sub} is not inside pool {subnet}")
-        pid = pool_id(space, subnet, sub)
+        pid = make_pool_id(space, subnet, sub)
         first, last = int(subnet.network_address), int(subnet.broadcast_address)
         with self._store(space).write() as tx:
             if tx.pool(pid) is not None:
