@@ -54,21 +54,21 @@ def test_client_module_is_stdlib_only():
 
 
 def test_install_cni_writes_launchers(tmp_path):
-    paths = cli.install_cni(str(tmp_path), socket="/run/x/agent.sock")
+    paths = cli.install_cni(str(tmp_path), socket="/run/x/agent.sock", mode="linked")
     assert [os.path.basename(p) for p in paths] == ["splice-bridge", "splice-ipam", "splice-portmap"]
     text = (tmp_path / "splice-ipam").read_text()
     assert text.startswith(f"#!{cli.base_interpreter()} -IS\n")
     assert "from client import standalone" in text and "'/run/x/agent.sock'" in text
     assert "in_process" in text and "'ipam'" in text
     compile(text, "splice-ipam", "exec")
-    inline = cli.install_cni(str(tmp_path / "inline"), self_contained=True, names=["splice-bridge"])
+    inline = cli.install_cni(str(tmp_path / "inline"), mode="client-only", names=["splice-bridge"])
     body = open(inline[0]).read()
     assert "def standalone(" in body and "from client import" not in body
     compile(body, "splice-bridge", "exec")
 
 
 def test_launcher_without_splice_prints_cni_error(tmp_path):
-    cli.install_cni(str(tmp_path), names=["splice-bridge"])
+    cli.install_cni(str(tmp_path), names=["splice-bridge"], mode="linked")
     exe = tmp_path / "splice-bridge"
     exe.write_text(exe.read_text().replace(os.path.dirname(wire.__file__), str(tmp_path / "gone")))
     p = subprocess.run([str(exe)], input=b"{}", capture_output=True, env={"CNI_COMMAND": "ADD"})
@@ -89,3 +89,31 @@ def test_status_without_agent(tmp_path):
     p = subprocess.run([str(bin_dir() / "splice"), "status", "--socket", str(tmp_path / "x.sock")],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "no agent" in p.stderr
+
+
+@pytest.mark.parametrize("command, socket, notices", [
+    ("ADD", "missing", 1),      # no agent: one line on stderr, then in-process
+    ("DEL", "stale", 1),        # a socket file nobody listens on (a killed agent)
+    ("VERSION", "missing", 0),  # VERSION does no work: no notice
+    ("ADD", "off", 0),          # the agent disabled on purpose: no notice
+])
+def test_no_agent_notice_once_per_call(tmp_path, command, socket, notices):
+    import socket as socket_mod
+
+    cli.install_cni(str(tmp_path / "bin"), names=["splice-bridge"], mode="linked")
+    path = str(tmp_path / "agent.sock")
+    if socket == "stale":
+        s = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+        s.bind(path)
+        s.close()
+    env = {"CNI_COMMAND": command, "SPLICE_AGENT_SOCKET": "off" if socket == "off" else path, "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([str(tmp_path / "bin" / "splice-bridge")], input=b'{"cniVersion": "1.0.0", "name": "n"}',
+                       env=env, capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    lines = [line for line in err.splitlines() if "no splice agent" in line]
+    assert len(lines) == notices, err
+    if notices:
+        assert lines[0].startswith(f"splice-bridge: no splice agent at {path} (") and "in-process" in lines[0]
+        assert err.startswith(lines[0])  # first, before anything the plugin says
+    out = json.loads(p.stdout)  # stdout stays exactly the CNI JSON
+    assert ("supportedVersions" in out) if command == "VERSION" else (out["code"] == 4)

@@ -17,8 +17,9 @@ A call:
 
 1. ``connect()`` to ``$SPLICE_AGENT_SOCKET`` (default ``/run/splice/agent.sock``).
    Failing to connect (no socket file, a stale one, EACCES for a non-root caller) means
-   "no agent": :func:`call` returns None and the caller runs the plugin in-process (the
-   same driver code). ``SPLICE_AGENT_SOCKET=`` (empty) or ``off`` disables the agent, and
+   "no agent": :func:`call` writes one line saying so to stderr (not for VERSION), returns
+   None, and the caller runs the plugin in-process (the same driver code).
+   ``SPLICE_AGENT_SOCKET=`` (empty) or ``off`` disables the agent without that line, and
    so does ``SPLICE_FAILPOINT`` (failure injection belongs to the in-process path: a
    ``:kill`` failpoint inside the agent would kill the agent).
 2. Read all of stdin, open our own network namespace (``/proc/thread-self/ns/net``) and
@@ -125,14 +126,27 @@ def socket_path(default=None):
 
 def connect(path, timeout=TIMEOUT_S):
     """A connected socket, or None when no agent answers at ``path``."""
+    return _connect(path, timeout)[0]
+
+
+def _connect(path, timeout=TIMEOUT_S):
+    """``(socket, None)``, or ``(None, the OSError)`` when no agent answers at ``path``."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.connect(path)
-    except OSError:  # ENOENT (no agent), ECONNREFUSED (stale socket), EACCES (not root), ...
+    except OSError as e:  # ENOENT (no agent), ECONNREFUSED (stale socket), EACCES (not root), ...
         s.close()
-        return None
+        return None, e
     s.settimeout(timeout)
-    return s
+    return s, None
+
+
+def no_agent_notice(kind, path, err):
+    """The one stderr line of a call that found no agent and runs in-process. Runtimes log
+    a plugin's stderr (libcni copies it to its own; stdout stays the JSON)."""
+    return ("splice-%s: no splice agent at %s (%s): running in-process (slower; start `splice agent`, "
+            "or set %s=off to silence this)\n"
+            % (kind, path.decode(errors="replace"), err.strerror or err, ENV_SOCKET)).encode()
 
 
 def request(sock, kind, env_blob, stdin, fds=()):
@@ -204,8 +218,10 @@ def call(kind, default_socket=None):
     path = socket_path(default_socket)
     if path is None:
         return None
-    sock = connect(path)
+    sock, err = _connect(path)
     if sock is None:
+        if env.get(b"CNI_COMMAND") != b"VERSION":  # VERSION does no work: no notice
+            _write_all(2, no_agent_notice(kind, path, err))
         return None
     stdin = b""
     nsfd = -1

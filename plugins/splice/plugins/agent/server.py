@@ -8,7 +8,8 @@ the call over a unix socket and print the answer.
 Socket. ``/run/splice/agent.sock`` by default (``--socket``, ``$SPLICE_AGENT_SOCKET`` for the
 clients), created 0600 in a 0700 directory it creates: root only. Each connection's peer
 is checked with ``SO_PEERCRED`` (uid 0 or the agent's own); others get a CNI error. One
-agent per socket (an ``flock`` on ``<socket>.lock``; a live listener is never unlinked).
+agent per socket (an ``flock`` on ``<socket>.lock``, removed on a clean exit; a stale one
+left by a killed agent is taken over; a live listener is never unlinked).
 Under systemd socket activation (``LISTEN_FDS``) the agent serves fd 3 and leaves the
 socket alone (see contrib/).
 
@@ -270,17 +271,36 @@ class Agent:
         self._own_socket = True
 
     def _take_lock(self) -> None:
+        """flock ``<socket>.lock`` (one agent per socket). A lock file left by an agent that
+        died is stale (the kernel dropped its flock) and simply taken over. A clean exit
+        unlinks it (:meth:`close`), so after taking the lock we check that the path still
+        names the file we locked: if an exiting agent unlinked it meanwhile, start again
+        on the new file (else two agents could each hold a lock on a different file)."""
         import fcntl
 
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise SystemExit(f"splice agent: another agent holds {self.path}.lock") from None
-            raise
-        self._lock_fd = fd
+        lock = self.path + ".lock"
+        for _ in range(100):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise SystemExit(f"splice agent: {lock} exists and is not a regular file")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                st, now = os.fstat(fd), os.stat(lock)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise SystemExit(f"splice agent: another agent holds {lock}") from None
+                if e.errno == errno.ENOENT:
+                    continue  # unlinked by an agent exiting right now: lock the next one
+                raise
+            except BaseException:
+                os.close(fd)
+                raise
+            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                self._lock_fd = fd
+                return
+            os.close(fd)  # we locked a file that is gone from the path: try again
+        raise SystemExit(f"splice agent: cannot take {lock}: it keeps changing")
 
     def close(self) -> None:
         if self._sock is not None:
@@ -298,6 +318,10 @@ class Agent:
                 pass
             self._own_socket = False
         if self._lock_fd is not None:
+            try:  # still holding the lock: nobody else can be using this file
+                os.unlink(self.path + ".lock")
+            except OSError:
+                pass
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -609,6 +633,7 @@ def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, g
     try:
         agent.bind()
     except SystemExit as e:
+        agent.close()  # the lock, if bind() took it before failing
         print(e, file=sys.stderr.real)
         return 1
 
