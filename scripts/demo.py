@@ -156,8 +156,12 @@ def main() -> int:
 
         say("\n== 8. the same calls through the resident agent (splice agent)")
         sock = tmp / "agent.sock"
+        # the thin clients users install (#!/usr/bin/python3 -IS, stdlib only), with their own
+        # copy of splice in cni-bin/.splice, whose `splice agent` runs the agent
+        sh(str(BIN / "splice"), "install-cni", "--dir", str(tmp / "cni-bin"), "--socket", str(sock))
         agent = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{host}", str(BIN / "splice"), "agent", "--socket", str(sock)],
+            ["nsenter", f"--net=/run/netns/{host}", str(tmp / "cni-bin" / ".splice" / "splice"), "agent",
+             "--socket", str(sock)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
@@ -165,8 +169,6 @@ def main() -> int:
                 if sock.exists():
                     break
                 time.sleep(0.05)
-            # the thin clients users install (#!/usr/bin/python3 -IS, stdlib only)
-            sh(str(BIN / "splice"), "install-cni", "--dir", str(tmp / "cni-bin"), "--socket", str(sock))
             rt = Runtime(cni_path=[str(tmp / "cni-bin")], cache_dir=str(tmp / "cache"),
                          prefix=["nsenter", f"--net=/run/netns/{host}"])
             rt.add(conflist, "demo-c1", f"/run/netns/{c1}", "eth0")  # the first call warms the agent's caches

@@ -8,23 +8,35 @@ command by adding an entry.
   (:mod:`splice.plugins.agent.server`).
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
   exit 0 alive, 1 not.
-* ``splice install-cni --dir /opt/cni/bin``: writes the CNI executables ``splice-bridge``,
-  ``splice-ipam``, ``splice-portmap`` as standalone thin clients (see below).
+* ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
+  the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap`` as standalone
+  thin clients (see below).
 
 Installed executables. Each is a ``#!/usr/bin/python3 -IS`` launcher of a few lines that
-imports ``splice/plugins/agent/client.py`` from this installation (its cached bytecode:
-importing it costs 0.5 ms where compiling the file inline cost 2 ms per call; a zipapp
-costs 5 ms more, runpy) and calls it with its plugin kind and the in-process fallback
-(``<this python> -I -c 'from splice.plugins.cni.main import in_process; ...' <kind>``,
-exec'd when no agent answers, stdin untouched). ``--self-contained`` inlines the client instead, for hosts that
-only get the executables. Why not the pip console scripts: their interpreter is
-the venv's python with ``site`` (system site-packages, the editable-install finder,
-pathlib): ``venv python -c pass`` costs 21.6 ms here against 6.8 ms for
-``/usr/bin/python3 -IS -c pass``; ``-I`` keeps ``PYTHON*`` variables and the user site out,
-``-S`` skips ``site`` (the client needs nothing outside the interpreter's built-ins). The
-interpreter defaults to this Python's base interpreter (``/usr/bin/python3`` on Debian),
-never a ``python3`` looked up on ``PATH`` (a pyenv shim alone costs ~110 ms). Measured
-with ``bench/startup.py``; figures in README "Performance".
+imports ``splice/plugins/agent/client.py`` (its cached bytecode, cheaper than compiling the
+file inline on every call; a zipapp would add runpy) and calls it with its plugin kind and
+the in-process fallback (``<python> -I -c '...; from splice.plugins.cni.main import
+in_process; ...' <kind>``, exec'd when no agent answers, stdin untouched).
+
+Where they import from:
+
+* default, self-contained: ``install-cni`` copies the splice runtime packages and the
+  distributions splice requires (pyroute2) into ``LIB/<digest>/`` (LIB = ``DIR/.splice``),
+  compiles them with the target interpreter and writes ``LIB/splice`` (this command line,
+  e.g. ``LIB/splice agent`` for contrib/systemd). The executables and their fallback run
+  the base interpreter on that copy and name nothing of this installation, so a checkout
+  and its .venv may move or go. Same start-up as ``--linked``.
+* ``--linked``: import from this installation (for development; moving it breaks them
+  until ``install-cni`` runs again).
+* ``--client-only``: the client inline, no fallback (an agent elsewhere, e.g. a DaemonSet).
+
+Why not the pip console scripts: their interpreter is the venv's python with ``site``
+(system site-packages, the editable-install finder, pathlib), about three times the
+start-up of ``/usr/bin/python3 -IS``; ``-I`` keeps ``PYTHON*`` variables and the user site
+out, ``-S`` skips ``site`` (the client needs nothing outside the interpreter's built-ins).
+The interpreter defaults to this Python's base interpreter (``/usr/bin/python3`` on Debian),
+never a ``python3`` looked up on ``PATH`` (a pyenv shim costs an order of magnitude more).
+Measured with ``bench/startup.py``; figures in README "Performance".
 """
 
 from __future__ import annotations
@@ -86,15 +98,30 @@ def _status(args: argparse.Namespace) -> int:
 
 
 # -- install-cni --------------------------------------------------------------------
+BUNDLE_DIR = ".splice"  # default library directory, inside the CNI bin directory
+RUNTIME_PACKAGES = ("libnet", "ipam", "plugins")  # the splice.* packages the plugins and the agent need
+RUNTIME_DEPENDENCIES = ("pyroute2",)  # what a bundle copies when splice's metadata is not there
+KEEP_BUNDLES = 2  # the new bundle and the previous one (calls in flight may still import from it)
+
+
 def _install_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, help="CNI bin directory, e.g. /opt/cni/bin")
+    p.add_argument("--lib", default=None,
+                   help=f"where the copied splice library goes (default: DIR/{BUNDLE_DIR}); "
+                        f"it also gets the `splice` command for the agent (LIB/splice agent)")
     p.add_argument("--python", default=None,
-                   help="interpreter of the thin clients (default: this Python's base interpreter, e.g. /usr/bin/python3)")
+                   help="interpreter of the executables (default: this Python's base interpreter, e.g. /usr/bin/python3)")
     p.add_argument("--socket", default=None,
                    help=f"agent socket compiled in as the default (${ENV_SOCKET} still overrides; default {DEFAULT_SOCKET})")
     p.add_argument("--plugins", default=",".join(CNI_EXECUTABLES), help="comma-separated executable names")
-    p.add_argument("--self-contained", action="store_true",
-                   help="put the whole client into each executable (for hosts without this splice installation)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--linked", dest="mode", action="store_const", const="linked",
+                      help="no copy: the executables import from THIS installation (a checkout's .venv): they "
+                           "break when it moves or goes; run install-cni again then (for development)")
+    mode.add_argument("--client-only", dest="mode", action="store_const", const="client-only",
+                      help="only the thin client, inline, no library: for hosts where an agent runs elsewhere "
+                           "(no agent -> CNI error JSON)")
+    p.set_defaults(mode="bundle")
 
 
 def base_interpreter() -> str:
@@ -110,14 +137,14 @@ def base_interpreter() -> str:
 
 
 def client_script(kind: str, python: str, fallback: list[str], socket: str | None, *,
-                  self_contained: bool = False) -> str:
+                  self_contained: bool = False, client_dir: str | None = None) -> str:
     """The text of one thin-client executable.
 
-    Default: a launcher that imports ``client`` from this installation's package
-    directory, whose ``.pyc`` is cached (0.5 ms), instead of compiling ~250 lines on every
-    call (2 ms). ``self_contained``: the whole client inline, for a host where splice is
-    not installed at this path (the agent elsewhere, e.g. a DaemonSet); the fallback then
-    fails with CNI error JSON when there is no agent.
+    Default: a launcher that imports ``client`` from ``client_dir`` (this installation's
+    package directory, or the bundle's copy), whose ``.pyc`` is cached, instead of
+    compiling ~250 lines on every call. ``self_contained``: the whole client inline,
+    for a host where splice is not installed at all (the agent elsewhere, e.g. a
+    DaemonSet); the fallback then fails with CNI error JSON when there is no agent.
     """
     import json
 
@@ -130,7 +157,7 @@ def client_script(kind: str, python: str, fallback: list[str], socket: str | Non
         with open(client.__file__, encoding="utf-8") as f:
             body = f.read()
         return header + body + "\n\nif __name__ == \"__main__\":\n    " + call
-    directory = os.path.dirname(os.path.abspath(client.__file__))
+    directory = client_dir or os.path.dirname(os.path.abspath(client.__file__))
     missing = json.dumps({"cniVersion": "1.1.0", "code": 100, "msg": "splice is not installed where this executable expects it",
                           "details": f"cannot import the thin client from {directory}: run `splice install-cni` again"})
     return (header
@@ -144,12 +171,158 @@ def client_script(kind: str, python: str, fallback: list[str], socket: str | Non
             + call)
 
 
+def _fallback_code(bundle: str | None) -> str:
+    """The ``-c`` program an executable execs when no agent answers (stdin untouched)."""
+    if bundle is None:
+        return FALLBACK_CODE
+    # -I drops PYTHONPATH: the bundle goes first on sys.path from here
+    return f"import sys; sys.path.insert(0, {bundle!r}); " + FALLBACK_CODE.split("; ", 1)[1]
+
+
+def _bundle_sources() -> list[tuple[str, str]]:
+    """(source directory or file, path inside the bundle) for everything the in-process
+    plugins and the agent import that the base interpreter does not have: the splice
+    runtime packages and the distributions they require (pyroute2), recursively.
+    (libnftables' bindings, ``nftables``, come from the system: Debian python3-nftables.)"""
+    import importlib
+    import importlib.metadata as md
+    import re
+
+    out: list[tuple[str, str]] = []
+    for name in RUNTIME_PACKAGES:
+        mod = importlib.import_module(f"splice.{name}")
+        out.append((os.path.dirname(os.path.abspath(mod.__file__)), os.path.join("splice", name)))
+    try:
+        md.distribution("splice")
+    except md.PackageNotFoundError:  # running from a bundle (LIB/splice install-cni): no metadata
+        for name in RUNTIME_DEPENDENCIES:
+            mod = importlib.import_module(name)
+            out.append((os.path.dirname(os.path.abspath(mod.__file__)), name))
+        return out
+    seen: set[str] = set()
+    todo = ["splice"]
+    while todo:
+        dist_name = todo.pop()
+        try:
+            reqs = md.requires(dist_name) or []
+        except md.PackageNotFoundError:
+            continue
+        for req in reqs:
+            if ";" in req:  # markers: extras (test) and platform conditions are not runtime needs here
+                continue
+            dep = re.split(r"[\s<>=!~\[(]", req, maxsplit=1)[0]
+            if not dep or dep.lower() in seen:
+                continue
+            seen.add(dep.lower())
+            todo.append(dep)
+            dist = md.distribution(dep)
+            tops: set[str] = set()
+            for f in dist.files or []:
+                first = f.parts[0]
+                if first in ("..", "__pycache__") or first.endswith((".dist-info", ".egg-info", ".data")):
+                    continue
+                tops.add(first)
+            for top in sorted(tops):
+                src = str(dist.locate_file(top))
+                if os.path.exists(src):
+                    out.append((src, top))
+    return out
+
+
+def _copy_bundle(target: str, sources: list[tuple[str, str]]) -> None:
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for src, rel in sources:
+        dst = os.path.join(target, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+
+
+def _tree_digest(sources: list[tuple[str, str]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for src, rel in sources:
+        files = [(src, rel)] if not os.path.isdir(src) else [
+            (os.path.join(root, f), os.path.join(rel, os.path.relpath(os.path.join(root, f), src)))
+            for root, dirs, names in os.walk(src) for f in names
+            if "__pycache__" not in root.split(os.sep) and not f.endswith((".pyc", ".pyo"))]
+        for path, name in sorted(files, key=lambda x: x[1]):
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()[:16]
+
+
+def install_bundle(lib: str, python: str) -> str:
+    """Copy the splice runtime and its dependencies into ``lib/<digest>`` (once per content),
+    compile it with ``python``, and return that directory. Older bundles beyond the
+    previous one are removed."""
+    import shutil
+    import subprocess
+
+    sources = _bundle_sources()
+    os.makedirs(lib, mode=0o755, exist_ok=True)
+    bundle = os.path.join(lib, _tree_digest(sources))
+    if not os.path.isdir(bundle):
+        tmp = f"{bundle}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _copy_bundle(tmp, sources)
+            # bytecode for the target interpreter (its own cache tag), paths as they will be
+            subprocess.run([python, "-I", "-m", "compileall", "-q", "-j", "0", "-s", tmp, "-p", bundle, tmp],
+                           check=True, stdout=subprocess.DEVNULL)
+            os.rename(tmp, bundle)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    os.utime(bundle)  # newest: kept by the pruning below
+    bundles = sorted((e for e in os.scandir(lib) if e.is_dir(follow_symlinks=False) and len(e.name) == 16
+                      and all(c in "0123456789abcdef" for c in e.name)),
+                     key=lambda e: e.stat().st_mtime, reverse=True)
+    for old in bundles[KEEP_BUNDLES:]:
+        if old.path != bundle:
+            shutil.rmtree(old.path, ignore_errors=True)
+    return bundle
+
+
+def _write_executable(target: str, text: str) -> None:
+    tmp = f"{target}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)  # atomic: a runtime never execs a half-written file
+
+
 def install_cni(directory: str, *, python: str | None = None, socket: str | None = None,
-                names: list[str] | None = None, self_contained: bool = False) -> list[str]:
-    """Write the thin-client executables into ``directory``; their paths."""
+                names: list[str] | None = None, mode: str = "bundle", lib: str | None = None) -> list[str]:
+    """Write the thin-client executables into ``directory``; their paths (and, in the
+    default ``bundle`` mode, the path of ``LIB/splice``, the command line for the agent).
+
+    ``bundle``: self-contained: a copy of the splice runtime and pyroute2 in ``lib``
+    (default ``directory/.splice``), the executables and their in-process fallback run the
+    base interpreter on that copy, so nothing refers to this installation (a checkout and
+    its .venv may move or go). ``linked``: the executables import from this installation.
+    ``client-only``: the client inline, no fallback.
+    """
+    if mode not in ("bundle", "linked", "client-only"):
+        raise ValueError(f"unknown install mode {mode!r}")
     python = python or base_interpreter()
+    for name in names or list(CNI_EXECUTABLES):
+        if name not in CNI_EXECUTABLES:
+            raise SystemExit(f"splice install-cni: unknown executable {name!r} (known: {', '.join(CNI_EXECUTABLES)})")
     os.makedirs(directory, exist_ok=True)
-    if not self_contained:
+    bundle = client_dir = None
+    interpreter = sys.executable
+    if mode == "bundle":
+        bundle = install_bundle(os.path.abspath(lib or os.path.join(directory, BUNDLE_DIR)), python)
+        client_dir = os.path.join(bundle, "splice", "plugins", "agent")
+        interpreter = python
+    elif mode == "linked":
         import py_compile
 
         from splice.plugins.agent import client
@@ -160,26 +333,28 @@ def install_cni(directory: str, *, python: str | None = None, socket: str | None
             pass  # the first call compiles it then
     written = []
     for name in names or list(CNI_EXECUTABLES):
-        if name not in CNI_EXECUTABLES:
-            raise SystemExit(f"splice install-cni: unknown executable {name!r} (known: {', '.join(CNI_EXECUTABLES)})")
         kind = CNI_EXECUTABLES[name]
-        # -c, not -m: runpy costs ~4 ms; -I: no PYTHON* variables, no user site, no cwd
-        fallback = [sys.executable, "-I", "-c", FALLBACK_CODE, kind]
-        text = client_script(kind, python, fallback, socket, self_contained=self_contained)
+        # -c, not -m (runpy is slower); -I: no PYTHON* variables, no user site, no cwd
+        fallback = [interpreter, "-I", "-c", _fallback_code(bundle), kind]
+        text = client_script(kind, python, fallback, socket, self_contained=mode == "client-only",
+                             client_dir=client_dir)
         target = os.path.join(directory, name)
-        tmp = f"{target}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)  # atomic: a runtime never execs a half-written file
+        _write_executable(target, text)
         written.append(target)
+    if bundle is not None:
+        cli = os.path.join(os.path.dirname(bundle), "splice")
+        _write_executable(cli, f"#!{python} -I\n"
+                               f"# `splice` from the bundle written by `splice install-cni`: `{cli} agent` runs the agent.\n"
+                               f"import sys\nsys.path.insert(0, {bundle!r})\n"
+                               "from splice.plugins.cli.main import main\nsys.exit(main())\n")
+        written.append(cli)
     return written
 
 
 def _install(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
-    for path in install_cni(args.dir, python=args.python, socket=args.socket, names=names,
-                            self_contained=args.self_contained):
+    for path in install_cni(args.dir, python=args.python, socket=args.socket, names=names, mode=args.mode,
+                            lib=args.lib):
         print(path)
     return 0
 
@@ -188,7 +363,9 @@ def _install(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "agent": ("run the resident agent the CNI executables talk to", _agent_args, _agent),
     "status": ("ask the agent whether it is alive", _status_args, _status),
-    "install-cni": ("write the thin-client CNI executables into a CNI bin directory", _install_args, _install),
+    "install-cni": ("write the thin-client CNI executables into a CNI bin directory, self-contained: with a copy "
+                    "of splice and pyroute2 in DIR/.splice, so they do not depend on this checkout or its .venv",
+                    _install_args, _install),
 }
 
 
