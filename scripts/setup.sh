@@ -25,8 +25,17 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Wait (up to 10 min) for the dpkg lock another apt run holds (unattended-upgrades on a
+  # fresh machine) instead of failing at once. `apt-get update` also takes the lists lock,
+  # which not every apt waits for: retry it while the failure is a lock.
+  APT_OPTS=(-o DPkg::Lock::Timeout=600)
+  for try in $(seq 120); do
+    if out=$(apt-get "${APT_OPTS[@]}" update -qq 2>&1); then break; fi
+    if ! grep -qi "lock" <<<"$out" || [ "$try" = 120 ]; then echo "$out" >&2; exit 1; fi
+    echo "setup.sh: apt-get update: a lock is held, retrying in 5 s" >&2
+    sleep 5
+  done
+  apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # The CNI executables' interpreter is the venv's python, a symlink to Debian's
