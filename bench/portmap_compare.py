@@ -21,7 +21,7 @@ Implementations (the splice ones as in bench/compare.py, whose helpers this reus
   ``pip install`` provides), in-process, no agent lookup.
 
 Prints, per worker count, chain and per-plugin (the portmap call alone) ADD/DEL p50/p99
-and throughput, with splice/Go ratios. Targets (issue 5): ADD p50 and DEL p50 of the
+and throughput, with splice/Go ratios. Targets: ADD p50 and DEL p50 of the
 chain <= 0.5x the reference's.
 
 Usage (root):  .venv/bin/python bench/portmap_compare.py [-n 200] [-w 1 -w 8] [--repeat 3]

@@ -18,7 +18,7 @@ benchmark's bridge, ownership pairs; host ports 30000+i, container addresses
   0 existing mappings each unpublish is the last user of route_localnet on the bridge and
   switches it off again: two sysctl writes and one more transaction.)
 
-The Go reference is not re-run here at scale: perf-notes §4b measured it (one container
+The Go reference is not re-run here at scale: it was measured once (one container
 ADD 65 ms with no mappings, 300 ms with 1,000, 6.5 s with 10,000).
 
 Usage (root):  .venv/bin/python bench/portmap_scale.py [--scales 0,1000,10000] [-n 50] [--repeat 1]
@@ -64,21 +64,22 @@ def populate(n: int) -> dict:
     from ipaddress import ip_address
 
     from splice.libnet import nft as N
-    from splice.libnet import portmap as P
+    from splice.libnet.portmap import builders as B
+    from splice.libnet.portmap import model as M
     from splice.plugins.portmap.driver import owner_tag
 
     t0 = time.perf_counter()
-    P.apply_text(P.scaffold_text())
+    B.apply_text(B.scaffold_text())
     nft = N.Nft()
-    if not set(P.BASE_CHAINS) <= nft.chain_names(P.FAMILY, P.TABLE):
-        nft.apply(P.build_base_chains_once())
+    if not set(M.BASE_CHAINS) <= nft.chain_names(M.FAMILY, M.TABLE):
+        nft.apply(B.build_base_chains_once())
     cmds: list[dict] = []
     base = int(ip_address("10.233.200.0"))
     for i in range(n):
         addr = ip_address(base + i)
         tag = owner_tag(NET, f"synthetic-{i:05d}", "eth0")
-        p = P.Published("tcp", 30000 + i, None, addr, 80)
-        cmds += P.build_publish(tag, [p], [P._Masq(addr, BRIDGE, False)], {}, [])
+        p = M.Published("tcp", 30000 + i, None, addr, 80)
+        cmds += B.build_publish(tag, [p], [M.Masq(addr, BRIDGE, False)], {}, [])
     t1 = time.perf_counter()
     if cmds:
         nft.apply(cmds)
@@ -92,7 +93,8 @@ def inproc(ops: int) -> dict:
 
     from splice.libnet import conntrack
     from splice.libnet import nft as N
-    from splice.libnet.portmap import PortMapping, PortPublisher
+    from splice.libnet.portmap.publisher import PortPublisher
+    from splice.plugins.portmap.mapping import PortMapping, expand
 
     conntrack.share_sockets(True)  # as in a resident process (the agent): one netfilter socket kept
     pub = PortPublisher(N.Nft())
@@ -102,10 +104,10 @@ def inproc(ops: int) -> dict:
         addr = [ip_interface(f"10.233.250.{2 + i % 250}/16")]
         m = [PortMapping(45000 + i, 80)]
         t = time.perf_counter()
-        pub.publish(owner, m, addr)
+        pub.publish(owner, expand(m, addr))
         add.append(time.perf_counter() - t)
         t = time.perf_counter()
-        pub.unpublish(owner, m, addr)
+        pub.unpublish(owner, expand(m, addr))
         rm.append(time.perf_counter() - t)
 
     def p(v, q):

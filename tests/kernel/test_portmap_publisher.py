@@ -1,4 +1,4 @@
-"""The port publisher (splice.libnet.portmap) in throwaway namespaces, asserted with the oracle.
+"""The port publisher (splice.libnet.portmap.publisher) in throwaway namespaces, asserted with the oracle.
 
 Element/owner checks read ``nft -j`` (tests/kernel/test_portmap_net.py helpers); traffic
 tests are in test_portmap_traffic.py.
@@ -17,9 +17,11 @@ import pytest
 
 from splice.conformance import oracle
 from splice.libnet.netns import Netns
-from splice.libnet.portmap import PortConflict, PortMapping, PortMappingError, PortPublisher
+from splice.libnet.portmap.model import PortConflict
+from splice.plugins.portmap.mapping import PortMapping, PortMappingError
 
 from .nfthelp import CountingNft
+from .portmap_help import Publisher, pub
 
 from .test_portmap_net import assert_no_portmap_elements, dnat_elements, elements, route_localnet
 
@@ -30,12 +32,6 @@ A_ADDR = [ip_interface("10.44.0.2/24"), ip_interface("fd44::2/64")]
 B_ADDR = [ip_interface("10.44.0.3/24"), ip_interface("fd44::3/64")]
 C_ADDR = [ip_interface("10.45.0.2/24")]
 WEB = [PortMapping(8080, 80), PortMapping(5353, 53, "udp")]
-
-
-def pub(ns, method: str, *args, nft=None, **kw):
-    """PortPublisher().<method>(...) inside ns (context created and used in one run)."""
-    with Netns.open(ns.path) as n:
-        return n.run(lambda: getattr(PortPublisher(nft), method)(*args, **kw))
 
 
 @pytest.fixture
@@ -300,7 +296,7 @@ def test_conditions_are_parsed_by_libnftables_and_shared(host):
 def test_common_paths_do_not_list_the_table(host):
     def body():
         nft = CountingNft()
-        p = PortPublisher(nft)
+        p = Publisher(nft)
         p.publish(A, WEB, A_ADDR)  # first use: scaffolding created on the way
         p.publish(B, [PortMapping(9000, 90)], B_ADDR)
         p.unpublish(A, WEB, A_ADDR)
@@ -325,12 +321,14 @@ def test_concurrent_publishers(host, tmp_path):
     code = textwrap.dedent(f"""
         import os, sys, time
         from ipaddress import ip_interface
-        from splice.libnet.portmap import PortConflict, PortMapping, PortPublisher
+        from splice.libnet.portmap.model import PortConflict
+        from splice.plugins.portmap.mapping import PortMapping, expand
+        from splice.libnet.portmap.publisher import PortPublisher
         deadline = time.monotonic() + 10
         while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
             time.sleep(0.001)
         try:
-            PortPublisher().publish(sys.argv[1], [PortMapping(int(sys.argv[2]), 80)], [ip_interface(sys.argv[3])])
+            PortPublisher().publish(sys.argv[1], expand([PortMapping(int(sys.argv[2]), 80)], [ip_interface(sys.argv[3])]))
             print("ok")
         except PortConflict:
             print("conflict")
@@ -360,7 +358,7 @@ def test_concurrent_threads_one_context_each(host):
 
     def worker(i):
         def body():
-            p = PortPublisher()
+            p = Publisher()
             barrier.wait(timeout=10)
             p.publish(f"n1 t{i} eth0", [PortMapping(6000 + i, 80, "udp")], [ip_interface(f"10.44.0.{30 + i}/24")])
         try:
@@ -398,7 +396,7 @@ def test_long_owner_is_truncated(host):
 
 
 def test_proto_numbers_in_listings_are_normalised():
-    from splice.libnet.portmap import key_digest
+    from splice.libnet.portmap.model import key_digest
 
     assert key_digest("dnat4", {"concat": ["tcp", 80]}) == key_digest("dnat4", {"concat": [6, 80]})
     assert key_digest("dnat4_ip", ("10.0.0.1", 132, 80)) == key_digest("dnat4_ip", {"concat": ["10.0.0.1", "sctp", 80]})

@@ -1,4 +1,4 @@
-"""Port mappings carry real traffic (splice.libnet.portmap in throwaway namespaces).
+"""Port mappings carry real traffic (splice.libnet.portmap.publisher in throwaway namespaces).
 
 The lab (test_portmap_net.py): a client namespace on the host's uplink, a host with a
 bridge, containers ``ca``/``cb`` on it running small TCP/UDP servers that answer with
@@ -14,8 +14,10 @@ from ipaddress import ip_interface
 
 import pytest
 
-from splice.libnet.netns import Netns
-from splice.libnet.portmap import PortConflict, PortMapping, PortPublisher
+from splice.libnet.portmap.model import PortConflict
+from splice.plugins.portmap.mapping import PortMapping
+
+from .portmap_help import pub
 
 from .test_portmap_net import (
     A4, A6, B4, B6, BRIDGE, GW4, GW6, UP4_CLIENT, UP4_HOST, UP6_CLIENT, UP6_HOST,
@@ -27,11 +29,6 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 OWNER_A, OWNER_B = "n1 c-aaa eth0", "n1 c-bbb eth0"
 A_ADDRS = [ip_interface(f"{A4}/24"), ip_interface(f"{A6}/64")]
 B_ADDRS = [ip_interface(f"{B4}/24"), ip_interface(f"{B6}/64")]
-
-
-def pub(ns, method: str, *args, **kw):
-    with Netns.open(ns.path) as n:
-        return n.run(lambda: getattr(PortPublisher(), method)(*args, **kw))
 
 
 @pytest.fixture

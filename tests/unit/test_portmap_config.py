@@ -10,9 +10,9 @@ from ipaddress import ip_address, ip_interface
 
 import pytest
 
-from splice.libnet.portmap import (
-    PortMapping, PortMappingError, Published, check_conditions, cond_chain, expand, interface_needs, users_counter,
-)
+from splice.libnet.portmap.model import Published, cond_chain, interface_needs, users_counter
+from splice.plugins.portmap.conditions import check_conditions
+from splice.plugins.portmap.mapping import PortMapping, PortMappingError, expand
 from splice.plugins.cni.portmap_plugin import sandbox_addresses
 from splice.plugins.errors import ConfigError, UnsupportedField
 from splice.plugins.portmap.config import parse_portmap_config
@@ -166,8 +166,8 @@ def test_owner_tags():
 def test_version_and_module_stay_light():
     """VERSION loads the plugin module only: no nftables, pyroute2, config or driver."""
     code = ("import sys; import splice.plugins.cni.portmap_plugin as m; "
-            "print(sorted(x for x in ('nftables', 'pyroute2', 'splice.libnet.portmap', 'splice.plugins.portmap.config', "
-            "'splice.plugins.portmap.driver') if x in sys.modules))")
+            "print(sorted(x for x in ('nftables', 'pyroute2', 'splice.libnet.portmap', 'splice.libnet.portmap.model', "
+            "'splice.plugins.portmap.config', 'splice.plugins.portmap.driver') if x in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     exe = os.path.join(os.path.dirname(sys.executable), "splice-portmap")

@@ -6,7 +6,7 @@ Failures raise :class:`~splice.plugins.errors.ConfigError` (or
 :class:`~splice.plugins.errors.UnsupportedField`) naming the key and the value. No kernel
 access.
 
-Options (REFERENCE 2.6, same names and defaults):
+Options (the reference portmap plugin's, same names and defaults):
 
 * ``snat`` (bool, default true): masquerade hairpin (from the container's own subnet) and
   localhost (127.0.0.0/8) connections to published ports; IPv4 localhost also needs
@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from splice.libnet.portmap import PortMapping, PortMappingError, check_conditions
+from splice.plugins.portmap.conditions import check_conditions
+from splice.plugins.portmap.mapping import PortMapping, PortMappingError
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 

@@ -3,7 +3,7 @@
 Protocol-neutral (the CNI ``splice-portmap`` plugin and the Docker driver's
 ``ProgramExternalConnectivity`` both call it): it takes :mod:`splice.plugins.model`
 objects and a host :class:`~splice.libnet.netns.Netns`, runs
-:class:`splice.libnet.portmap.PortPublisher` inside it, and turns its errors into
+:class:`splice.libnet.portmap.publisher.PortPublisher` inside it, and turns its errors into
 driver errors. Owner of the elements: ``"<sha256(network)[:8]> <container id> <ifname>"``
 (design.md), the tag the bridge's masquerade entries carry too.
 """
@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 from splice.libnet.errors import NetError
 from splice.libnet.names import truncate_utf8
 from splice.libnet.netns import Netns
-from splice.libnet.portmap import PortConflict, PortMappingError, PortPublisher, Published, sha256_hex
-from splice.plugins.errors import CheckFailed, ConfigError, KernelError, SpliceError
+from splice.libnet.portmap.model import PortConflict, Published, sha256_hex
+from splice.libnet.portmap.publisher import PortPublisher
+from splice.plugins.errors import CheckFailed, KernelError, SpliceError
+from splice.plugins.portmap.conditions import conditions_for
 from splice.plugins.portmap.config import PortmapConfig
+from splice.plugins.portmap.mapping import expand
 
 if TYPE_CHECKING:  # the model is not imported at run time (import cost of a CNI process)
     from splice.plugins.model import Attachment, IPConfig
@@ -86,8 +89,6 @@ class PortmapDriver:
             msg = (f"{e.what} conflicts with {e.held}, already published by {theirs}" if e.held
                    else f"{e.what} is already published by {theirs}")
             raise PortInUse(msg, e.owner) from None
-        except PortMappingError as e:
-            raise ConfigError(str(e)) from None
         except SpliceError:
             raise
         except NetError:
@@ -102,7 +103,9 @@ class PortmapDriver:
             return []
         owner = owner_tag(att.network, att.container_id, att.ifname)
         addrs = _addresses(ips) or []
-        return self._run(lambda pub: pub.publish(owner, cfg.mappings, addrs, **cfg.options()))
+        entries = expand(cfg.mappings, addrs)
+        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
+        return self._run(lambda pub: pub.publish(owner, entries, snat=cfg.snat, masq_all=cfg.masq_all, conditions=conds))
 
     def delete(self, att: "Attachment", ips: Iterable["IPConfig | Any"] | None) -> None:
         """Remove the attachment's mappings; idempotent. Without ``ips`` (no prevResult)
@@ -114,8 +117,9 @@ class PortmapDriver:
         addrs = _addresses(ips)
         if not addrs:
             addrs = None
-        self._run(lambda pub: pub.unpublish(owner, cfg.mappings if addrs else None, addrs, snat=cfg.snat,
-                                            conditions_v4=cfg.conditions_v4, conditions_v6=cfg.conditions_v6))
+        entries = expand(cfg.mappings, addrs) if addrs else None
+        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
+        self._run(lambda pub: pub.unpublish(owner, entries, snat=cfg.snat, conditions=conds))
 
     def check(self, att: "Attachment", ips: Iterable["IPConfig | Any"]) -> None:
         cfg = self.cfg
@@ -123,7 +127,10 @@ class PortmapDriver:
             return
         owner = owner_tag(att.network, att.container_id, att.ifname)
         addrs = _addresses(ips) or []
-        problems = self._run(lambda pub: pub.check(owner, cfg.mappings, addrs, **cfg.options()))
+        entries = expand(cfg.mappings, addrs)
+        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
+        problems = self._run(lambda pub: pub.check(owner, entries, snat=cfg.snat, masq_all=cfg.masq_all,
+                                                   conditions=conds))
         if problems:
             raise CheckFailed("; ".join(problems))
 
