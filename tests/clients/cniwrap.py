@@ -29,7 +29,7 @@ def main() -> int:
     name = os.path.basename(sys.argv[0])
     with open(os.path.join(here, SIDECAR)) as f:
         side = json.load(f)
-    p = subprocess.run([side["real"][name]], input=raw, capture_output=True, env=os.environ)
+    p = subprocess.run([side["real"][name]], input=raw, capture_output=True, env={**os.environ, **side.get("env", {})})
     rec = {"plugin": name, "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_")},
            "rc": p.returncode, "stdout": p.stdout.decode(errors="replace"),
            "stderr": p.stderr.decode(errors="replace")}
@@ -51,10 +51,11 @@ def main() -> int:
     return p.returncode
 
 
-def install(bin_dir: Path, plugins: dict[str, str], log: Path) -> None:
-    """Install wrappers for ``plugins`` (name -> real executable) into ``bin_dir``."""
+def install(bin_dir: Path, plugins: dict[str, str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Install wrappers for ``plugins`` (name -> real executable) into ``bin_dir``; ``env``:
+    variables added to the environment the client gives the real executable."""
     bin_dir.mkdir(parents=True, exist_ok=True)
-    (bin_dir / SIDECAR).write_text(json.dumps({"real": plugins, "log": str(log)}))
+    (bin_dir / SIDECAR).write_text(json.dumps({"real": plugins, "log": str(log), "env": env or {}}))
     body = Path(__file__).read_text()
     for name in plugins:
         exe = bin_dir / name

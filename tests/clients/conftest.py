@@ -99,13 +99,18 @@ def _require(*binaries: str) -> None:
     require(image.find_busybox() is not None, "a static busybox for the test image (Debian package busybox-static)")
 
 
+NO_AGENT_SOCKET = "no-agent.sock"
+
+
 def _install_plugins(cni_bin: Path, calls_log: Path) -> None:
     """splice-bridge and splice-ipam (behind the logging wrapper) in a private plugin dir."""
     real = {name: str(bin_dir() / name) for name in ("splice-bridge", "splice-ipam")}
     for path in real.values():
         if not os.access(path, os.X_OK):
             raise RuntimeError(f"{path} not installed (pip install -e .)")
-    cniwrap.install(cni_bin, real, calls_log)
+    # no agent (a socket path nobody listens on): every call runs in-process and writes the
+    # one-line "no splice agent" notice on stderr, which the clients must tolerate (they log it)
+    cniwrap.install(cni_bin, real, calls_log, env={"SPLICE_AGENT_SOCKET": str(cni_bin / NO_AGENT_SOCKET)})
 
 
 def _nofile_nproc() -> tuple[int, int]:
@@ -165,6 +170,10 @@ class ClientEnv:
         calls = self.calls()
         bad = [c for c in calls if c["rc"] != 0]
         assert not bad, f"failed CNI calls:\n{cniwrap.describe(bad, skip_version=False)}"
+        # ... although every call but VERSION wrote the no-agent line on stderr
+        quiet = [c for c in calls if c["env"].get("CNI_COMMAND") != "VERSION"
+                 and "no splice agent at " not in c["stderr"]]
+        assert not quiet, f"calls without the no-agent notice:\n{cniwrap.describe(quiet, skip_version=False)}"
         for cid in cids:
             adds = self.calls_for(cid, "ADD")
             assert adds, f"no ADD for {cid}:\n{self.describe_calls()}"
