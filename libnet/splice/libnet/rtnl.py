@@ -1,4 +1,4 @@
-"""rtnetlink through pyroute2: the link, address, route and bridge operations of the drivers.
+"""rtnetlink: the link, address, route, bridge, FDB and neighbour operations of the drivers.
 
 Namespaces are explicit. An :class:`Rtnl` is one netlink socket bound to the network
 namespace of the thread that opens it, so open and use it inside
@@ -6,90 +6,140 @@ namespace of the thread that opens it, so open and use it inside
 
     created = rtnl.run(host, lambda rt: rt.add_bridge("cni0"))
 
-Lookups are by name with one ``RTM_GETLINK`` (``link('get', ifname=...)``), never by
-dumping and filtering (a dump can be inconsistent while other agents change links).
-Only :meth:`Rtnl.dump_links` dumps, for garbage collection.
+Messages are built and read here with :mod:`struct` (:mod:`splice.libnet.netlink`), from
+the kernel's uapi headers (``linux/rtnetlink.h``, ``if_link.h``, ``if_addr.h``,
+``neighbour.h``, ``if_bridge.h``): no third-party netlink library, nothing to import
+but the standard library, and a reply is decoded only as far as the caller reads it
+(a link message carries ~50 attributes; :class:`Link` keeps a dozen, and its
+kind-specific data is decoded on first access).
 
-Every netlink failure is re-raised as a :mod:`splice.libnet.errors` exception with a
-message naming the operation; "already exists" / "already gone" outcomes that callers
-routinely tolerate are return values instead (documented per method).
+Lookups are by name with one ``RTM_GETLINK``, never by dumping and filtering (a dump can
+be inconsistent while other agents change links). Only :meth:`Rtnl.dump_links` /
+:meth:`Rtnl.ports_of` dump links, for garbage collection and rare decisions.
 
-Lean import: ``import pyroute2`` runs the package ``__init__``, which imports the whole
-public API (IPDB, NDB, conntrack, ...; ~140 ms). This module installs a stand-in package
-module for ``pyroute2`` (same ``__path__``, the real ``__init__`` not executed) before
-importing ``pyroute2.iproute.linux``, unless ``pyroute2`` is already imported. Names of
-the full public API stay reachable: the first access of a non-submodule attribute on the
-stand-in (``from pyroute2 import NDB``) executes the real ``__init__`` into it.
+Batches: :meth:`Rtnl.batch` queues requests and sends them in one ``send``; the kernel
+answers each one in order (one ACK or error each), read in one pass. See :class:`Batch`.
+
+Every netlink failure is re-raised as a :mod:`splice.libnet.errors` exception whose
+message names the operation (and carries the kernel's extended-ACK text when it gave
+one); "already exists" / "already gone" outcomes that callers routinely tolerate are
+return values instead (documented per method).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno as _errno
 import functools
-import importlib.util
 import ipaddress
-import os
-import socket
-import sys
-import types
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
+from . import netlink as nl
 from .errors import LinkExists, LinkNotFound, NetError, NotSupported, from_errno
+from .linkinfo import (  # noqa: F401  (re-exported: rtnl.Vlan, rtnl.Vxlan, ...)
+    ETH_P_8021AD,
+    ETH_P_8021Q,
+    Bridge,
+    Ipvlan,
+    LinkData,
+    Macvlan,
+    Veth,
+    Vlan,
+    Vxlan,
+)
+from . import linkinfo
 from .netns import Netns
 
 T = TypeVar("T")
 
+AF_UNSPEC = 0
+AF_INET = 2
+AF_INET6 = 10
+AF_BRIDGE = 7
 
-def _lean_pyroute2() -> None:
-    """Make ``pyroute2`` importable without running its heavy ``__init__``."""
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or not spec.submodule_search_locations or spec.loader is None:
-        return  # let the ordinary import report the problem
-    pkg = types.ModuleType("pyroute2")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__file__ = spec.origin
-    pkg.__spec__ = spec
-    pkg.__package__ = "pyroute2"
-    pkg.__loader__ = spec.loader
-    state = {"full": False}
+# message types (linux/rtnetlink.h)
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 
-    def _is_submodule(name: str) -> bool:
-        for d in pkg.__path__:
-            if os.path.isdir(os.path.join(d, name)) or os.path.isfile(os.path.join(d, name + ".py")):
-                return True
-        return False
-
-    def __getattr__(name: str) -> Any:  # PEP 562: only for names not (yet) in the module
-        if name.startswith("__") or state["full"] or _is_submodule(name):
-            raise AttributeError(f"module 'pyroute2' has no attribute {name!r}")
-        state["full"] = True
-        spec.loader.exec_module(pkg)  # type: ignore[union-attr]  # the real __init__, once
-        return getattr(pkg, name)
-
-    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
-    sys.modules["pyroute2"] = pkg
-
-
-_lean_pyroute2()
-
-from pyroute2.config import log as _pyroute2_log  # noqa: E402,F401  (NullHandler on the 'pyroute2' logger)
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+# link attributes (linux/if_link.h)
+IFLA_ADDRESS = 1
+IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_LINK = 5
+IFLA_MASTER = 10
+IFLA_OPERSTATE = 16
+IFLA_LINKINFO = 18
+IFLA_IFALIAS = 20
+IFLA_AF_SPEC = 26
+IFLA_NET_NS_FD = 28
+IFLA_EXT_MASK = 29
+IFLA_LINK_NETNSID = 37
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+IFLA_INFO_SLAVE_KIND = 4
+IFLA_INFO_SLAVE_DATA = 5
+IFLA_BRPORT_STATE = 1
+IFLA_BRPORT_MODE = 4
+IFLA_BRPORT_ISOLATED = 33
+IFLA_BRIDGE_VLAN_INFO = 2
+RTEXT_FILTER_BRVLAN = 1 << 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
-IFA_F_NODAD = 0x02
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
 BRIDGE_MODE_HAIRPIN = 1
 BRIDGE_VLAN_INFO_PVID = 0x2
 BRIDGE_VLAN_INFO_UNTAGGED = 0x4
-AF_BRIDGE = 7
-RTEXT_FILTER_BRVLAN = 1 << 1
+BRIDGE_VLAN_INFO_RANGE_BEGIN = 0x8
+BRIDGE_VLAN_INFO_RANGE_END = 0x10
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+
+# addresses (linux/if_addr.h)
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_FLAGS = 8
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+
+# routes
+RTA_DST = 1
+RTA_OIF = 4
+RTA_GATEWAY = 5
+RTA_PRIORITY = 6
+RTA_METRICS = 8
+RTA_TABLE = 15
+RTAX_MTU = 2
+RTAX_ADVMSS = 8
+RT_TABLE_UNSPEC = 0
 RT_TABLE_MAIN = 254
+RTPROT_STATIC = 4
+RTN_UNICAST = 1
+RTNH_F_ONLINK = 4
+
+# neighbours and FDB entries (linux/neighbour.h)
+NDA_DST = 1
+NDA_LLADDR = 2
+NDA_VLAN = 5
+NDA_PORT = 6
+NDA_VNI = 7
+NDA_IFINDEX = 8
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
+NUD_PERMANENT = 0x80
+
+_IFINFO = struct.Struct("=BxHiII")  # struct ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")  # struct ifaddrmsg: family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # struct rtmsg
+_NDMSG = struct.Struct("=BxHiHBB")  # struct ndmsg: family, pad, ifindex, state, flags, type
+_VLAN_INFO = struct.Struct("=HH")  # struct bridge_vlan_info: flags, vid
+_GET_EXT = nl.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)  # lookups do not need the counters
+
+BATCH_CHUNK = 16  # requests per send: their answers must fit the default receive buffer
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -101,9 +151,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Link:
     """What one RTM_NEWLINK message says about a link (the fields splice uses).
 
-    ``brport`` and ``vlan_filtering`` are decoded on first access only: pyroute2 decodes
-    nested attributes lazily, and a bridge's IFLA_INFO_DATA (or a port's slave data) is
-    the most expensive part of the message.
+    ``brport``, ``data`` and ``vlan_filtering`` are decoded on first access only.
+    ``peer_index`` is IFLA_LINK: a veth's peer, or the parent (lower) link of a vlan,
+    macvlan or ipvlan link (also :attr:`parent_index`); ``peer_netnsid`` is set when
+    that link lives in another namespace.
     """
 
     index: int
@@ -114,12 +165,12 @@ class Link:
     flags: int = 0
     master: int | None = None
     alias: str | None = None
-    peer_index: int | None = None  # IFLA_LINK (for a veth: the peer's ifindex, maybe in another netns)
-    peer_netnsid: int | None = None  # IFLA_LINK_NETNSID: set when the peer lives in another netns
+    peer_index: int | None = None  # IFLA_LINK
+    peer_netnsid: int | None = None  # IFLA_LINK_NETNSID
     operstate: str | None = None
     slave_kind: str | None = None
-    _info_data: Any = field(default=None, repr=False, compare=False)
-    _slave_data: Any = field(default=None, repr=False, compare=False)
+    _info_data: bytes | None = field(default=None, repr=False, compare=False)
+    _slave_data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def up(self) -> bool:
@@ -129,25 +180,34 @@ class Link:
     def promisc(self) -> bool:
         return bool(self.flags & IFF_PROMISC)
 
+    @property
+    def parent_index(self) -> int | None:
+        """The lower link of a vlan / macvlan / ipvlan link (IFLA_LINK; for a vxlan link
+        see ``data.dev``)."""
+        return self.peer_index
+
+    @functools.cached_property
+    def data(self) -> LinkData | None:
+        """The kind-specific data (:class:`Bridge`, :class:`Vlan`, :class:`Macvlan`,
+        :class:`Ipvlan`, :class:`Vxlan`), or None for other kinds (and veth)."""
+        return linkinfo.decode(self.kind, self._info_data)
+
     @functools.cached_property
     def brport(self) -> Mapping[str, int]:
         """IFLA_BRPORT_{MODE,ISOLATED,STATE} of a bridge port, keys without prefix, lower case."""
         out: dict[str, int] = {}
         if self.slave_kind == "bridge" and self._slave_data is not None:
-            for name, value in self._slave_data.get("attrs", ()):
-                if name in ("IFLA_BRPORT_MODE", "IFLA_BRPORT_ISOLATED", "IFLA_BRPORT_STATE"):
-                    out[name[len("IFLA_BRPORT_"):].lower()] = value
+            a = nl.attr_map(self._slave_data)
+            for key, kind in (("state", IFLA_BRPORT_STATE), ("mode", IFLA_BRPORT_MODE), ("isolated", IFLA_BRPORT_ISOLATED)):
+                if kind in a:
+                    out[key] = a[kind][0]
         return out
 
     @functools.cached_property
     def vlan_filtering(self) -> bool | None:
         """IFLA_BR_VLAN_FILTERING of a bridge; None for other links."""
-        if self.kind != "bridge" or self._info_data is None:
-            return None
-        for name, value in self._info_data.get("attrs", ()):
-            if name == "IFLA_BR_VLAN_FILTERING":
-                return bool(value)
-        return None
+        data = self.data
+        return data.vlan_filtering if isinstance(data, Bridge) else None
 
     @property
     def hairpin(self) -> bool:
@@ -183,62 +243,172 @@ class RouteEntry:
     scope: int = 0
 
 
-# -- errors ------------------------------------------------------------------------
-def _error(e: NetlinkError, what: str) -> NetError:
-    code = e.code or 0
-    return from_errno(code, f"{what}: {os.strerror(code) if code else e}")
+@dataclass(frozen=True)
+class FdbEntry:
+    """One forwarding-database entry (``bridge fdb``): ``dst``, ``vni``, ``port`` are a
+    VXLAN remote's (None: the device's default); ``flags`` NTF_SELF (the device's own
+    table, e.g. a vxlan device) or NTF_MASTER (its bridge's)."""
+
+    mac: str
+    ifindex: int
+    dst: IPAddress | None = None
+    vni: int | None = None
+    port: int | None = None
+    vlan: int | None = None
+    state: int = 0
+    flags: int = 0
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.state & NUD_PERMANENT)
+
+    @property
+    def master(self) -> bool:
+        return bool(self.flags & NTF_MASTER)
 
 
-_LINK_ATTRS = {
-    "IFLA_IFNAME": "name",
-    "IFLA_ADDRESS": "mac",
-    "IFLA_MTU": "mtu",
-    "IFLA_MASTER": "master",
-    "IFLA_IFALIAS": "alias",
-    "IFLA_LINK": "peer_index",
-    "IFLA_LINK_NETNSID": "peer_netnsid",
-    "IFLA_OPERSTATE": "operstate",
-}
+@dataclass(frozen=True)
+class Neighbour:
+    """One neighbour (ARP / NDP) entry."""
+
+    ip: IPAddress
+    mac: str | None
+    ifindex: int
+    state: int = 0
+    flags: int = 0
+
+    @property
+    def permanent(self) -> bool:
+        return bool(self.state & NUD_PERMANENT)
 
 
-def _nla_name(nla: Any) -> str:
-    cell = getattr(nla, "cell", None)  # pyroute2's nla_slot: the name without decoding the value
-    return cell[0] if cell is not None else nla[0]
-
-
-_INFO_ATTRS = {
-    "IFLA_INFO_KIND": "kind",
-    "IFLA_INFO_SLAVE_KIND": "slave_kind",
-    "IFLA_INFO_DATA": "_info_data",
-    "IFLA_INFO_SLAVE_DATA": "_slave_data",
-}
-
-
-def _link_from_msg(msg: Any) -> Link:
-    """One pass over the message's attributes (pyroute2's ``get()`` rescans them per key),
-    decoding only the values we keep: pyroute2 decodes a value when it is read, and a
-    link message carries ~50 attributes (IFLA_STATS64, IFLA_AF_SPEC with every IPv4/IPv6
-    devconf entry, ...). Reading names only halves the cost of a lookup (0.74 -> 0.4 ms)."""
-    kw: dict[str, Any] = {}
-    info = None
-    for nla in msg["attrs"]:
-        name = _nla_name(nla)
-        key = _LINK_ATTRS.get(name)
-        if key is not None:
-            kw[key] = nla[1]
-        elif name == "IFLA_LINKINFO":
-            info = nla[1]
+# -- decoding ------------------------------------------------------------------------
+def _link(body: bytes) -> Link:
+    """A Link from an RTM_NEWLINK body: only the kept attributes are decoded."""
+    _family, _type, index, flags, _change = _IFINFO.unpack_from(body)
+    a = nl.attr_map(body, 16)
+    kind = slave_kind = info_data = slave_data = None
+    info = a.get(IFLA_LINKINFO)
     if info is not None:
-        for nla in info.get("attrs", ()):
-            key = _INFO_ATTRS.get(_nla_name(nla))
-            if key is not None:
-                kw[key] = nla[1]
-    if not kw.get("master"):
-        kw["master"] = None
-    return Link(index=msg["index"], flags=msg["flags"], **kw)
+        i = nl.attr_map(info)
+        if IFLA_INFO_KIND in i:
+            kind = nl.get_str(i[IFLA_INFO_KIND])
+        if IFLA_INFO_SLAVE_KIND in i:
+            slave_kind = nl.get_str(i[IFLA_INFO_SLAVE_KIND])
+        info_data = i.get(IFLA_INFO_DATA)
+        slave_data = i.get(IFLA_INFO_SLAVE_DATA)
+    v = a.get(IFLA_ADDRESS)
+    mac = v.hex(":") if v else None
+    v = a.get(IFLA_MTU)
+    mtu = nl.get_u32(v) if v else None
+    v = a.get(IFLA_MASTER)
+    master = nl.get_u32(v) or None if v else None
+    v = a.get(IFLA_IFALIAS)
+    alias = nl.get_str(v) if v else None
+    v = a.get(IFLA_LINK)
+    peer = nl.get_u32(v) if v else None
+    v = a.get(IFLA_LINK_NETNSID)
+    netnsid = nl.get_i32(v) if v else None
+    v = a.get(IFLA_OPERSTATE)
+    oper = (OPERSTATES[v[0]] if v[0] < len(OPERSTATES) else str(v[0])) if v else None
+    return Link(index, nl.get_str(a.get(IFLA_IFNAME, b"")), kind, mac, mtu, flags, master, alias, peer, netnsid,
+                oper, slave_kind, info_data, slave_data)
 
 
-def _flags(up: bool | None = None, promisc: bool | None = None) -> dict[str, int]:
+def _ip(payload: bytes) -> IPAddress:
+    return ipaddress.ip_address(payload)
+
+
+def _mac(mac: str) -> bytes:
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"{mac!r} is not a MAC address")
+    return raw
+
+
+def _family(version: int) -> int:
+    return AF_INET6 if version == 6 else AF_INET
+
+
+def _error(req: nl.Request, what: str) -> NetError:
+    return from_errno(req.error, f"{what}: {req.strerror()}")
+
+
+# -- operations ------------------------------------------------------------------------
+class _Op:
+    """One request and how to turn its answer into a value (or an exception)."""
+
+    __slots__ = ("req", "finish")
+
+    def __init__(self, req: nl.Request, finish: Callable[[nl.Request], Any]) -> None:
+        self.req = req
+        self.finish = finish
+
+
+def _ack(what: str, ok: tuple[int, ...] = (), ok_value: Any = None, value: Any = None,
+         exists: type[NetError] | None = None) -> Callable[[nl.Request], Any]:
+    """An answer that is only an ACK: ``value``; errno in ``ok`` -> ``ok_value``;
+    EEXIST -> ``exists`` (when given); other errors -> NetError."""
+
+    def finish(req: nl.Request) -> Any:
+        if not req.error:
+            return value
+        if req.error in ok:
+            return ok_value
+        if exists is not None and req.error == _errno.EEXIST:
+            raise exists(f"{what}: {req.strerror()}")
+        raise _error(req, what)
+
+    return finish
+
+
+def _link_body(
+    index: int = 0,
+    *,
+    family: int = AF_UNSPEC,
+    flags: int = 0,
+    change: int = 0,
+    name: str | None = None,
+    mtu: int | None = None,
+    mac: str | None = None,
+    master: int | None = None,
+    alias: str | None = None,
+    netns_fd: int | None = None,
+    parent: int | None = None,
+    kind: str | None = None,
+    data: bytes = b"",
+    slave_kind: str | None = None,
+    slave_data: bytes = b"",
+) -> bytes:
+    parts = [_IFINFO.pack(family, 0, index, flags, change)]
+    if name is not None:
+        parts.append(nl.strz(IFLA_IFNAME, name))
+    if mtu:
+        parts.append(nl.u32(IFLA_MTU, mtu))
+    if mac:
+        parts.append(nl.attr(IFLA_ADDRESS, _mac(mac)))
+    if master is not None:
+        parts.append(nl.u32(IFLA_MASTER, master))
+    if alias is not None:
+        parts.append(nl.attr(IFLA_IFALIAS, alias.encode()))
+    if netns_fd is not None:
+        parts.append(nl.u32(IFLA_NET_NS_FD, netns_fd))
+    if parent is not None:
+        parts.append(nl.u32(IFLA_LINK, parent))
+    if kind is not None or slave_kind is not None:
+        info = []
+        if kind is not None:
+            info.append(nl.strz(IFLA_INFO_KIND, kind))
+            if data:
+                info.append(nl.nest(IFLA_INFO_DATA, data))
+        if slave_kind is not None:
+            info.append(nl.strz(IFLA_INFO_KIND, slave_kind + "_slave"))
+            info.append(nl.nest(IFLA_INFO_SLAVE_DATA, slave_data))
+        parts.append(nl.nest(IFLA_LINKINFO, *info))
+    return b"".join(parts)
+
+
+def _flags(up: bool | None = None, promisc: bool | None = None) -> tuple[int, int]:
     flags = change = 0
     if up is not None:
         change |= IFF_UP
@@ -246,7 +416,7 @@ def _flags(up: bool | None = None, promisc: bool | None = None) -> dict[str, int
     if promisc is not None:
         change |= IFF_PROMISC
         flags |= IFF_PROMISC if promisc else 0
-    return {"flags": flags, "change": change} if change else {}
+    return flags, change
 
 
 # -- the socket ----------------------------------------------------------------------
@@ -259,38 +429,12 @@ class Rtnl:
 
     def __init__(self) -> None:
         try:
-            # no multicast subscriptions: requests only. NETLINK_GET_STRICT_CHK (Linux >=
-            # 4.20) lets the kernel filter a dump by the header's fields (addresses of one
-            # link): without it every address of the namespace comes back, one IPv6
-            # link-local per container veth, and listing the bridge's addresses took 20 ms
-            # with 200 attachments instead of 0.7 ms.
-            try:
-                self._ipr = IPRoute(groups=0, strict_check=True)
-            except OSError:
-                self._ipr = IPRoute(groups=0)
+            self._nl = nl.Socket()
         except OSError as e:
             raise NetError(f"cannot open a netlink socket: {e.strerror or e}") from None
 
     def close(self) -> None:
-        self._ipr.close()
-
-    def _echo_link(self, **kw: Any) -> Link | None:
-        """``link('add', **kw)`` with NLM_F_ECHO: the kernel answers with the new link.
-
-        Saves the lookup that would follow a creation. None on kernels that do not echo
-        RTM_NEWLINK (measured: 6.1.176 does not, 6.18 does); callers then look the link
-        up by name (the needs_vm tests run that path in the 6.1 guest).
-        """
-        status = self._ipr.asyncore.status
-        status["nlm_echo"] = True
-        try:
-            msgs = self._ipr.link("add", **kw)
-        finally:
-            status["nlm_echo"] = False
-        for m in msgs or ():
-            if m.get("event") == "RTM_NEWLINK" and m.get("ifname") == kw.get("ifname"):
-                return _link_from_msg(m)
-        return None
+        self._nl.close()
 
     def __enter__(self) -> "Rtnl":
         return self
@@ -298,23 +442,45 @@ class Rtnl:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _transact(self, reqs: list[nl.Request]) -> None:
+        try:
+            self._nl.transact(reqs)
+            for req in reqs:
+                tries = 0
+                while req.interrupted and tries < 5:  # NLM_F_DUMP_INTR: read the table again
+                    tries += 1
+                    self._nl.transact([req])
+        except OSError as e:
+            raise NetError(f"netlink: {e.strerror or e}") from None
+
+    def _run(self, op: _Op) -> Any:
+        self._transact([op.req])
+        return op.finish(op.req)
+
+    def batch(self) -> "Batch":
+        """A :class:`Batch` of requests for this socket, sent by ``Batch.run()``."""
+        return Batch(self)
+
     # -- links ---------------------------------------------------------------------
+    def _get_link_op(self, name: str | None = None, index: int = 0) -> _Op:
+        body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + (nl.strz(IFLA_IFNAME, name) if name is not None else b"") + _GET_EXT
+        what = f"get link {name!r}" if name is not None else f"get link #{index}"
+
+        def finish(req: nl.Request) -> Link | None:
+            if req.error:
+                if req.error in (_errno.ENODEV, _errno.ENOENT):
+                    return None
+                raise _error(req, what)
+            return _link(req.replies[0])
+
+        return _Op(nl.Request(RTM_GETLINK, 0, body), finish)
+
     def get_link(self, name: str) -> Link | None:
         """The link called ``name`` (one RTM_GETLINK), or None when there is none."""
-        try:
-            return _link_from_msg(self._ipr.link("get", ifname=name)[0])
-        except NetlinkError as e:
-            if e.code in (_errno.ENODEV, _errno.ENOENT):
-                return None
-            raise _error(e, f"get link {name!r}") from None
+        return self._run(self._get_link_op(name))
 
     def get_link_by_index(self, index: int) -> Link | None:
-        try:
-            return _link_from_msg(self._ipr.link("get", index=index)[0])
-        except NetlinkError as e:
-            if e.code in (_errno.ENODEV, _errno.ENOENT):
-                return None
-            raise _error(e, f"get link #{index}") from None
+        return self._run(self._get_link_op(index=index))
 
     def require_link(self, name: str) -> Link:
         link = self.get_link(name)
@@ -322,16 +488,121 @@ class Rtnl:
             raise LinkNotFound(f"link {name!r} not found")
         return link
 
+    def _dump_links_op(self, master: int | None = None) -> _Op:
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _GET_EXT
+        if master is not None:
+            body += nl.u32(IFLA_MASTER, master)  # filtered by the kernel (and again below)
+
+        def finish(req: nl.Request) -> list[Link]:
+            if req.error:
+                raise _error(req, "dump links")
+            links = [_link(b) for t, b in zip(req.types, req.replies) if t == RTM_NEWLINK]
+            return links if master is None else [link for link in links if link.master == master]
+
+        return _Op(nl.Request(RTM_GETLINK, 0, body, dump=True), finish)
+
     def dump_links(self) -> list[Link]:
         """Every link of the namespace (for garbage collection only; see module doc)."""
-        try:
-            return [_link_from_msg(m) for m in self._ipr.link("dump")]
-        except NetlinkError as e:
-            raise _error(e, "dump links") from None
+        return self._run(self._dump_links_op())
 
     def ports_of(self, master: int) -> list[Link]:
-        """Links enslaved to ``master`` (a dump; for rare decisions such as rollback)."""
-        return [link for link in self.dump_links() if link.master == master]
+        """Links enslaved to ``master`` (a dump the kernel filters; for rare decisions
+        such as rollback)."""
+        return self._run(self._dump_links_op(master))
+
+    def _add_link_op(
+        self,
+        kind: str,
+        name: str,
+        *,
+        parent: int | None = None,
+        netns_fd: int | None = None,
+        mtu: int | None = None,
+        mac: str | None = None,
+        up: bool = False,
+        master: int | None = None,
+        data: LinkData | None = None,
+        on_error: Callable[[nl.Request], Any] | None = None,
+    ) -> _Op:
+        if data is not None and data.KIND != kind:
+            raise ValueError(f"{type(data).__name__} data for a link of kind {kind!r}")
+        flags, change = _flags(up=True) if up else (0, 0)
+        body = _link_body(flags=flags, change=change, name=name, mtu=mtu, mac=mac, master=master,
+                          netns_fd=netns_fd, parent=parent, kind=kind, data=data.encode() if data else b"")
+        req = nl.Request(RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL | nl.NLM_F_ECHO, body)
+        what = f"create {kind} {name!r}"
+
+        def finish(req: nl.Request) -> Any:
+            if req.error:
+                if on_error is not None:
+                    return on_error(req)
+                if req.error == _errno.EEXIST:
+                    raise LinkExists(f"{what}: a link with that name exists")
+                if req.error == _errno.EOPNOTSUPP:
+                    raise NotSupported(f"{what}: {req.strerror()} (no {kind} support in this kernel?)")
+                raise _error(req, what)
+            # NLM_F_ECHO: the kernel answers with the new link (Linux >= 6.3,
+            # rtnl_newlink_create -> rtnl_configure_link); not for a link created in another
+            # namespace (the copy goes to that namespace's sockets) nor on older kernels.
+            # The copy is made before IFLA_MASTER is applied (do_set_master follows
+            # rtnl_configure_link), and a failed enslavement fails the creation: the new
+            # link is a port of ``master``.
+            for t, b in zip(req.types, req.replies):
+                if t == RTM_NEWLINK:
+                    link = _link(b)
+                    if link.name == name:
+                        return link if not master or link.master == master else dataclasses.replace(link, master=master)
+            return None if netns_fd is not None else self.require_link(name)
+
+        return _Op(req, finish)
+
+    def add_link(
+        self,
+        kind: str,
+        name: str,
+        *,
+        parent: int | None = None,
+        netns_fd: int | None = None,
+        mtu: int | None = None,
+        mac: str | None = None,
+        up: bool = False,
+        master: int | None = None,
+        data: LinkData | None = None,
+    ) -> Link | None:
+        """Create a link of ``kind`` in one RTM_NEWLINK (``NLM_F_EXCL``).
+
+        ``parent``: the lower link's ifindex in THIS namespace (IFLA_LINK: vlan, macvlan,
+        ipvlan); ``data``: the kind's :class:`LinkData` (``Vlan(10)``, ``Vxlan(vni=1)``,
+        ``Veth(peer=...)``, ...). ``netns_fd``: create the link directly in that
+        namespace (IFLA_NET_NS_FD; the kernel registers it there, its parent staying
+        here: no namespace move); create it under a temporary name and rename it there
+        (:meth:`set_link` ``name=``) once configured.
+
+        Returns the new link, as the kernel echoes it (or looked up by name on kernels
+        that do not echo). The echo is the link before it was enslaved: ``master`` is
+        filled in from the request, but bridge-port data (``slave_kind``, ``brport``)
+        needs a lookup. With ``netns_fd`` the kernel echoes nothing to this namespace:
+        the answer is None; look the link up in its namespace by name.
+        A link with that name exists → :class:`LinkExists` (also when it exists in the
+        ``netns_fd`` namespace); an unknown kind → :class:`NotSupported`.
+        """
+        return self._run(self._add_link_op(kind, name, parent=parent, netns_fd=netns_fd, mtu=mtu, mac=mac, up=up,
+                                           master=master, data=data))
+
+    def _add_bridge_op(self, name: str, *, mtu: int | None = None, mac: str | None = None,
+                       vlan_filtering: bool = False, up: bool = False) -> _Op:
+        def on_error(req: nl.Request) -> None:
+            if req.error == _errno.EEXIST:
+                return None
+            if req.error == _errno.EOPNOTSUPP and vlan_filtering:
+                raise NotSupported(
+                    f"create bridge {name!r} with VLAN filtering: not supported by this kernel "
+                    "(CONFIG_BRIDGE_VLAN_FILTERING)"
+                )
+            raise _error(req, f"create bridge {name!r}")
+
+        return self._add_link_op("bridge", name, mtu=mtu, mac=mac, up=up,
+                                 data=Bridge(vlan_filtering=True) if vlan_filtering else None, on_error=on_error)
 
     def add_bridge(
         self,
@@ -347,26 +618,20 @@ class Rtnl:
         ``vlan_filtering`` on a kernel without CONFIG_BRIDGE_VLAN_FILTERING raises
         :class:`NotSupported`.
         """
-        kw: dict[str, Any] = {"ifname": name, "kind": "bridge"}
-        if mtu:
-            kw["mtu"] = mtu
-        if mac:
-            kw["address"] = mac
-        if vlan_filtering:
-            kw["br_vlan_filtering"] = 1
-        kw.update(_flags(up=True) if up else {})
-        try:
-            link = self._echo_link(**kw)
-        except NetlinkError as e:
-            if e.code == _errno.EEXIST:
-                return None
-            if e.code == _errno.EOPNOTSUPP and vlan_filtering:
-                raise NotSupported(
-                    f"create bridge {name!r} with VLAN filtering: not supported by this kernel "
-                    "(CONFIG_BRIDGE_VLAN_FILTERING)"
-                ) from None
-            raise _error(e, f"create bridge {name!r}") from None
-        return link or self.require_link(name)
+        return self._run(self._add_bridge_op(name, mtu=mtu, mac=mac, vlan_filtering=vlan_filtering, up=up))
+
+    def _add_veth_op(self, name: str, peer: str, *, peer_netns_fd: int | None = None, master: int | None = None,
+                     mtu: int | None = None, mac: str | None = None, peer_mac: str | None = None,
+                     up: bool = False) -> _Op:
+        what = f"create veth {name!r}/{peer!r}"
+
+        def on_error(req: nl.Request) -> None:
+            if req.error == _errno.EEXIST:
+                raise LinkExists(f"{what}: a link with one of these names exists")
+            raise _error(req, what)
+
+        data = Veth(peer=peer, peer_netns_fd=peer_netns_fd, peer_mac=peer_mac, peer_mtu=mtu)
+        return self._add_link_op("veth", name, mtu=mtu, mac=mac, up=up, master=master, data=data, on_error=on_error)
 
     def add_veth(
         self,
@@ -382,33 +647,43 @@ class Rtnl:
     ) -> Link:
         """Create a veth pair in one RTM_NEWLINK; the peer directly in ``peer_netns_fd``.
 
-        Creating the peer inside the target namespace avoids a namespace move (about
-        18 ms of RCU grace period). ``master`` (an ifindex) and ``up`` apply to ``name``.
+        Creating the peer inside the target namespace avoids a namespace move (an RCU
+        grace period). ``master`` (an ifindex) and ``up`` apply to ``name``.
         Returns the new link ``name``; its ``peer_index`` is the peer's ifindex in the
         peer's namespace. Either name taken → :class:`LinkExists`.
         """
-        peer_attrs: dict[str, Any] = {"ifname": peer}
-        if peer_netns_fd is not None:
-            peer_attrs["net_ns_fd"] = peer_netns_fd
-        if mtu:
-            peer_attrs["mtu"] = mtu
-        if peer_mac:
-            peer_attrs["address"] = peer_mac
-        kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_attrs}
-        if mtu:
-            kw["mtu"] = mtu
-        if mac:
-            kw["address"] = mac
-        if master:
-            kw["master"] = master
-        kw.update(_flags(up=True) if up else {})
-        try:
-            link = self._echo_link(**kw)
-        except NetlinkError as e:
-            if e.code == _errno.EEXIST:
-                raise LinkExists(f"create veth {name!r}/{peer!r}: a link with one of these names exists") from None
-            raise _error(e, f"create veth {name!r}/{peer!r}") from None
-        return link or self.require_link(name)
+        return self._run(self._add_veth_op(name, peer, peer_netns_fd=peer_netns_fd, master=master, mtu=mtu,
+                                           mac=mac, peer_mac=peer_mac, up=up))
+
+    def _move_link_op(self, index: int, netns_fd: int, new_name: str | None = None) -> _Op:
+        what = f"move link #{index} to another namespace" + (f" as {new_name!r}" if new_name else "")
+        body = _link_body(index, name=new_name, netns_fd=netns_fd)
+        return _Op(nl.Request(RTM_NEWLINK, 0, body), _ack(what, exists=LinkExists))
+
+    def move_link(self, index: int, netns_fd: int, new_name: str | None = None) -> None:
+        """Move link ``index`` into the namespace ``netns_fd``, renamed to ``new_name``
+        (IFLA_NET_NS_FD + IFLA_IFNAME in one RTM_NEWLINK).
+
+        The kernel moves the link under its current name, then renames it; a name
+        taken in the target namespace → :class:`LinkExists`, and nothing moved. A move
+        waits for an RCU grace period (milliseconds): prefer creating links in place
+        (:meth:`add_link` ``netns_fd=``).
+        """
+        self._run(self._move_link_op(index, netns_fd, new_name))
+
+    def _set_link_op(self, index: int, *, name: str | None = None, up: bool | None = None,
+                     promisc: bool | None = None, mtu: int | None = None, mac: str | None = None,
+                     alias: str | None = None, master: int | None = None) -> _Op:
+        flags, change = _flags(up=up, promisc=promisc)
+        body = _link_body(index, flags=flags, change=change, name=name, mtu=mtu, mac=mac, alias=alias, master=master)
+
+        def finish(req: nl.Request) -> None:
+            if req.error == _errno.EEXIST and name is not None:
+                raise LinkExists(f"rename link #{index} to {name!r}: a link with that name exists")
+            if req.error:
+                raise _error(req, f"set link #{index}")
+
+        return _Op(nl.Request(RTM_NEWLINK, 0, body), finish)
 
     def set_link(
         self,
@@ -427,24 +702,21 @@ class Rtnl:
         A rename is applied before the flags, so ``name=..., up=True`` renames a down
         link and then brings it up.
         """
-        kw: dict[str, Any] = {"index": index}
-        if name is not None:
-            kw["ifname"] = name
-        if mtu:
-            kw["mtu"] = mtu
-        if mac:
-            kw["address"] = mac
-        if alias is not None:
-            kw["ifalias"] = alias
-        if master is not None:
-            kw["master"] = master
-        kw.update(_flags(up=up, promisc=promisc))
-        try:
-            self._ipr.link("set", **kw)
-        except NetlinkError as e:
-            if e.code == _errno.EEXIST and name is not None:
-                raise LinkExists(f"rename link #{index} to {name!r}: a link with that name exists") from None
-            raise _error(e, f"set link #{index}") from None
+        self._run(self._set_link_op(index, name=name, up=up, promisc=promisc, mtu=mtu, mac=mac, alias=alias,
+                                    master=master))
+
+    def _set_brport_op(self, link: int | str, *, hairpin: bool | None = None, isolated: bool | None = None,
+                       alias: str | None = None) -> _Op | None:
+        slave = b""
+        if hairpin is not None:
+            slave += nl.u8(IFLA_BRPORT_MODE, BRIDGE_MODE_HAIRPIN if hairpin else 0)
+        if isolated is not None:
+            slave += nl.u8(IFLA_BRPORT_ISOLATED, 1 if isolated else 0)
+        if not slave and alias is None:
+            return None
+        index, name = (link, None) if isinstance(link, int) else (0, link)
+        body = _link_body(index, name=name, alias=alias, slave_kind="bridge" if slave else None, slave_data=slave)
+        return _Op(nl.Request(RTM_NEWLINK, 0, body), _ack(f"set bridge port options of link {link!r}"))
 
     def set_brport(
         self,
@@ -459,34 +731,50 @@ class Rtnl:
         One RTM_NEWLINK; ``link`` is an ifindex or a name (the kernel resolves a name
         itself, which saves a lookup). Hairpin/isolated need the link to be a bridge port.
         """
-        kw: dict[str, Any] = {"index": link} if isinstance(link, int) else {"ifname": link}
-        if alias is not None:
-            kw["ifalias"] = alias
-        if hairpin is not None or isolated is not None:
-            kw["kind"] = "bridge_slave"
-            if hairpin is not None:
-                kw["mode"] = BRIDGE_MODE_HAIRPIN if hairpin else 0
-            if isolated is not None:
-                kw["isolated"] = 1 if isolated else 0
-        if len(kw) == 1:
-            return
-        try:
-            self._ipr.link("set", **kw)
-        except NetlinkError as e:
-            raise _error(e, f"set bridge port options of link {link!r}") from None
+        op = self._set_brport_op(link, hairpin=hairpin, isolated=isolated, alias=alias)
+        if op is not None:
+            self._run(op)
+
+    def _delete_link_op(self, index: int | None = None, name: str | None = None) -> _Op:
+        body = _link_body(index or 0, name=None if index else name)
+        what = f"delete link {name or index!r}"
+        return _Op(nl.Request(RTM_DELLINK, 0, body),
+                   _ack(what, ok=(_errno.ENODEV, _errno.ENOENT), ok_value=False, value=True))
 
     def delete_link(self, index: int | None = None, name: str | None = None) -> bool:
         """Delete a link by index or name; False when it is already gone."""
-        kw: dict[str, Any] = {"index": index} if index else {"ifname": name}
-        try:
-            self._ipr.link("del", **kw)
-            return True
-        except NetlinkError as e:
-            if e.code in (_errno.ENODEV, _errno.ENOENT):
-                return False
-            raise _error(e, f"delete link {name or index!r}") from None
+        return self._run(self._delete_link_op(index, name))
 
     # -- bridge VLANs ----------------------------------------------------------------
+    def _vlan_op(self, msg_type: int, index: int, vid: int, vid_end: int | None = None, flags: int = 0) -> bytes:
+        if vid_end and vid_end != vid:
+            info = (_VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_BEGIN, vid)
+                    + _VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_END, vid_end))
+            spec = nl.attr(IFLA_BRIDGE_VLAN_INFO, info[:4]) + nl.attr(IFLA_BRIDGE_VLAN_INFO, info[4:])
+        else:
+            spec = nl.attr(IFLA_BRIDGE_VLAN_INFO, _VLAN_INFO.pack(flags, vid))
+        return _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0) + nl.nest(IFLA_AF_SPEC, spec)
+
+    def _bridge_vlan_add_op(self, index: int, vid: int, *, vid_end: int | None = None, pvid: bool = False,
+                            untagged: bool = False) -> _Op:
+        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | (BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0)
+        ranged = bool(vid_end) and vid_end != vid
+        if ranged and flags:
+            raise ValueError("a VLAN range carries no pvid/untagged flags here")
+        label = f"{vid}-{vid_end}" if ranged else str(vid)
+
+        def finish(req: nl.Request) -> None:
+            if req.error == _errno.EOPNOTSUPP:
+                raise NotSupported(
+                    f"add VLAN {label} to link #{index}: bridge VLAN filtering not supported "
+                    "(kernel without CONFIG_BRIDGE_VLAN_FILTERING, or the bridge has vlan_filtering 0)"
+                )
+            if req.error:
+                raise _error(req, f"add VLAN {label} to link #{index}")
+
+        return _Op(nl.Request(RTM_SETLINK, 0, self._vlan_op(RTM_SETLINK, index, vid, vid_end if ranged else None, flags)),
+                   finish)
+
     def bridge_vlan_add(
         self,
         index: int,
@@ -497,40 +785,30 @@ class Rtnl:
         untagged: bool = False,
     ) -> None:
         """Add VLAN ``vid`` (or the range ``vid..vid_end``) to a bridge port."""
-        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | (BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0)
-        ranged = bool(vid_end) and vid_end != vid
-        if ranged and flags:
-            raise ValueError("a VLAN range carries no pvid/untagged flags here")
-        spec: dict[str, Any] = {"vid": f"{vid}-{vid_end}" if ranged else vid}
-        if flags:
-            spec["flags"] = flags  # an int: pyroute2 passes a single VLAN's flags through as given
-        try:
-            self._ipr.vlan_filter("add", index=index, vlan_info=spec)
-        except NetlinkError as e:
-            if e.code == _errno.EOPNOTSUPP:
-                raise NotSupported(
-                    f"add VLAN {spec['vid']} to link #{index}: bridge VLAN filtering not supported "
-                    "(kernel without CONFIG_BRIDGE_VLAN_FILTERING, or the bridge has vlan_filtering 0)"
-                ) from None
-            raise _error(e, f"add VLAN {spec['vid']} to link #{index}") from None
+        self._run(self._bridge_vlan_add_op(index, vid, vid_end=vid_end, pvid=pvid, untagged=untagged))
 
     def bridge_vlans(self, index: int) -> dict[int, int]:
         """The VLANs of one bridge port (or of the bridge itself): vid -> BRIDGE_VLAN_INFO_*
         flags. Empty when VLAN filtering is off or unsupported. (An AF_BRIDGE dump with
-        RTEXT_FILTER_BRVLAN: a plain RTM_GETLINK does not carry a port's VLANs.)"""
-        out: dict[int, int] = {}
-        try:
-            msgs = self._ipr.link("dump", family=AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN)
-        except NetlinkError as e:
-            raise _error(e, f"list the VLANs of link #{index}") from None
-        for m in msgs:
-            if m.get("index") != index:
-                continue
-            spec = m.get_attr("IFLA_AF_SPEC")
-            for name, info in (spec.get("attrs", ()) if spec else ()):
-                if name == "IFLA_BRIDGE_VLAN_INFO":
-                    out[info["vid"]] = info["flags"]
-        return out
+        RTEXT_FILTER_BRVLAN: a plain RTM_GETLINK does not carry a port's VLANs, and the
+        kernel does not filter bridge dumps by index.)"""
+        body = _IFINFO.pack(AF_BRIDGE, 0, 0, 0, 0) + nl.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN)
+
+        def finish(req: nl.Request) -> dict[int, int]:
+            if req.error:
+                raise _error(req, f"list the VLANs of link #{index}")
+            out: dict[int, int] = {}
+            for body in req.replies:
+                if _IFINFO.unpack_from(body)[2] != index:
+                    continue
+                spec = nl.attr_map(body, 16).get(IFLA_AF_SPEC)
+                for kind, payload in nl.attrs(spec or b""):
+                    if kind == IFLA_BRIDGE_VLAN_INFO:
+                        flags, vid = _VLAN_INFO.unpack_from(payload)
+                        out[vid] = flags
+            return out
+
+        return self._run(_Op(nl.Request(RTM_GETLINK, 0, body, dump=True), finish))
 
     def bridge_vlan_del(self, index: int, vid: int) -> bool:
         """Remove VLAN ``vid`` from a bridge port; False when it was not there.
@@ -539,62 +817,97 @@ class Rtnl:
         nbp_vlan_delete's ENOENT), so presence is read first."""
         if vid not in self.bridge_vlans(index):
             return False
-        try:
-            self._ipr.vlan_filter("del", index=index, vlan_info={"vid": vid})
-            return True
-        except NetlinkError as e:
-            if e.code in (_errno.ENOENT, _errno.EINVAL):
-                return False
-            raise _error(e, f"delete VLAN {vid} from link #{index}") from None
+        req = nl.Request(RTM_DELLINK, 0, self._vlan_op(RTM_DELLINK, index, vid))
+        return self._run(_Op(req, _ack(f"delete VLAN {vid} from link #{index}", ok=(_errno.ENOENT, _errno.EINVAL),
+                                       ok_value=False, value=True)))
 
     # -- addresses ---------------------------------------------------------------------
+    def _addresses_op(self, index: int, family: int | None = None) -> _Op:
+        body = _IFADDR.pack(family or AF_UNSPEC, 0, 0, 0, index)
+
+        def finish(req: nl.Request) -> list[Address]:
+            if req.error:
+                raise _error(req, f"list addresses of link #{index}")
+            out = []
+            for body in req.replies:
+                fam, plen, flags, scope, idx = _IFADDR.unpack_from(body)
+                if idx != index:  # kernels without strict checking ignore the header
+                    continue
+                a = nl.attr_map(body, 8)
+                raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)  # with a peer, IFA_ADDRESS is the peer's
+                if raw is None:
+                    continue
+                if IFA_FLAGS in a:
+                    flags = nl.get_u32(a[IFA_FLAGS])
+                cls = ipaddress.IPv6Interface if fam == AF_INET6 else ipaddress.IPv4Interface
+                out.append(Address(cls((raw, plen)), flags, scope))
+            return out
+
+        return _Op(nl.Request(RTM_GETADDR, 0, body, dump=True), finish)
+
     def addresses(self, index: int, family: int | None = None) -> list[Address]:
         """The addresses of one link: a dump the kernel filters by ifindex (strict
-        checking; the loop below still filters, for kernels that ignore the header)."""
-        kw: dict[str, Any] = {"index": index, "dump_filter": None}  # index into the request header
-        if family is not None:
-            kw["family"] = family
-        try:
-            msgs = self._ipr.addr("dump", **kw)
-        except NetlinkError as e:
-            raise _error(e, f"list addresses of link #{index}") from None
-        out = []
-        for m in msgs:
-            if m.get("index") != index:
-                continue
-            addr = m.get("address") or m.get("local")
-            if addr is None:
-                continue
-            flags = m.get("IFA_FLAGS")
-            if flags is None:
-                flags = m.get("flags") or 0
-            out.append(Address(ipaddress.ip_interface(f"{addr}/{m['prefixlen']}"), flags, m.get("scope") or 0))
-        return out
+        checking; the answer is filtered again, for kernels that ignore the header)."""
+        return self._run(self._addresses_op(index, family))
+
+    def _address_body(self, index: int, iface: IPInterface, nodad: bool = False) -> bytes:
+        packed = iface.ip.packed
+        body = _IFADDR.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index) + nl.attr(IFA_ADDRESS, packed)
+        if iface.version == 4:
+            body += nl.attr(IFA_LOCAL, packed)
+        elif nodad:
+            body += nl.u32(IFA_FLAGS, IFA_F_NODAD)
+        return body
+
+    def _add_address_op(self, index: int, iface: IPInterface, *, nodad: bool = False) -> _Op:
+        req = nl.Request(RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, self._address_body(index, iface, nodad))
+        return _Op(req, _ack(f"add address {iface} to link #{index}", ok=(_errno.EEXIST,), ok_value=False, value=True))
 
     def add_address(self, index: int, iface: IPInterface, *, nodad: bool = False) -> bool:
-        """Add an address; False when the link already has it."""
-        kw: dict[str, Any] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-        if nodad and iface.version == 6:
-            kw["flags"] = IFA_F_NODAD
-        try:
-            self._ipr.addr("add", **kw)
-            return True
-        except NetlinkError as e:
-            if e.code == _errno.EEXIST:
-                return False
-            raise _error(e, f"add address {iface} to link #{index}") from None
+        """Add an address; False when the link already has it. ``nodad``: IPv6 only."""
+        return self._run(self._add_address_op(index, iface, nodad=nodad))
+
+    def _delete_address_op(self, index: int, iface: IPInterface) -> _Op:
+        req = nl.Request(RTM_DELADDR, 0, self._address_body(index, iface))
+        return _Op(req, _ack(f"delete address {iface} from link #{index}",
+                             ok=(_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT), ok_value=False, value=True))
 
     def delete_address(self, index: int, iface: IPInterface) -> bool:
         """Remove an address; False when the link does not have it (or is gone)."""
-        try:
-            self._ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-            return True
-        except NetlinkError as e:
-            if e.code in (_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT):
-                return False
-            raise _error(e, f"delete address {iface} from link #{index}") from None
+        return self._run(self._delete_address_op(index, iface))
 
     # -- routes ------------------------------------------------------------------------
+    def _route_body(self, dst: IPNetwork, gw: IPAddress | None, oif: int | None, priority: int | None,
+                    table: int | None, scope: int | None, onlink: bool = False, mtu: int | None = None,
+                    advmss: int | None = None) -> bytes:
+        table = RT_TABLE_MAIN if table is None else table
+        parts = [_RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, table if table < 256 else RT_TABLE_UNSPEC,
+                             RTPROT_STATIC, scope or 0, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)]
+        if dst.prefixlen:
+            parts.append(nl.attr(RTA_DST, dst.network_address.packed))
+        if gw is not None:
+            parts.append(nl.attr(RTA_GATEWAY, gw.packed))
+        if oif:
+            parts.append(nl.u32(RTA_OIF, oif))
+        if priority is not None:
+            parts.append(nl.u32(RTA_PRIORITY, priority))
+        if table >= 256:
+            parts.append(nl.u32(RTA_TABLE, table))
+        metrics = (nl.u32(RTAX_MTU, mtu) if mtu else b"") + (nl.u32(RTAX_ADVMSS, advmss) if advmss else b"")
+        if metrics:
+            parts.append(nl.nest(RTA_METRICS, metrics))
+        return b"".join(parts)
+
+    def _add_route_op(self, dst: IPNetwork, *, gw: IPAddress | None = None, oif: int | None = None,
+                      mtu: int | None = None, advmss: int | None = None, priority: int | None = None,
+                      table: int | None = None, scope: int | None = None, onlink: bool = False,
+                      replace: bool = False) -> _Op:
+        body = self._route_body(dst, gw, oif, priority, table, scope, onlink, mtu, advmss)
+        flags = nl.NLM_F_CREATE | (nl.NLM_F_REPLACE if replace else nl.NLM_F_EXCL)
+        via = f" via {gw}" if gw is not None else ""
+        return _Op(nl.Request(RTM_NEWROUTE, flags, body),
+                   _ack(f"add route {dst}{via}", ok=(_errno.EEXIST,), ok_value=False, value=True))
+
     def add_route(
         self,
         dst: IPNetwork,
@@ -606,59 +919,288 @@ class Rtnl:
         priority: int | None = None,
         table: int | None = None,
         scope: int | None = None,
+        onlink: bool = False,
+        replace: bool = False,
     ) -> bool:
-        """Add a route; False when the same route already exists."""
-        kw: dict[str, Any] = {"dst": str(dst), "family": socket.AF_INET6 if dst.version == 6 else socket.AF_INET}
-        if gw is not None:
-            kw["gateway"] = str(gw)
-        if oif:
-            kw["oif"] = oif
-        if priority is not None:
-            kw["priority"] = priority
-        if table is not None:
-            kw["table"] = table
-        if scope is not None:
-            kw["scope"] = scope
-        metrics = {}
-        if mtu:
-            metrics["mtu"] = mtu
-        if advmss:
-            metrics["advmss"] = advmss
-        if metrics:
-            kw["metrics"] = metrics
-        try:
-            self._ipr.route("add", **kw)
-            return True
-        except NetlinkError as e:
-            if e.code == _errno.EEXIST:
-                return False
-            via = f" via {gw}" if gw is not None else ""
-            raise _error(e, f"add route {dst}{via}") from None
+        """Add a route; False when the same route already exists. ``onlink``: the gateway
+        is on the link whatever the addresses say (RTNH_F_ONLINK: a VXLAN overlay's
+        routes via remote VTEP addresses); ``replace``: create or replace (always True)."""
+        return self._run(self._add_route_op(dst, gw=gw, oif=oif, mtu=mtu, advmss=advmss, priority=priority,
+                                            table=table, scope=scope, onlink=onlink, replace=replace))
+
+    def _delete_route_op(self, dst: IPNetwork, *, gw: IPAddress | None = None, oif: int | None = None,
+                         priority: int | None = None, table: int | None = None) -> _Op:
+        body = self._route_body(dst, gw, oif, priority, table, None)
+        return _Op(nl.Request(RTM_DELROUTE, 0, body),
+                   _ack(f"delete route {dst}", ok=(_errno.ESRCH, _errno.ENODEV), ok_value=False, value=True))
+
+    def delete_route(self, dst: IPNetwork, *, gw: IPAddress | None = None, oif: int | None = None,
+                     priority: int | None = None, table: int | None = None) -> bool:
+        """Delete a route; False when there is no such route."""
+        return self._run(self._delete_route_op(dst, gw=gw, oif=oif, priority=priority, table=table))
+
+    def _routes_op(self, family: int) -> _Op:
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+
+        def finish(req: nl.Request) -> list[RouteEntry]:
+            if req.error:
+                raise _error(req, "dump routes")
+            cls = ipaddress.IPv6Network if family == AF_INET6 else ipaddress.IPv4Network
+            zero = bytes(16 if family == AF_INET6 else 4)
+            out = []
+            for body in req.replies:
+                fam, dst_len, _src, _tos, table, _proto, scope, rtype, _flags = _RTMSG.unpack_from(body)
+                if rtype != RTN_UNICAST or fam != family:
+                    continue
+                a = nl.attr_map(body, 12)
+                gw, oif, prio, tbl = a.get(RTA_GATEWAY), a.get(RTA_OIF), a.get(RTA_PRIORITY), a.get(RTA_TABLE)
+                out.append(RouteEntry(
+                    dst=cls((a.get(RTA_DST, zero), dst_len), strict=False),
+                    gw=_ip(gw) if gw else None,
+                    oif=nl.get_u32(oif) if oif else None,
+                    table=nl.get_u32(tbl) if tbl else (table or RT_TABLE_MAIN),
+                    priority=nl.get_u32(prio) if prio else None,
+                    scope=scope,
+                ))
+            return out
+
+        return _Op(nl.Request(RTM_GETROUTE, 0, body, dump=True), finish)
 
     def routes(self, family: int) -> list[RouteEntry]:
         """Unicast routes of one family in every table (a dump)."""
-        try:
-            msgs = self._ipr.route("dump", family=family)
-        except NetlinkError as e:
-            raise _error(e, "dump routes") from None
-        zero = "0.0.0.0" if family == socket.AF_INET else "::"
-        out = []
-        for m in msgs:
-            if m.get("type", 1) != 1:  # RTN_UNICAST
+        return self._run(self._routes_op(family))
+
+    # -- FDB entries ---------------------------------------------------------------------
+    def _fdb_body(self, ifindex: int, mac: str, dst: IPAddress | None, vni: int | None, port: int | None,
+                  vlan: int | None, master: bool) -> bytes:
+        parts = [_NDMSG.pack(AF_BRIDGE, 0, ifindex, NUD_PERMANENT, NTF_MASTER if master else NTF_SELF, 0),
+                 nl.attr(NDA_LLADDR, _mac(mac))]
+        if dst is not None:
+            parts.append(nl.attr(NDA_DST, dst.packed))
+        if vlan is not None:
+            parts.append(nl.u16(NDA_VLAN, vlan))
+        if port is not None:
+            parts.append(nl.be16(NDA_PORT, port))
+        if vni is not None:
+            parts.append(nl.u32(NDA_VNI, vni))
+        return b"".join(parts)
+
+    def _fdb_op(self, how: str, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
+                port: int | None = None, vlan: int | None = None, master: bool = False) -> _Op:
+        body = self._fdb_body(ifindex, mac, dst, vni, port, vlan, master)
+        what = f"{how} FDB entry {mac}" + (f" dst {dst}" if dst is not None else "") + f" on link #{ifindex}"
+        if how == "delete":
+            return _Op(nl.Request(RTM_DELNEIGH, 0, body),
+                       _ack(what, ok=(_errno.ENOENT,), ok_value=False, value=True))
+        flags = nl.NLM_F_CREATE | {"add": nl.NLM_F_EXCL, "append": nl.NLM_F_APPEND, "replace": nl.NLM_F_REPLACE}[how]
+        ok = (_errno.EEXIST,) if how != "replace" else ()
+        return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what, ok=ok, ok_value=False, value=True))
+
+    def fdb_add(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
+                port: int | None = None, vlan: int | None = None, master: bool = False) -> bool:
+        """Add a permanent FDB entry ``mac`` on link ``ifindex`` (``bridge fdb add``);
+        False when the entry exists. On a vxlan device: ``dst`` is the remote VTEP's
+        underlay address (``vni``/``port`` when not the device's). ``master``: the entry
+        goes to the bridge ``ifindex`` is a port of (NTF_MASTER), not the device itself."""
+        return self._run(self._fdb_op("add", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
+
+    def fdb_append(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
+                   port: int | None = None, vlan: int | None = None, master: bool = False) -> bool:
+        """Add one more remote to a vxlan FDB entry (``bridge fdb append``: head-end
+        replication with the all-zeros MAC); False when that remote is there."""
+        return self._run(self._fdb_op("append", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
+
+    def fdb_replace(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
+                    port: int | None = None, vlan: int | None = None, master: bool = False) -> None:
+        """Create or replace an FDB entry (``bridge fdb replace``): idempotent."""
+        self._run(self._fdb_op("replace", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
+
+    def fdb_del(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
+                vlan: int | None = None, master: bool = False) -> bool:
+        """Delete an FDB entry (only the remote ``dst`` of a vxlan entry, when given);
+        False when it is not there."""
+        return self._run(self._fdb_op("delete", ifindex, mac, dst=dst, vni=vni, vlan=vlan, master=master))
+
+    def _fdb_dump_op(self, ifindex: int) -> _Op:
+        body = _NDMSG.pack(AF_BRIDGE, 0, ifindex, 0, 0, 0)
+
+        def finish(req: nl.Request) -> list[FdbEntry]:
+            if req.error:
+                raise _error(req, f"dump the FDB of link #{ifindex}")
+            out = []
+            for body in req.replies:
+                _fam, idx, state, flags, _type = _NDMSG.unpack_from(body)
+                if idx != ifindex:
+                    continue
+                a = nl.attr_map(body, 12)
+                if NDA_LLADDR not in a:
+                    continue
+                dst, vni, port, vlan = a.get(NDA_DST), a.get(NDA_VNI), a.get(NDA_PORT), a.get(NDA_VLAN)
+                out.append(FdbEntry(
+                    mac=a[NDA_LLADDR].hex(":"),
+                    ifindex=idx,
+                    dst=_ip(dst) if dst else None,
+                    vni=nl.get_u32(vni) if vni else None,
+                    port=nl.get_be16(port) if port else None,
+                    vlan=nl.get_u16(vlan) if vlan else None,
+                    state=state,
+                    flags=flags,
+                ))
+            return out
+
+        return _Op(nl.Request(RTM_GETNEIGH, 0, body, dump=True), finish)
+
+    def fdb_dump(self, ifindex: int) -> list[FdbEntry]:
+        """The FDB entries of one link (an AF_BRIDGE neighbour dump the kernel filters by
+        ifindex)."""
+        return self._run(self._fdb_dump_op(ifindex))
+
+    # -- neighbours ----------------------------------------------------------------------
+    def _neigh_op(self, how: str, ifindex: int, ip: IPAddress, mac: str | None = None) -> _Op:
+        body = _NDMSG.pack(_family(ip.version), 0, ifindex, NUD_PERMANENT, 0, RTN_UNICAST) + nl.attr(NDA_DST, ip.packed)
+        if mac is not None:
+            body += nl.attr(NDA_LLADDR, _mac(mac))
+        what = f"{how} neighbour {ip}" + (f" lladdr {mac}" if mac else "") + f" on link #{ifindex}"
+        if how == "delete":
+            return _Op(nl.Request(RTM_DELNEIGH, 0, body), _ack(what, ok=(_errno.ENOENT,), ok_value=False, value=True))
+        flags = nl.NLM_F_CREATE | (nl.NLM_F_EXCL if how == "add" else nl.NLM_F_REPLACE)
+        ok = (_errno.EEXIST,) if how == "add" else ()
+        return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what, ok=ok, ok_value=False, value=True))
+
+    def neigh_add(self, ifindex: int, ip: IPAddress, mac: str) -> bool:
+        """Add a permanent neighbour entry ``ip lladdr mac``; False when ``ip`` already
+        has an entry on the link (whatever its MAC: use :meth:`neigh_replace`)."""
+        return self._run(self._neigh_op("add", ifindex, ip, mac))
+
+    def neigh_replace(self, ifindex: int, ip: IPAddress, mac: str) -> None:
+        """Create or replace a permanent neighbour entry: idempotent."""
+        self._run(self._neigh_op("replace", ifindex, ip, mac))
+
+    def neigh_del(self, ifindex: int, ip: IPAddress) -> bool:
+        """Delete the neighbour entry of ``ip``; False when there is none."""
+        return self._run(self._neigh_op("delete", ifindex, ip))
+
+    def _neigh_dump_op(self, ifindex: int, family: int | None = None) -> _Op:
+        body = _NDMSG.pack(family or AF_UNSPEC, 0, 0, 0, 0, 0) + nl.u32(NDA_IFINDEX, ifindex)
+
+        def finish(req: nl.Request) -> list[Neighbour]:
+            if req.error:
+                raise _error(req, f"dump the neighbours of link #{ifindex}")
+            out = []
+            for body in req.replies:
+                fam, idx, state, flags, _type = _NDMSG.unpack_from(body)
+                if idx != ifindex or fam not in (AF_INET, AF_INET6):
+                    continue
+                a = nl.attr_map(body, 12)
+                if NDA_DST not in a:
+                    continue
+                mac = a.get(NDA_LLADDR)
+                out.append(Neighbour(_ip(a[NDA_DST]), mac.hex(":") if mac else None, idx, state, flags))
+            return out
+
+        return _Op(nl.Request(RTM_GETNEIGH, 0, body, dump=True), finish)
+
+    def neigh_dump(self, ifindex: int, family: int | None = None) -> list[Neighbour]:
+        """The neighbour entries of one link (a dump the kernel filters by NDA_IFINDEX)."""
+        return self._run(self._neigh_dump_op(ifindex, family))
+
+
+# -- batches -------------------------------------------------------------------------------
+BATCHABLE = (
+    "get_link", "get_link_by_index", "dump_links", "ports_of",
+    "add_link", "add_bridge", "add_veth", "move_link", "set_link", "set_brport", "delete_link",
+    "bridge_vlan_add", "addresses", "add_address", "delete_address",
+    "add_route", "delete_route", "routes",
+    "fdb_add", "fdb_append", "fdb_replace", "fdb_del", "fdb_dump",
+    "neigh_add", "neigh_replace", "neigh_del", "neigh_dump",
+)
+_BUILDERS: dict[str, Callable[..., _Op | None]] = {
+    "get_link": lambda rt, name: rt._get_link_op(name),
+    "get_link_by_index": lambda rt, index: rt._get_link_op(index=index),
+    "dump_links": lambda rt: rt._dump_links_op(),
+    "ports_of": lambda rt, master: rt._dump_links_op(master),
+    "fdb_add": lambda rt, *a, **kw: rt._fdb_op("add", *a, **kw),
+    "fdb_append": lambda rt, *a, **kw: rt._fdb_op("append", *a, **kw),
+    "fdb_replace": lambda rt, *a, **kw: rt._fdb_op("replace", *a, **kw),
+    "fdb_del": lambda rt, *a, **kw: rt._fdb_op("delete", *a, **kw),
+    "neigh_add": lambda rt, *a: rt._neigh_op("add", *a),
+    "neigh_replace": lambda rt, *a: rt._neigh_op("replace", *a),
+    "neigh_del": lambda rt, *a: rt._neigh_op("delete", *a),
+}
+
+
+class Batch:
+    """Requests queued on one :class:`Rtnl`, sent together by :meth:`run`.
+
+    Every method of :data:`BATCHABLE` exists here with the signature it has on
+    :class:`Rtnl`; calling it queues the request (and returns its position) instead of
+    running it. :meth:`run` sends the queue in one ``send`` (up to :data:`BATCH_CHUNK`
+    requests per send), reads every answer in one pass, and answers, per request, what
+    the :class:`Rtnl` method would have returned, or the exception it would have
+    raised.
+
+    The kernel carries out every request, in order, whatever happened to the previous
+    ones: queue only requests that are right even if an earlier one failed (e.g. the
+    port options of a veth by name after its creation: when the creation fails with
+    EEXIST they apply to the link already called so). Requests that need an earlier
+    answer (an ifindex) belong in a later batch. At most one dump per batch.
+    """
+
+    def __init__(self, rt: Rtnl) -> None:
+        self._rt = rt
+        self._ops: list[_Op | None] = []
+        self.results: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def _queue(self, op: _Op | None) -> int:
+        self._ops.append(op)
+        return len(self._ops) - 1
+
+    def run(self, check: bool = True) -> list[Any]:
+        """Send the queued requests; their answers in order (also in :attr:`results`).
+
+        ``check``: raise the first failure (after every answer is in, so
+        :attr:`results` holds the other outcomes); else failures are returned in place
+        as exception objects. The queue is emptied.
+        """
+        ops, self._ops = self._ops, []
+        reqs = [op.req for op in ops if op is not None]
+        if sum(1 for r in reqs if r.dump) > 1:
+            raise ValueError("a batch holds at most one dump (the kernel runs one dump per socket at a time)")
+        for i in range(0, len(reqs), BATCH_CHUNK):
+            self._rt._transact(reqs[i:i + BATCH_CHUNK])
+        results: list[Any] = []
+        for op in ops:
+            if op is None:
+                results.append(None)
                 continue
-            dst = m.get("dst") or zero
-            gw = m.get("gateway")
-            out.append(
-                RouteEntry(
-                    dst=ipaddress.ip_network(f"{dst}/{m.get('dst_len', 0)}", strict=False),
-                    gw=ipaddress.ip_address(gw) if gw else None,
-                    oif=m.get("oif"),
-                    table=m.get("table") or m.get("RTA_TABLE") or RT_TABLE_MAIN,
-                    priority=m.get("priority"),
-                    scope=m.get("scope") or 0,
-                )
-            )
-        return out
+            try:
+                results.append(op.finish(op.req))
+            except NetError as e:
+                results.append(e)
+        self.results = results
+        if check:
+            for r in results:
+                if isinstance(r, NetError):
+                    raise r
+        return results
+
+
+def _batch_method(name: str) -> Callable[..., int]:
+    builder = _BUILDERS.get(name) or (lambda rt, *a, **kw: getattr(rt, f"_{name}_op")(*a, **kw))
+
+    def method(self: Batch, *args: Any, **kwargs: Any) -> int:
+        return self._queue(builder(self._rt, *args, **kwargs))
+
+    method.__name__ = name
+    method.__doc__ = f"Queue :meth:`Rtnl.{name}` (see there)."
+    return method
+
+
+for _name in BATCHABLE:
+    setattr(Batch, _name, _batch_method(_name))
 
 
 def run(ns: Netns, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
