@@ -90,10 +90,10 @@ def cycle(mod, t: Timer, host: Netns, sandbox: Netns, i: int, batched: bool) -> 
             br = t("get_link", rt.get_link, "brb0")
             t("addresses", rt.addresses, br.index)
             if batched:
-                with rt.batch() as b:
-                    b.add_veth(veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500, mac=mac,
-                               peer_mac=peer_mac, up=True)
-                    b.set_brport(veth, alias=f"splice:bench:{i}:eth0", hairpin=True)
+                b = rt.batch()
+                b.add_veth(veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500, mac=mac,
+                           peer_mac=peer_mac, up=True)
+                b.set_brport(veth, alias=f"splice:bench:{i}:eth0", hairpin=True)
                 res = t("batch(add_veth+set_brport)", b.run)
                 return res[0].peer_index
             v = t("add_veth", rt.add_veth, veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500,
@@ -107,10 +107,10 @@ def cycle(mod, t: Timer, host: Netns, sandbox: Netns, i: int, batched: bool) -> 
         rt = t("open (sandbox)", mod.Rtnl)
         try:
             if batched:
-                with rt.batch() as b:
-                    b.add_address(idx, addr, nodad=True)
-                    b.set_link(idx, name="eth0", up=True)
-                    b.add_route(DEFAULT, gw=GW.ip, oif=idx)
+                b = rt.batch()
+                b.add_address(idx, addr, nodad=True)
+                b.set_link(idx, name="eth0", up=True)
+                b.add_route(DEFAULT, gw=GW.ip, oif=idx)
                 t("batch(addr+rename+route)", b.run)
                 return
             t("add_address", rt.add_address, idx, addr, nodad=True)
