@@ -142,7 +142,7 @@ def test_check_detects_missing_address(runtime, sandbox_ns, ipam_dir, leaks):
 def test_check_detects_missing_masquerade(runtime, host_ns, sandbox_ns, ipam_dir, leaks):
     conf = bridge_conflist(ipam_dir, "1.0.0")
     runtime.add(conf, "ctr-m", sandbox_ns.path)
-    host_ns.sh("nft", "flush", "map", "inet", "splice_nat", "masq4")
+    host_ns.sh("nft", "flush", "set", "inet", "splice_nat", "src4")  # the masquerade entries (masq.py)
     with pytest.raises(CniCallError) as e:
         runtime.check(conf, "ctr-m", sandbox_ns.path)
     assert e.value.code == 105
