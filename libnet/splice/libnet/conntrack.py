@@ -174,18 +174,48 @@ class Netlink:
 
 # -- netfilter sockets: one per call, or kept per namespace in a resident process ------------
 SHARED_IDLE_S = 30.0
-SHARED_MAX = 64
-_shared: dict[tuple[int, int], list] | None = None  # netns -> [Netlink, Lock, last use]
+SHARED_MAX = 64  # kept sockets; exceeded while every kept one is in use
+
+
+class _Kept:
+    """A kept socket. ``users`` (changed under ``_shared_lock``) counts the callers that got
+    it and have not finished; it is closed only when nobody uses it: by eviction or
+    pruning when ``users`` is 0, or by its last user when it was ``retired`` meanwhile."""
+
+    __slots__ = ("nl", "lock", "last", "users", "retired")
+
+    def __init__(self, nl: "Netlink") -> None:
+        self.nl = nl
+        self.lock = threading.Lock()  # one request sequence at a time
+        self.last = time.monotonic()
+        self.users = 0
+        self.retired = False
+
+
+_shared: dict[tuple[int, int], _Kept] | None = None
 _shared_lock = threading.Lock()
 
 
 def share_sockets(enabled: bool = True) -> None:
-    """Keep one netfilter socket per namespace (on), or close them all (off)."""
+    """Keep one netfilter socket per namespace (on), or close them all (off; a socket in
+    use is closed when its user is done)."""
     global _shared
     with _shared_lock:
         old, _shared = _shared, ({} if enabled else None)
-    for entry in (old or {}).values():
-        entry[0].close()
+        idle = _retire((old or {}).values())
+    for kept in idle:
+        kept.nl.close()
+
+
+def _retire(entries: Iterable[_Kept]) -> list[_Kept]:
+    """Mark ``entries`` (removed from the table) retired; the unused ones, to close now.
+    Called under ``_shared_lock``."""
+    idle = []
+    for kept in entries:
+        kept.retired = True
+        if not kept.users:
+            idle.append(kept)
+    return idle
 
 
 def prune_sockets(idle_s: float = SHARED_IDLE_S) -> int:
@@ -193,11 +223,11 @@ def prune_sockets(idle_s: float = SHARED_IDLE_S) -> int:
     now = time.monotonic()
     dropped = []
     with _shared_lock:
-        for key, entry in list((_shared or {}).items()):
-            if now - entry[2] >= idle_s and not entry[1].locked():
-                dropped.append(_shared.pop(key))  # type: ignore[union-attr]
-    for entry in dropped:
-        entry[0].close()
+        for key, kept in list((_shared or {}).items()):
+            if now - kept.last >= idle_s and not kept.users:
+                dropped += _retire([_shared.pop(key)])  # type: ignore[union-attr]
+    for kept in dropped:
+        kept.nl.close()
     return len(dropped)
 
 
@@ -215,6 +245,38 @@ def _sharing() -> bool:
     return True
 
 
+def _take(key: tuple[int, int]) -> _Kept:
+    """The kept socket of ``key`` (made if missing), counted as in use; at the cap the
+    least recently used socket nobody uses is closed (none: the table grows past the cap)."""
+    victims: list[_Kept] = []
+    with _shared_lock:
+        table = _shared
+        kept = table.get(key) if table is not None else None
+        if kept is None:
+            kept = _Kept(Netlink(NETLINK_NETFILTER))
+            if table is None:
+                kept.retired = True  # sharing was switched off meanwhile: closed after use
+            else:
+                if len(table) >= SHARED_MAX:
+                    idle = [k for k, v in table.items() if not v.users]
+                    if idle:
+                        victims = _retire([table.pop(min(idle, key=lambda k: table[k].last))])
+                table[key] = kept
+        kept.users += 1
+        kept.last = time.monotonic()
+    for victim in victims:
+        victim.nl.close()
+    return kept
+
+
+def _give_back(kept: _Kept) -> None:
+    with _shared_lock:
+        kept.users -= 1
+        close = kept.retired and not kept.users
+    if close:
+        kept.nl.close()
+
+
 @contextmanager
 def netfilter() -> Iterator["Netlink"]:
     """A NETLINK_NETFILTER socket in the calling thread's namespace, for one request
@@ -228,18 +290,13 @@ def netfilter() -> Iterator["Netlink"]:
         return
     prune_sockets()
     st = os.stat("/proc/thread-self/ns/net")
-    key = (st.st_dev, st.st_ino)
-    with _shared_lock:
-        table = _shared if _shared is not None else {}
-        entry = table.get(key)
-        if entry is None:
-            if len(table) >= SHARED_MAX:
-                oldest = min(table, key=lambda k: table[k][2])
-                table.pop(oldest)[0].close()
-            entry = table[key] = [Netlink(NETLINK_NETFILTER), threading.Lock(), time.monotonic()]
-    with entry[1]:
-        entry[2] = time.monotonic()
-        yield entry[0]
+    kept = _take((st.st_dev, st.st_ino))
+    try:
+        with kept.lock:
+            kept.last = time.monotonic()
+            yield kept.nl
+    finally:
+        _give_back(kept)
 
 
 def _nfgen(family: int) -> bytes:

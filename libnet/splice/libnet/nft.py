@@ -79,21 +79,28 @@ def _new_context() -> Any:
 # its key (the namespace inode) cannot be reused while it is kept; prune_contexts() closes
 # the ones idle for a while (off the callers' path).
 class _Shared:
-    __slots__ = ("ctx", "lock", "last")
+    """A kept context. ``users`` (changed under ``_shared_lock``) counts the callers that
+    got it from :func:`_shared_context` and have not given it back: only an entry nobody
+    uses is evicted or pruned, so contexts are freed by the janitor or the evicting
+    caller, never under a thread running a command on them."""
+
+    __slots__ = ("ctx", "lock", "last", "users")
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
         self.lock = threading.Lock()
         self.last = time.monotonic()
+        self.users = 0
 
 
 _shared: dict[tuple[int, int], _Shared] | None = None
 _shared_lock = threading.Lock()
-SHARED_MAX = 64
+SHARED_MAX = 64  # kept contexts; exceeded while every kept one is in use
 
 
 def share_contexts(enabled: bool = True) -> None:
-    """Turn per-namespace shared contexts on (or off, closing them)."""
+    """Turn per-namespace shared contexts on (or off, closing them; a context in use is
+    freed when its user is done)."""
     global _shared
     with _shared_lock:
         old, _shared = _shared, ({} if enabled else None)
@@ -109,7 +116,7 @@ def prune_contexts(idle_s: float) -> int:
         if not _shared:
             return 0
         for key, entry in list(_shared.items()):
-            if now - entry.last >= idle_s and not entry.lock.locked():
+            if now - entry.last >= idle_s and not entry.users:
                 dropped.append(_shared.pop(key))
     n = len(dropped)
     dropped.clear()  # frees the contexts here, in the caller's (janitor's) thread
@@ -117,19 +124,32 @@ def prune_contexts(idle_s: float) -> int:
 
 
 def _shared_context(here: tuple[int, int]) -> _Shared | None:
+    """The kept context of namespace ``here`` (made if missing), counted as in use until
+    :func:`_give_back`. At the cap the least recently used context nobody uses is freed
+    (none: the table grows past the cap)."""
     if _shared is None:
         return None
+    victim = None
     with _shared_lock:
         table = _shared
         if table is None:
             return None
         entry = table.get(here)
         if entry is None:
-            if len(table) >= SHARED_MAX:  # drop the least recently used
-                del table[min(table, key=lambda k: table[k].last)]
+            if len(table) >= SHARED_MAX:
+                idle = [k for k, e in table.items() if not e.users]
+                if idle:
+                    victim = table.pop(min(idle, key=lambda k: table[k].last))
             entry = table[here] = _Shared(_new_context())  # created in `here` (this thread)
+        entry.users += 1
         entry.last = time.monotonic()
-        return entry
+    del victim  # freed here, outside the lock
+    return entry
+
+
+def _give_back(entry: _Shared) -> None:
+    with _shared_lock:
+        entry.users -= 1
 
 
 class Nft:
@@ -164,8 +184,11 @@ class Nft:
                 raise _wrong_netns()
             shared = _shared_context(here)
         if shared is not None:
-            with shared.lock:
-                rc, out, err = shared.ctx.json_cmd({"nftables": cmds})
+            try:
+                with shared.lock:
+                    rc, out, err = shared.ctx.json_cmd({"nftables": cmds})
+            finally:
+                _give_back(shared)
         else:
             with self._lock:
                 ctx = self._context()
