@@ -15,7 +15,7 @@ from splice.plugins.portmap.conditions import check_conditions
 from splice.plugins.portmap.mapping import PortMapping, PortMappingError, expand
 from splice.plugins.cni.portmap_plugin import sandbox_addresses
 from splice.plugins.errors import ConfigError, UnsupportedField
-from splice.plugins.portmap.config import parse_portmap_config
+from splice.plugins.portmap.config import PortmapOptions, parse_portmap_config
 from splice.plugins.portmap.driver import describe_owner, gc_prefix, owner_tag
 
 
@@ -33,7 +33,8 @@ def test_defaults_are_the_references():
     cfg = parse_portmap_config(conf())
     assert (cfg.network, cfg.snat, cfg.masq_all, cfg.conditions_v4, cfg.conditions_v6, cfg.mappings) == (
         "net1", True, False, (), (), ())
-    assert cfg.options() == {"snat": True, "masq_all": False, "conditions_v4": (), "conditions_v6": ()}
+    assert cfg.options == PortmapOptions() == PortmapOptions(True, False, (), ())
+    assert cfg.options != PortmapOptions(snat=False)
 
 
 def test_mappings_are_parsed():

@@ -1,7 +1,9 @@
 """Port-mapping configuration: the options of the reference ``portmap`` plugin.
 
 :func:`parse_portmap_config` takes the plugin's configuration dict (a CNI network config,
-or an equivalent another front-end builds) and returns a frozen :class:`PortmapConfig`.
+or an equivalent another front-end builds) and returns a :class:`PortmapConfig`: the
+network's :class:`PortmapOptions` and the runtime's mappings, which the front-end hands
+to :class:`~splice.plugins.portmap.driver.PortmapDriver` per call.
 Failures raise :class:`~splice.plugins.errors.ConfigError` (or
 :class:`~splice.plugins.errors.UnsupportedField`) naming the key and the value. No kernel
 access.
@@ -32,36 +34,74 @@ Options (the reference portmap plugin's, same names and defaults):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
+from splice.libnet.portmap.model import _Value
+from splice.plugins.errors import ConfigError, UnsupportedField
 from splice.plugins.portmap.conditions import check_conditions
 from splice.plugins.portmap.mapping import PortMapping, PortMappingError
-from splice.plugins.errors import ConfigError, UnsupportedField
+
+if TYPE_CHECKING:
+    from splice.libnet.portmap.model import Conditions
+
+
+class PortmapOptions(_Value):
+    """How one network publishes ports: ``snat``, ``masq_all`` and the screened condition
+    lists (given per call to :class:`~splice.plugins.portmap.driver.PortmapDriver`).
+    Immutable; equal options compare equal."""
+
+    __slots__ = ("snat", "masq_all", "conditions_v4", "conditions_v6")
+    snat: bool
+    masq_all: bool
+    conditions_v4: tuple[str, ...]
+    conditions_v6: tuple[str, ...]
+
+    def __init__(self, snat: bool = True, masq_all: bool = False, conditions_v4: Iterable[str] = (),
+                 conditions_v6: Iterable[str] = ()) -> None:
+        for k, v in (("snat", snat), ("masq_all", masq_all)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{k} must be a boolean, got {v!r}")
+        for k, v in (("snat", snat), ("masq_all", masq_all), ("conditions_v4", check_conditions(conditions_v4)),
+                     ("conditions_v6", check_conditions(conditions_v6))):
+            object.__setattr__(self, k, v)
+
+    def conditions(self) -> "dict[int, Conditions]":
+        """version -> :class:`~splice.libnet.portmap.model.Conditions` of the families with
+        conditions (each list parsed at most once, when its chain is built)."""
+        cached = _CONDITIONS.get(self)
+        if cached is None:
+            from splice.plugins.portmap.conditions import conditions_for
+
+            if len(_CONDITIONS) >= 64:  # a resident process: distinct option sets are few
+                _CONDITIONS.clear()
+            cached = _CONDITIONS[self] = conditions_for(self.conditions_v4, self.conditions_v6)
+        return cached
+
+
+DEFAULT_OPTIONS = PortmapOptions()
+_CONDITIONS: "dict[PortmapOptions, dict[int, Conditions]]" = {}
 
 
 class PortmapConfig:
-    """The parsed options (a plain class: no dataclass creation cost at import)."""
+    """A parsed CNI network config: the network, its options and the runtime's mappings
+    (a plain class: no dataclass creation cost at import)."""
 
-    __slots__ = ("network", "snat", "masq_all", "conditions_v4", "conditions_v6", "mark_masq_bit", "mappings")
+    __slots__ = ("network", "options", "mark_masq_bit", "mappings")
 
-    def __init__(self, network: str, snat: bool = True, masq_all: bool = False,
-                 conditions_v4: tuple[str, ...] = (), conditions_v6: tuple[str, ...] = (),
-                 mark_masq_bit: int | None = None, mappings: tuple[PortMapping, ...] = ()) -> None:
+    def __init__(self, network: str, options: PortmapOptions = DEFAULT_OPTIONS, mark_masq_bit: int | None = None,
+                 mappings: tuple[PortMapping, ...] = ()) -> None:
         self.network = network
-        self.snat = snat
-        self.masq_all = masq_all
-        self.conditions_v4 = conditions_v4
-        self.conditions_v6 = conditions_v6
+        self.options = options
         self.mark_masq_bit = mark_masq_bit
         self.mappings = mappings
 
+    snat = property(lambda self: self.options.snat)
+    masq_all = property(lambda self: self.options.masq_all)
+    conditions_v4 = property(lambda self: self.options.conditions_v4)
+    conditions_v6 = property(lambda self: self.options.conditions_v6)
+
     def __repr__(self) -> str:
         return "PortmapConfig(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
-
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments for PortPublisher.publish / check."""
-        return {"snat": self.snat, "masq_all": self.masq_all,
-                "conditions_v4": self.conditions_v4, "conditions_v6": self.conditions_v6}
 
 
 def _bool(conf: dict, key: str, default: bool) -> bool:
@@ -155,12 +195,5 @@ def parse_portmap_config(conf: dict) -> PortmapConfig:
     if rc is not None and not isinstance(rc, dict):
         raise ConfigError(f"runtimeConfig must be an object, got {type(rc).__name__}")
     mappings = parse_mappings((rc or {}).get("portMappings"))
-    return PortmapConfig(
-        network=network,
-        snat=snat,
-        masq_all=masq_all,
-        conditions_v4=_conditions(conf, "conditionsV4"),
-        conditions_v6=_conditions(conf, "conditionsV6"),
-        mark_masq_bit=mark,
-        mappings=mappings,
-    )
+    options = PortmapOptions(snat, masq_all, _conditions(conf, "conditionsV4"), _conditions(conf, "conditionsV6"))
+    return PortmapConfig(network=network, options=options, mark_masq_bit=mark, mappings=mappings)

@@ -1,79 +1,139 @@
-"""The port-mapping driver: publishes an attachment's ports in the host namespace.
+"""The port-publishing service: publishes an attachment's ports in the host namespace.
 
-Protocol-neutral (the CNI ``splice-portmap`` plugin and the Docker driver's
-``ProgramExternalConnectivity`` both call it): it takes :mod:`splice.plugins.model`
-objects and a host :class:`~splice.libnet.netns.Netns`, runs
-:class:`splice.libnet.portmap.publisher.PortPublisher` inside it, and turns its errors into
-driver errors. Owner of the elements: ``"<sha256(network)[:8]> <container id> <ifname>"``
-(design.md), the tag the bridge's masquerade entries carry too.
+Protocol-neutral: the CNI ``splice-portmap`` plugin and the Docker driver's
+``ProgramExternalConnectivity`` / ``RevokeExternalConnectivity`` call the same methods,
+with the mappings and the options given per call (Docker hands them over per endpoint,
+not in a network config)::
+
+    svc = PortmapDriver(host)                       # host: a Netns
+    svc.publish(att, mappings, addresses, options)  # -> list[Published]; PortInUse, ConfigError
+    svc.unpublish(att, mappings, addresses, options)  # None/None: every element of att
+    svc.check(att, mappings, addresses, options)    # CheckFailed
+    svc.gc(network, valid)                          # valid: {(container id, ifname)}
+    svc.status()
+    svc.warnings                                    # best-effort steps that failed
+
+``mappings``: :class:`~splice.plugins.portmap.mapping.PortMapping`; ``addresses``: the
+container's addresses (``IPConfig``, ip_interface or ip address objects, strings);
+``options``: :class:`~splice.plugins.portmap.config.PortmapOptions` (default: snat on).
+The service expands the mappings (policy: :mod:`.mapping`, :mod:`.conditions`) and runs
+:class:`splice.libnet.portmap.publisher.PortPublisher` inside ``host``. Owner of the
+elements: :func:`splice.plugins.owners.owner_tag` of the attachment, the tag the bridge's
+masquerade entries carry too.
 """
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING, Any, Iterable
 
 from splice.libnet.errors import NetError
-from splice.libnet.names import truncate_utf8
 from splice.libnet.netns import Netns
-from splice.libnet.portmap.model import PortConflict, Published, sha256_hex
+from splice.libnet.portmap.model import PortConflict, Published
 from splice.libnet.portmap.publisher import PortPublisher
-from splice.plugins.errors import CheckFailed, KernelError, SpliceError
-from splice.plugins.portmap.conditions import conditions_for
-from splice.plugins.portmap.config import PortmapConfig
-from splice.plugins.portmap.mapping import expand
+from splice.plugins.errors import CheckFailed, KernelError, PortInUse, SpliceError
+from splice.plugins.owners import describe_owner, gc_prefix, net8, owner_tag  # noqa: F401  (re-exported)
+from splice.plugins.portmap.config import DEFAULT_OPTIONS, PortmapConfig, PortmapOptions
+from splice.plugins.portmap.mapping import PortMapping, expand
 
 if TYPE_CHECKING:  # the model is not imported at run time (import cost of a CNI process)
     from splice.plugins.model import Attachment, IPConfig
 
-MAX_OWNER = 127
-
-
-class PortInUse(SpliceError):
-    """A host port is already published by another attachment (nothing was changed)."""
-
-    def __init__(self, msg: str, owner: str | None = None) -> None:
-        super().__init__(msg)
-        self.owner = owner
-
-
-def net8(network: str) -> str:
-    return sha256_hex(network)[:8]
-
-
-def owner_tag(network: str, container_id: str, ifname: str) -> str:
-    return truncate_utf8(f"{net8(network)} {container_id} {ifname}", MAX_OWNER)
-
-
-def gc_prefix(network: str) -> str:
-    return net8(network) + " "
-
-
-def describe_owner(owner: str | None) -> str:
-    """``"<net8> <cid> <ifname>"`` -> ``container <cid> (interface <ifname>, network <net8>)``."""
-    parts = (owner or "").split(" ")
-    if len(parts) == 3 and all(parts):
-        return f"container {parts[1]} (interface {parts[2]}, network {parts[0]})"
-    return repr(owner) if owner else "another container"
+__all__ = ["PortmapDriver", "PortInUse", "owner_tag", "gc_prefix", "describe_owner"]
 
 
 def _addresses(ips: Iterable[Any] | None) -> list[Any] | None:
+    """The addresses of ``IPConfig`` objects (or the addresses themselves); None stays None."""
     if ips is None:
         return None
-    out = []
-    for ip in ips:
-        a = getattr(ip, "address", ip)
-        if isinstance(a, (IPv4Interface, IPv6Interface)):
-            out.append(a)
-    return out
+    return [getattr(ip, "address", ip) for ip in ips]
 
 
 class PortmapDriver:
-    def __init__(self, cfg: PortmapConfig, host: Netns) -> None:
-        self.cfg = cfg
-        self.host = host
+    """The port-publishing service of one host namespace (see the module docstring)."""
+
+    def __init__(self, host: "Netns | PortmapConfig", cfg: "PortmapConfig | Netns | None" = None) -> None:
+        if isinstance(host, PortmapConfig):  # the CNI adapter's former call, PortmapDriver(cfg, host)
+            host, cfg = cfg, host  # type: ignore[assignment]
+        self.host: Netns = host  # type: ignore[assignment]
+        self.cfg: PortmapConfig | None = cfg  # type: ignore[assignment]  # the thin CNI path only
         self.warnings: list[str] = []
 
+    # -- the service ----------------------------------------------------------------
+    def publish(self, att: "Attachment", mappings: Iterable[PortMapping], addresses: Iterable["IPConfig | Any"],
+                options: PortmapOptions = DEFAULT_OPTIONS) -> list[Published]:
+        """Publish ``mappings`` to the attachment's addresses (the first of each family).
+
+        Idempotent: a repeated call converges the attachment's elements to exactly these.
+        Raises :class:`PortInUse` (nothing changed) when another attachment holds a port,
+        :class:`~.mapping.PortMappingError` (a ConfigError) for contradictory mappings or
+        invalid conditions. Returns the DNAT entries in place.
+        """
+        entries = expand(mappings, _addresses(addresses) or [])
+        if not entries:
+            return []
+        owner = owner_tag(att.network, att.container_id, att.ifname)
+        conds = options.conditions()
+        return self._run(lambda pub: pub.publish(owner, entries, snat=options.snat, masq_all=options.masq_all,
+                                                 conditions=conds))
+
+    def unpublish(self, att: "Attachment", mappings: Iterable[PortMapping] | None = None,
+                  addresses: Iterable["IPConfig | Any"] | None = None,
+                  options: PortmapOptions = DEFAULT_OPTIONS) -> list[Published]:
+        """Remove the attachment's mappings; idempotent; never another attachment's.
+
+        With the mappings and addresses publish got: one transaction. With either None
+        (a DEL without prevResult, a Docker revoke): every element of the attachment is
+        found by its owner tag (lists the table). Returns what was removed when known.
+        """
+        addrs = _addresses(addresses)
+        entries = expand(mappings, addrs) if mappings is not None and addrs else None
+        if entries is not None and not entries:
+            return []
+        owner = owner_tag(att.network, att.container_id, att.ifname)
+        conds = options.conditions()
+        return self._run(lambda pub: pub.unpublish(owner, entries, snat=options.snat, conditions=conds))
+
+    def check(self, att: "Attachment", mappings: Iterable[PortMapping], addresses: Any = None,
+              options: PortmapOptions = DEFAULT_OPTIONS) -> None:
+        """Raise :class:`CheckFailed` naming every difference from what publish made."""
+        if addresses is None and self.cfg is not None:  # the former check(att, ips) of the CNI adapter
+            mappings, addresses, options = self.cfg.mappings, mappings, self.cfg.options
+        entries = expand(mappings, _addresses(addresses) or [])
+        if not entries:
+            return
+        owner = owner_tag(att.network, att.container_id, att.ifname)
+        conds = options.conditions()
+        problems = self._run(lambda pub: pub.check(owner, entries, snat=options.snat, masq_all=options.masq_all,
+                                                   conditions=conds))
+        if problems:
+            raise CheckFailed("; ".join(problems))
+
+    def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
+        """Remove the mappings of ``network``'s attachments not in ``valid`` (cid, ifname).
+        Returns the owner tags removed."""
+        keep = {owner_tag(network, cid, ifn) for cid, ifn in valid}
+        return self._run(lambda pub: pub.gc(gc_prefix(network), keep.__contains__))
+
+    def status(self) -> None:
+        """Raise when nftables cannot be used in the host namespace."""
+        self._run(lambda pub: pub.status())
+
+    # -- the thin CNI path (a PortmapConfig given at construction) --------------------
+    def add(self, att: "Attachment", ips: Iterable["IPConfig | Any"]) -> list[Published]:
+        cfg = self._config()
+        return self.publish(att, cfg.mappings, ips, cfg.options) if cfg.mappings else []
+
+    def delete(self, att: "Attachment", ips: Iterable["IPConfig | Any"] | None) -> None:
+        cfg = self._config()
+        if cfg.mappings:
+            self.unpublish(att, cfg.mappings, ips or None, cfg.options)
+
+    def _config(self) -> PortmapConfig:
+        if self.cfg is None:
+            raise TypeError("PortmapDriver: add/delete need a PortmapConfig; use publish/unpublish")
+        return self.cfg
+
+    # -- internals ------------------------------------------------------------------
     def _run(self, fn) -> Any:
         def body() -> Any:
             pub = PortPublisher()
@@ -89,55 +149,7 @@ class PortmapDriver:
             msg = (f"{e.what} conflicts with {e.held}, already published by {theirs}" if e.held
                    else f"{e.what} is already published by {theirs}")
             raise PortInUse(msg, e.owner) from None
-        except SpliceError:
-            raise
-        except NetError:
+        except (SpliceError, NetError):
             raise
         except OSError as e:
             raise KernelError(f"port mapping: {e}") from None
-
-    def add(self, att: "Attachment", ips: Iterable["IPConfig | Any"]) -> list[Published]:
-        """Publish the configured mappings to the attachment's addresses."""
-        cfg = self.cfg
-        if not cfg.mappings:
-            return []
-        owner = owner_tag(att.network, att.container_id, att.ifname)
-        addrs = _addresses(ips) or []
-        entries = expand(cfg.mappings, addrs)
-        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
-        return self._run(lambda pub: pub.publish(owner, entries, snat=cfg.snat, masq_all=cfg.masq_all, conditions=conds))
-
-    def delete(self, att: "Attachment", ips: Iterable["IPConfig | Any"] | None) -> None:
-        """Remove the attachment's mappings; idempotent. Without ``ips`` (no prevResult)
-        every element of the attachment is found by its owner tag (lists the table)."""
-        cfg = self.cfg
-        if not cfg.mappings:
-            return
-        owner = owner_tag(att.network, att.container_id, att.ifname)
-        addrs = _addresses(ips)
-        if not addrs:
-            addrs = None
-        entries = expand(cfg.mappings, addrs) if addrs else None
-        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
-        self._run(lambda pub: pub.unpublish(owner, entries, snat=cfg.snat, conditions=conds))
-
-    def check(self, att: "Attachment", ips: Iterable["IPConfig | Any"]) -> None:
-        cfg = self.cfg
-        if not cfg.mappings:
-            return
-        owner = owner_tag(att.network, att.container_id, att.ifname)
-        addrs = _addresses(ips) or []
-        entries = expand(cfg.mappings, addrs)
-        conds = conditions_for(cfg.conditions_v4, cfg.conditions_v6)
-        problems = self._run(lambda pub: pub.check(owner, entries, snat=cfg.snat, masq_all=cfg.masq_all,
-                                                   conditions=conds))
-        if problems:
-            raise CheckFailed("; ".join(problems))
-
-    def gc(self, network: str, valid: set[tuple[str, str]]) -> list[str]:
-        """Remove the mappings of ``network``'s attachments not in ``valid`` (cid, ifname)."""
-        keep = {owner_tag(network, cid, ifn) for cid, ifn in valid}
-        return self._run(lambda pub: pub.gc(gc_prefix(network), keep.__contains__))
-
-    def status(self) -> None:
-        self._run(lambda pub: pub.status())
