@@ -1,8 +1,8 @@
 """A minimal netlink client in the standard library: conntrack flush, route and chain queries.
 
 Why not pyroute2: a CNI plugin is a short-lived process, and importing anything from
-pyroute2 runs its package ``__init__`` (~130 ms, perf-notes 3a); ``socket`` + ``struct``
-cost nothing. This module speaks just enough netlink for the port publisher
+pyroute2 runs its package ``__init__`` (a large part of a plugin's start-up, docs/perf.md);
+``socket`` + ``struct`` cost next to nothing. This module speaks just enough netlink for the port publisher
 (libnet/portmap.py):
 
 * :func:`flush_udp` - delete the UDP conntrack entries whose original destination port is
@@ -23,7 +23,7 @@ cost nothing. This module speaks just enough netlink for the port publisher
 Every socket is created in the calling thread's network namespace (call inside
 ``Netns.run``). Netfilter sockets come from :func:`netfilter`: closing one while the
 kernel still has nf_tables objects to destroy (after any commit that deleted something,
-by anyone) waits for that destruction (~10-16 ms, an RCU grace period; nft.py). A
+by anyone) waits for that destruction (an RCU grace period; nft.py). A
 short-lived process pays that once whatever it does; a resident one (the agent, which
 shares its libnftables contexts per namespace for this very reason, ``nft.share_contexts``)
 would pay it on every call, so while contexts are shared the netfilter socket of each
@@ -32,7 +32,7 @@ namespace is kept too, and closed after being idle for :data:`SHARED_IDLE_S`.
 
 from __future__ import annotations
 
-import _socket  # the C module: ``socket`` would build its IntEnums (~1.5 ms per process)
+import _socket  # the C module: ``socket`` would build its IntEnums at import (per process)
 import errno
 import os
 import struct

@@ -1,6 +1,6 @@
 """A thin runner for libnftables JSON, plus pure builders of JSON command fragments.
 
-Model: firewalld's nftables backend (STYLE 6a/7.5). Builders are pure functions that
+Model: firewalld's nftables backend (src/firewall/core/nftables.py). Builders are pure functions that
 return ``{"add": {...}}``-shaped dicts; a caller gathers the fragments of one operation
 and hands them to :meth:`Nft.apply`, which sends them as **one** ``{"nftables": [...]}``
 batch, i.e. one kernel transaction: all of it happens or none of it.
@@ -13,27 +13,27 @@ Context rules (python3-nftables 1.0.6, libnftables 1.0.6):
   from another one (create and use it inside the same ``Netns.run``).
 * Output flags are set once, explicitly: ``json`` on (``json_cmd`` would otherwise flip
   it on and off around every call; with it on, libnftables parses our input as JSON
-  first), ``echo`` off (echo makes libnftables fetch the full rule/element cache, O(N),
-  perf-notes 4a), ``handle`` off (JSON listings carry handles anyway), ``reversedns`` and
+  first), ``echo`` off (echo makes libnftables fetch the full rule/element cache, O(N)),
+  ``handle`` off (JSON listings carry handles anyway), ``reversedns`` and
   ``service`` off (no DNS or /etc/services lookups while listing), ``terse`` off (we
   need set elements in listings).
 * libnftables 1.0.6 reports errors as text only (no errno). We never parse it: an
   :class:`NftError` carries the message for humans; code that must tell "absent" from
   "failed" asks the kernel again (e.g. :meth:`Nft.list_table`).
 * 1.0.6 has no ``destroy`` verb: idempotent deletes are "add, then delete" in the same
-  batch (:func:`delete_quietly`, firewalld H6.3).
+  batch (:func:`delete_quietly`).
 * 1.0.6 has no JSON ``get element`` (JSON rejects it; ``nft -j get element`` prints
-  text) and every JSON way to ask about one element lists the whole set: O(N), 95 ms for
-  10k elements. (The text ``get element`` is no way out: 0.04 ms for a present element
-  but 75 ms at 10k for an absent one, where libnftables fetches the whole set.) Callers
-  therefore try the transaction they expect to succeed and fall back on failure.
-  Costs to design around, measured on kernel 6.18: a transaction the kernel rejects
-  costs ~8 ms (abort path); a context that committed a deletion (even a chain flush, or
-  a create+delete probe) or had a transaction rejected pays ~6-12 ms more when it is
-  freed (its netlink socket close waits for the kernel's deferred destruction). A
-  context that only added things is freed in microseconds. ``list chains`` is cheap (no
-  rules or elements are fetched); ``list tables`` and ``list chain`` are not (they fetch
-  the whole cache: ~70 ms with 10k elements).
+  text) and every JSON way to ask about one element lists the whole set: O(N). (The
+  text ``get element`` is no way out: cheap for a present element, O(N) for an absent
+  one, where libnftables fetches the whole set.) Callers therefore try the transaction
+  they expect to succeed and fall back on failure.
+  Costs to design around (figures in docs/perf.md): a transaction the kernel rejects
+  takes the abort path, which costs far more than a commit; a context that committed a
+  deletion (even a chain flush, or a create+delete probe) or had a transaction rejected
+  waits when it is freed (its netlink socket close waits for the kernel's deferred
+  destruction); a context that only added things is freed at once. ``list chains`` is
+  cheap (no rules or elements are fetched); ``list tables``, ``list sets`` and
+  ``list chain`` are not (they fetch the whole cache, elements included).
 """
 
 from __future__ import annotations
@@ -70,10 +70,9 @@ def _new_context() -> Any:
 
 
 # -- shared contexts (a long-lived process: the agent) -------------------------
-# Freeing a context whose socket committed a deletion waits ~12-16 ms for the kernel's
-# deferred destruction (module doc); a resident process that makes one Nft per call pays
-# that on every DEL (measured in the agent: DEL p50 40 ms with a context per call, 24 ms
-# with shared ones). share_contexts() switches every Nft of this process to one context
+# Freeing a context whose socket committed a deletion waits for the kernel's deferred
+# destruction (module doc); a resident process that makes one Nft per call pays that on
+# every DEL (the agent's figures are in docs/perf.md). share_contexts() switches every Nft of this process to one context
 # per network namespace, kept open between calls and reused by all threads of that
 # namespace (one lock per context). A kept context's socket holds its namespace alive, so
 # its key (the namespace inode) cannot be reused while it is kept; prune_contexts() closes

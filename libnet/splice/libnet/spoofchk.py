@@ -1,4 +1,4 @@
-"""MAC spoof check on bridge ports (the reference bridge's ``macspoofchk``, REFERENCE 2.2).
+"""MAC spoof check on bridge ports (the ``macspoofchk`` option of the containernetworking bridge plugin).
 
 Frames entering a bridge from a guarded port with a source MAC other than the one
 registered for that port are dropped. The reference makes two chains per attachment;
