@@ -10,7 +10,6 @@ to be built.
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 from splice.libnet.errors import NftError
@@ -37,32 +36,24 @@ def check_conditions(conditions: Iterable[str]) -> tuple[str, ...]:
 def parse_conditions(conditions: Iterable[str]) -> list[dict]:
     """Translate nft match expressions (text) into libnftables JSON expressions.
 
-    libnftables parses them in-process: a scratch table ``inet splice_portmap_parse_<rand>``
-    gets one unhooked chain with the rule, the rule is read back as JSON and the table is
-    deleted. Only ``match`` expressions are accepted (no statements or verdicts).
+    libnftables parses them as one rule in a private network namespace
+    (:func:`splice.libnet.nftexpr.rule_exprs`): nothing is ever added to the host's
+    ruleset, not even for a moment, and a process killed half-way leaves nothing behind.
+    Only ``match`` expressions are accepted (no statements or verdicts).
     """
     conds = check_conditions(conditions)
     if not conds:
         return []
-    import secrets
+    from splice.libnet.nftexpr import rule_exprs
 
-    from splice.libnet import nft as N
-
-    ctx = N._new_context()
-    name = "splice_portmap_parse_" + secrets.token_hex(4)
     text = " ".join(conds)
     try:
-        rc, _out, err = ctx.cmd(f"add table inet {name}\nadd chain inet {name} c\nadd rule inet {name} c {text}")
-        if rc != 0:
-            msg = " ".join(line.strip() for line in (err or "").splitlines() if line.strip())
-            raise PortMappingError(f"invalid conditions {text!r}: {msg}")
-        rc, out, err = ctx.cmd(f"list chain inet {name} c")
-        if rc != 0:
-            raise NftError(f"cannot read back conditions {text!r}: {err.strip()}")
-        rules = [item["rule"] for item in json.loads(out).get("nftables", []) if "rule" in item]
-    finally:
-        ctx.cmd(f"delete table inet {name}")
-    exprs = rules[0]["expr"] if rules else []
+        rules = rule_exprs(text)
+    except NftError as e:
+        hint = (" (conditions are parsed without the host's interfaces: match them by name, "
+                "iifname/oifname)" if "Interface does not exist" in str(e) else "")
+        raise PortMappingError(f"invalid conditions {text!r}: {e}{hint}") from None
+    exprs = rules[0] if rules else []
     if len(rules) != 1 or not exprs or any(set(e) != {"match"} for e in exprs):
         raise PortMappingError(f"invalid conditions {text!r}: only match expressions are allowed")
     return exprs
