@@ -658,16 +658,31 @@ class Rtnl:
     def _move_link_op(self, index: int, netns_fd: int, new_name: str | None = None) -> _Op:
         what = f"move link #{index} to another namespace" + (f" as {new_name!r}" if new_name else "")
         body = _link_body(index, name=new_name, netns_fd=netns_fd)
-        return _Op(nl.Request(RTM_NEWLINK, 0, body), _ack(what, exists=LinkExists))
+
+        def finish(req: nl.Request) -> None:
+            if req.error == _errno.EEXIST:
+                if new_name is not None and self.get_link_by_index(index) is None:
+                    raise LinkExists(f"{what}: a link called {new_name!r} exists there; the link WAS moved, "
+                                     "under its previous name")
+                raise LinkExists(f"{what}: a link with that name exists there; nothing moved")
+            if req.error:
+                raise _error(req, what)
+
+        return _Op(nl.Request(RTM_NEWLINK, 0, body), finish)
 
     def move_link(self, index: int, netns_fd: int, new_name: str | None = None) -> None:
         """Move link ``index`` into the namespace ``netns_fd``, renamed to ``new_name``
         (IFLA_NET_NS_FD + IFLA_IFNAME in one RTM_NEWLINK).
 
-        The kernel moves the link under its current name, then renames it; a name
-        taken in the target namespace → :class:`LinkExists`, and nothing moved. A move
-        waits for an RCU grace period (milliseconds): prefer creating links in place
-        (:meth:`add_link` ``netns_fd=``).
+        Not atomic: the kernel (``do_setlink``) moves the link under its current name
+        when that name is free in the target (trying ``new_name`` only when it is not),
+        then renames it. So ``new_name`` taken there → :class:`LinkExists` AFTER the
+        link moved (the message says so); the current name taken there (and
+        ``new_name`` too, or None) → :class:`LinkExists`, nothing moved. The safe order
+        is the one of ADD: move under a unique temporary name, then rename inside the
+        target (:meth:`set_link` ``name=``; EEXIST there leaves the link where a
+        rollback finds it). A move waits for an RCU grace period (milliseconds):
+        prefer creating links in place (:meth:`add_link` ``netns_fd=``).
         """
         self._run(self._move_link_op(index, netns_fd, new_name))
 
@@ -700,7 +715,8 @@ class Rtnl:
         """Change several attributes of one link in one RTM_NEWLINK.
 
         A rename is applied before the flags, so ``name=..., up=True`` renames a down
-        link and then brings it up.
+        link and then brings it up. Linux < 6.2 refuses to rename a link that is up
+        (EBUSY → :class:`TryAgain`).
         """
         self._run(self._set_link_op(index, name=name, up=up, promisc=promisc, mtu=mtu, mac=mac, alias=alias,
                                     master=master))
