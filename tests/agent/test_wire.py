@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,39 @@ def test_no_agent_notice_once_per_call(tmp_path, command, socket, notices):
         assert err.startswith(lines[0])  # first, before anything the plugin says
     out = json.loads(p.stdout)  # stdout stays exactly the CNI JSON
     assert ("supportedVersions" in out) if command == "VERSION" else (out["code"] == 4)
+
+
+def test_install_bundle_reuses_and_prunes(tmp_path, monkeypatch):
+    """One bundle per content: the same sources reuse it, new ones add one, the previous is
+    kept (calls in flight), older ones go."""
+    import shutil
+
+    frozen = tmp_path / "src"
+    sources = []
+    for src, rel in cli._bundle_sources():
+        dst = frozen / rel
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        sources.append((str(dst), rel))
+    monkeypatch.setattr(cli, "_bundle_sources", lambda: sources)
+    lib = tmp_path / "lib"
+    python = cli.base_interpreter()
+
+    def bundles() -> set[str]:
+        return {p.name for p in lib.iterdir() if p.is_dir()}
+
+    first = cli.install_bundle(str(lib), python)
+    assert cli.install_bundle(str(lib), python) == first and bundles() == {os.path.basename(first)}
+    assert list((Path(first) / "splice" / "plugins" / "agent" / "__pycache__").glob("client.*.pyc"))
+    marker = frozen / "splice" / "plugins" / "__init__.py"
+    marker.write_text(marker.read_text() + "\n# changed 1\n")
+    second = cli.install_bundle(str(lib), python)
+    assert second != first and bundles() == {os.path.basename(first), os.path.basename(second)}
+    os.utime(first, (1, 1))
+    os.utime(second, (2, 2))
+    marker.write_text(marker.read_text() + "# changed 2\n")
+    third = cli.install_bundle(str(lib), python)
+    assert bundles() == {os.path.basename(second), os.path.basename(third)}  # the oldest went

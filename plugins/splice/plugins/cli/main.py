@@ -21,7 +21,7 @@ in_process; ...' <kind>``, exec'd when no agent answers, stdin untouched).
 Where they import from:
 
 * default, self-contained: ``install-cni`` copies the splice runtime packages and the
-  distributions splice requires (pyroute2) into ``LIB/<digest>/`` (LIB = ``DIR/.splice``),
+  distributions splice requires, if any, into ``LIB/<digest>/`` (LIB = ``DIR/.splice``),
   compiles them with the target interpreter and writes ``LIB/splice`` (this command line,
   e.g. ``LIB/splice agent`` for contrib/systemd). The executables and their fallback run
   the base interpreter on that copy and name nothing of this installation, so a checkout
@@ -100,7 +100,6 @@ def _status(args: argparse.Namespace) -> int:
 # -- install-cni --------------------------------------------------------------------
 BUNDLE_DIR = ".splice"  # default library directory, inside the CNI bin directory
 RUNTIME_PACKAGES = ("libnet", "ipam", "plugins")  # the splice.* packages the plugins and the agent need
-RUNTIME_DEPENDENCIES = ("pyroute2",)  # what a bundle copies when splice's metadata is not there
 KEEP_BUNDLES = 2  # the new bundle and the previous one (calls in flight may still import from it)
 
 
@@ -182,7 +181,7 @@ def _fallback_code(bundle: str | None) -> str:
 def _bundle_sources() -> list[tuple[str, str]]:
     """(source directory or file, path inside the bundle) for everything the in-process
     plugins and the agent import that the base interpreter does not have: the splice
-    runtime packages and the distributions they require (pyroute2), recursively.
+    runtime packages and the distributions they require (if any), recursively.
     (libnftables' bindings, ``nftables``, come from the system: Debian python3-nftables.)"""
     import importlib
     import importlib.metadata as md
@@ -194,10 +193,12 @@ def _bundle_sources() -> list[tuple[str, str]]:
         out.append((os.path.dirname(os.path.abspath(mod.__file__)), os.path.join("splice", name)))
     try:
         md.distribution("splice")
-    except md.PackageNotFoundError:  # running from a bundle (LIB/splice install-cni): no metadata
-        for name in RUNTIME_DEPENDENCIES:
-            mod = importlib.import_module(name)
-            out.append((os.path.dirname(os.path.abspath(mod.__file__)), name))
+    except md.PackageNotFoundError:  # running from a bundle (LIB/splice install-cni): no metadata;
+        # the bundle's other top-level entries are the dependencies it was made with
+        root = os.path.dirname(os.path.dirname(out[0][0]))
+        for entry in sorted(os.listdir(root)):
+            if entry not in ("splice", "__pycache__"):
+                out.append((os.path.join(root, entry), entry))
         return out
     seen: set[str] = set()
     todo = ["splice"]
@@ -214,8 +215,11 @@ def _bundle_sources() -> list[tuple[str, str]]:
             if not dep or dep.lower() in seen:
                 continue
             seen.add(dep.lower())
+            try:
+                dist = md.distribution(dep)
+            except md.PackageNotFoundError:  # stale metadata of an editable install: not needed
+                continue
             todo.append(dep)
-            dist = md.distribution(dep)
             tops: set[str] = set()
             for f in dist.files or []:
                 first = f.parts[0]
@@ -303,7 +307,7 @@ def install_cni(directory: str, *, python: str | None = None, socket: str | None
     """Write the thin-client executables into ``directory``; their paths (and, in the
     default ``bundle`` mode, the path of ``LIB/splice``, the command line for the agent).
 
-    ``bundle``: self-contained: a copy of the splice runtime and pyroute2 in ``lib``
+    ``bundle``: self-contained: a copy of the splice runtime (and what it requires) in ``lib``
     (default ``directory/.splice``), the executables and their in-process fallback run the
     base interpreter on that copy, so nothing refers to this installation (a checkout and
     its .venv may move or go). ``linked``: the executables import from this installation.
@@ -364,7 +368,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "agent": ("run the resident agent the CNI executables talk to", _agent_args, _agent),
     "status": ("ask the agent whether it is alive", _status_args, _status),
     "install-cni": ("write the thin-client CNI executables into a CNI bin directory, self-contained: with a copy "
-                    "of splice and pyroute2 in DIR/.splice, so they do not depend on this checkout or its .venv",
+                    "of splice in DIR/.splice, so they do not depend on this checkout or its .venv",
                     _install_args, _install),
 }
 
