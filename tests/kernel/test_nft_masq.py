@@ -170,6 +170,8 @@ def test_same_address_on_two_interfaces_keeps_both(host_ns):
         masq(host_ns, "add", owner[second], src, iface=second)
         assert registrations(host_ns) == {(i, a): owner[i] for i in ("br-a", "br-b")
                                           for a in ("10.50.0.2", "fd00:50::2")}
+        for o in (A, B):  # without iface: the owner's own entry counts, not the other's
+            assert masq(host_ns, "check", o, src, iface=None) == []
         masq(host_ns, "remove", owner[second], src, iface=second)
         assert registrations(host_ns) == {(first, "10.50.0.2"): owner[first], (first, "fd00:50::2"): owner[first]}
         assert nets(host_ns) == {(first, "10.50.0.2", "10.50.0.0"): ("net4_24", owner[first]),
@@ -238,7 +240,34 @@ def test_check_reports_problems(host_ns):
     masq(host_ns, "add", B, A_SRC[:1])  # repairs: the re-assert puts the element back
     host_ns.sh("nft", "flush", "chain", "inet", TABLE, "srcnat")
     assert any("srcnat" in p for p in masq(host_ns, "check", B, A_SRC[:1]))
+    host_ns.sh("nft", "flush", "chain", "inet", TABLE, "postrouting")
+    assert any("postrouting does not hold" in p for p in masq(host_ns, "check", B, A_SRC[:1]))
+    masq(host_ns, "add", A, A_SRC[:1])  # a take-over: the slow path repairs the chains
+    assert masq(host_ns, "check", A, A_SRC[:1]) == []
+    assert len(chain_rules(host_ns, "postrouting")) == 4 and len(chain_rules(host_ns, "srcnat")) == 2
+    masq(host_ns, "remove", A, None)
     masq(host_ns, "remove", B, None)
+    assert_nothing_left(host_ns)
+
+
+def test_slow_path_keeps_a_subnet_jump_added_meanwhile(host_ns):
+    """The slow path builds its transaction from a listing; a prefix length whose chain and
+    jump another process added after that listing must survive the transaction."""
+    from splice.libnet import masq as M
+
+    masq(host_ns, "add", A, [ip_interface("10.22.0.2/24")])
+
+    def body():
+        m = Masquerade()
+        state = M.T.read(m.nft)  # the slow path's listing ...
+        m.add(C, [ip_interface("10.33.0.2/16")], iface=BR)  # ... a first /16 meanwhile ...
+        m.nft.apply(M.build_skeleton(state, [(4, 24)]))  # ... then its transaction
+    with Netns.open(host_ns.path) as ns:
+        ns.run(body)
+    assert [{"jump": {"target": "net4_16"}}] in chain_rules(host_ns, "postrouting")
+    assert masq(host_ns, "check", C, [ip_interface("10.33.0.2/16")]) == []
+    masq(host_ns, "remove", A, None)
+    masq(host_ns, "remove", C, None)
     assert_nothing_left(host_ns)
 
 

@@ -88,6 +88,7 @@ adding an element to it).
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
 from typing import Any, Callable, Iterable
 
@@ -250,25 +251,66 @@ def build_net_once(version: int, prefixlen: int) -> list[dict]:
             _rule(name, _net_rule(version, prefixlen)), _rule(BASE_CHAIN, _jump_rule(name), "insert")]
 
 
+def _base_rules(nets: Iterable[tuple[int, int]], legacy: Iterable[int]) -> list[list[dict]]:
+    """The base chain as built from scratch: subnet jumps, multicast returns, the legacy
+    vmaps of the versions in ``legacy``, ``jump srcnat``."""
+    legacy = set(legacy)
+    return ([_jump_rule(net_name(v, p)) for v, p in sorted(nets)] + _mc_rules()
+            + [r for v, r in zip((4, 6), _legacy_rules()) if v in legacy] + [_jump_rule(SRC_CHAIN)])
+
+
+def base_rules_ok(listed: list[list[dict]], nets: Iterable[tuple[int, int]], legacy: Iterable[int]) -> bool:
+    """Whether the listed base chain does what :func:`_base_rules` does: the same rules in
+    any order that keeps ``jump srcnat`` last and each multicast return before its
+    version's legacy vmap (subnet jumps are inserted first, one at a time)."""
+    want = _base_rules(nets, legacy)
+    if sorted(map(_canon, listed)) != sorted(map(_canon, want)) or not listed or listed[-1] != _jump_rule(SRC_CHAIN):
+        return False
+    mc, old = _mc_rules(), _legacy_rules()
+    return all(listed.index(mc[i]) < listed.index(old[i]) for i, v in enumerate((4, 6)) if v in set(legacy))
+
+
+def _canon(x: Any) -> str:
+    return json.dumps(x, sort_keys=True)
+
+
+def _legacy_versions(state: TableState) -> list[int]:
+    return [v for v in (4, 6) if LEGACY_MAPS[v] in state.sets]
+
+
 def build_skeleton(state: TableState, nets: Iterable[tuple[int, int]] = ()) -> list[dict]:
-    """Everything but the elements, flushed and refilled: idempotent and self-repairing
-    (slow path only: the flushes delete rules). Keeps the legacy rules while the legacy
-    maps exist and the chains of every prefix length present or in ``nets``."""
-    want = set(nets) | {vl for vl in map(_net_version_len, state.chains) if vl is not None}
-    want = sorted(want)
-    cmds = [N.add("table", N.table(FAMILY, TABLE))] + _sets()
-    cmds += [_net_set(v, p) for v, p in want]
-    cmds += [N.add("chain", _base_chain()), N.add("chain", _chain(SRC_CHAIN))]
-    cmds += [N.add("chain", _chain(net_name(v, p))) for v, p in want]
-    rules: list[tuple[str, list[list[dict]]]] = [(net_name(v, p), [_net_rule(v, p)]) for v, p in want]
-    base = [_jump_rule(net_name(v, p)) for v, p in want] + _mc_rules()
-    if any(LEGACY_MAPS[v] in state.sets for v in (4, 6)):
-        base += [r for v, r in zip((4, 6), _legacy_rules()) if LEGACY_MAPS[v] in state.sets]
-    base.append(_jump_rule(SRC_CHAIN))
-    rules += [(BASE_CHAIN, base), (SRC_CHAIN, _src_rules())]
-    for name, exprs in rules:
-        cmds.append(N.flush("chain", _chain(name)))
-        cmds += [_rule(name, e) for e in exprs]
+    """Everything but the elements, repaired from ``state`` (slow path). Sets are added
+    (idempotent); a missing chain is made with ``create`` (a concurrent creator makes the
+    transaction fail and the converge loop re-read); a chain whose rules are not the
+    expected ones is flushed and refilled. Healthy chains are left alone, so a subnet jump
+    added concurrently is never flushed away. Keeps the legacy rules while the legacy maps
+    exist."""
+    have = {vl for vl in map(_net_version_len, state.chains) if vl is not None}
+    new = sorted(set(nets) - have)
+    every = sorted(have | set(nets))
+    legacy = _legacy_versions(state)
+    cmds = [N.add("table", N.table(FAMILY, TABLE))] + _sets() + [_net_set(v, p) for v, p in every]
+
+    def chain_rules(name: str, exprs: list[list[dict]], create: dict | None = None) -> None:
+        if name not in state.chains:
+            cmds.append(N.create("chain", create or _chain(name)))
+            cmds.extend(_rule(name, e) for e in exprs)
+        elif [r["expr"] for r in state.rules.get(name, [])] != exprs:
+            cmds.append(N.flush("chain", _chain(name)))
+            cmds.extend(_rule(name, e) for e in exprs)
+
+    for v, p in every:
+        chain_rules(net_name(v, p), [_net_rule(v, p)])
+    chain_rules(SRC_CHAIN, _src_rules())
+    listed = [r["expr"] for r in state.rules.get(BASE_CHAIN, [])]
+    if BASE_CHAIN in state.chains and base_rules_ok(listed, have, legacy):
+        cmds.extend(_rule(BASE_CHAIN, _jump_rule(net_name(v, p)), "insert") for v, p in new)
+    elif BASE_CHAIN in state.chains:  # damaged: flush and refill
+        cmds.append(N.flush("chain", _chain(BASE_CHAIN)))
+        cmds.extend(_rule(BASE_CHAIN, e) for e in _base_rules(every, legacy))
+    else:
+        cmds.append(N.create("chain", _base_chain()))
+        cmds.extend(_rule(BASE_CHAIN, e) for e in _base_rules(every, legacy))
     return cmds
 
 
@@ -486,7 +528,8 @@ class Masquerade:
             legacy = _legacy_present(chains)
             if legacy and nft.try_apply(build_legacy_remove(tag, addresses)):
                 return
-            if regs and len(regs) == len(wanted):
+            if iface is not None and regs and len(regs) == len(wanted):
+                # (not with a routed guess: the entry may be on another interface)
                 probe = build_none_owned(tag, [(i, s.ip) for i, s in regs])
                 if legacy:
                     probe += build_legacy_none_owned(tag, addresses)
@@ -547,10 +590,11 @@ class Masquerade:
             return [f"{where} does not exist"]
         problems = []
         base = [r["expr"] for r in state.rules.get(BASE_CHAIN, [])]
+        have = {vl for vl in map(_net_version_len, state.chains) if vl is not None}
         if BASE_CHAIN not in state.chains:
             problems.append(f"{where}: base chain {BASE_CHAIN} is missing")
-        elif _jump_rule(SRC_CHAIN) not in base:
-            problems.append(f"{where}: chain {BASE_CHAIN} does not jump to {SRC_CHAIN}")
+        elif not base_rules_ok(base, have, _legacy_versions(state)):
+            problems.append(f"{where}: chain {BASE_CHAIN} does not hold the expected rules")
         if [r["expr"] for r in state.rules.get(SRC_CHAIN, [])] != _src_rules():
             problems.append(f"{where}: chain {SRC_CHAIN} does not hold the expected rules")
         d = digest(tag)
@@ -560,6 +604,8 @@ class Masquerade:
         for s in srcs:
             a = getattr(s, "ip", s)
             mine = [(i, e) for i, addr, e in regs if addr == a and (iface is None or i == iface)]
+            if iface is None and any(e.comment == tag for _, e in mine):
+                mine = [(i, e) for i, e in mine if e.comment == tag]  # others' on other interfaces
             if not mine:
                 old = legacy.get(a)
                 if old is not None and old.comment == tag and d in state.pairs.get(T.pair_slot(old.set, old.key), {}):  # type: ignore[arg-type]
