@@ -1,7 +1,8 @@
-"""The checks. Each covers numbered testable statements of REFERENCE.md §1.10 (derived from
-the CNI SPEC) and fails with a one-line reason. Every check runs in fresh namespaces with a
-fresh IPAM dataDir and (unless it says otherwise) ends with the leak check of
-:meth:`splice.conformance.kit.Ctx.assert_clean`.
+"""The checks. Each covers numbered testable statements of :mod:`splice.conformance.statements`
+(rendered as docs/cni-statements.md: the CNI SPEC.md and CNI CONVENTIONS.md one testable
+sentence at a time, each with its upstream source) and fails with a one-line reason. Every
+check runs in fresh namespaces with a fresh IPAM dataDir and (unless it says otherwise) ends
+with the leak check of :meth:`splice.conformance.kit.Ctx.assert_clean`.
 
 Statement 53 (consumers accept 1.1.0 result fields) is exercised through ADD-05, whose
 prevResult carries them at 1.1.0; statement 54 is the runtime's own contract, not a plugin
@@ -222,7 +223,8 @@ def ver_version(ctx: Ctx):
 
 
 @check("VER-02", "supportedVersions lists the versions modern runtimes use", [11],
-       "§1.10.11: supportedVersions SHOULD include 0.3.1, 0.4.0, 1.0.0, 1.1.0 (SPEC 1.1.0 is current)",
+       "statement 11: supportedVersions SHOULD include 0.3.1, 0.4.0, 1.0.0, 1.1.0 (the cniVersions of SPEC §1's "
+       "example; SPEC 1.1.0 is current)",
        leak_check=False, level="SHOULD")
 def ver_supported(ctx: Ctx):
     sv = ctx.s.main_versions
@@ -489,7 +491,7 @@ def add_missing_delegate(ctx: Ctx):
 
 @check("ADD-09", "a failed ADD rolls back its own resources before returning", [19],
        "SPEC §4: \"If, on ADD, a delegated plugin fails, the upper plugin should execute again with DEL before "
-       "returning failure\"; §1.10.19: on any ADD failure the plugin SHOULD roll back its own resources",
+       "returning failure\"; statement 19: on any ADD failure the plugin SHOULD roll back its own resources",
        needs=["ipam", "ranges"], level="SHOULD")
 def add_rollback(ctx: Ctx):
     conf, sb_a, cid_a = _exhausted_pool(ctx)
@@ -993,8 +995,9 @@ def con_parallel(ctx: Ctx):
 
 
 @check("CON-02", "the first two ADDs on a fresh host race and both succeed (3 rounds)", [45],
-       "§1.10.45: concurrent first ADDs creating shared host objects (bridge, gateway address, NAT chains) must "
-       "both succeed (plugins#366)")
+       "SPEC Lifecycle: \"Plugins must handle being executed concurrently across different containers\"; "
+       "statement 45: concurrent first ADDs creating shared host objects (bridge, gateway address, NAT chains) "
+       "must both succeed (plugins#366)")
 def con_first_race(ctx: Ctx):
     for rnd in range(3):
         host, rt = (ctx.host, ctx.rt) if rnd == 0 else ctx.new_host()
@@ -1015,8 +1018,8 @@ def con_first_race(ctx: Ctx):
 
 
 @check("CFG-01", "capability args the plugin did not declare are ignored", [46],
-       "SPEC: runtimeConfig carries capability args the plugin declared; CONVENTIONS: plugins ignore what they do "
-       "not understand")
+       "SPEC: runtimeConfig carries capability args the plugin declared; CNI CONVENTIONS.md: plugins ignore what "
+       "they do not understand")
 def cfg_capabilities(ctx: Ctx):
     conf = ctx.conflist()
     sb, cid = ctx.sandbox(), ctx.cid()
@@ -1047,7 +1050,7 @@ def cfg_reserved(ctx: Ctx):
 
 
 @check("CFG-03", "args.cni.ips wins over CNI_ARGS IP=", [49],
-       "CONVENTIONS.md: \"If a runtime passes an equivalent key via args (eg the ips args Area and the CNI_ARGS IP "
+       "CNI CONVENTIONS.md: \"If a runtime passes an equivalent key via args (eg the ips args Area and the CNI_ARGS IP "
        "Field) and the plugin understands args, the plugin must ignore the CNI_ARGS Field.\"",
        needs=["ipam", "ip_args"])
 def cfg_args_precedence(ctx: Ctx):
@@ -1161,7 +1164,7 @@ def ipm_abbreviated(ctx: Ctx):
 
 
 @check("IPM-02", "IPAM VERSION and supportedVersions", [10, 11],
-       "SPEC VERSION; §1.10.11 (0.3.1, 0.4.0, 1.0.0, 1.1.0)", needs=["ipam"], leak_check=False, level="MUST/SHOULD")
+       "SPEC VERSION; statement 11 (0.3.1, 0.4.0, 1.0.0, 1.1.0)", needs=["ipam"], leak_check=False, level="MUST/SHOULD")
 def ipm_version(ctx: Ctx):
     c = ctx.call(ctx.ipam_type, "VERSION", {"cniVersion": ctx.version})
     problems = _version_call_problems(c, "IPAM VERSION")

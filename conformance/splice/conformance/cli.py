@@ -1,9 +1,9 @@
 """``splice-conformance`` / ``python -m splice.conformance``: run the kit on a plugin.
 
     splice-conformance --cni-path DIR[:DIR...] --plugin TYPE [--ipam TYPE] [--config FILE]
-                       [--check ID|GLOB ...] [--json] [--list]
+                       [--check ID|GLOB ...] [--json] [--list] [--statements]
 
-Prints one row per check (id, result, spec statements, reason) and
+Prints one row per check (id, result, statement numbers, reason) and
 ``N passed, N failed, N skipped``; ``--json`` prints a machine-readable report instead.
 Exit status: 0 when no check failed, 1 when one did, 2 on usage errors.
 """
@@ -15,14 +15,15 @@ import json
 import sys
 import time
 
-from splice.conformance import kit
+from splice.conformance import kit, statements
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="splice-conformance",
-        description="Black-box CNI conformance checks (REFERENCE.md §1.10) for a plugin binary. Every plugin call "
-                    "runs inside a throwaway network namespace.")
+        description="Black-box CNI conformance checks for a plugin binary, each derived from numbered statements of "
+                    "the CNI SPEC.md (--statements prints them with their upstream sources). Every plugin call runs "
+                    "inside a throwaway network namespace.")
     p.add_argument("--cni-path", required=False, action="append", default=[],
                    help="directory holding the plugin binaries (repeatable, or ':'-separated)")
     p.add_argument("--plugin", help="main plugin type under test (binary name in --cni-path), e.g. bridge")
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only these checks (ids or globs like 'DEL-*'; repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--statements", action="store_true",
+                   help="print the numbered CNI statements (upstream source, covering checks) and exit")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call (default 60)")
     return p
 
@@ -46,6 +49,9 @@ def _row(o: kit.Outcome, width: int = 11) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     checks = kit.select(args.check or None)
+    if args.statements:
+        sys.stdout.write(statements.markdown(kit.select(None)))
+        return 0
     if args.list:
         for c in checks:
             print(f"{c.id:<11} [{c.spec}] {c.title}")

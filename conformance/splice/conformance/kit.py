@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from splice.conformance import harness, oracle
+from splice.conformance import harness, oracle, statements as cni_statements
 from splice.conformance.profiles import (
     BRIDGE,
     FAKE_IPAM,
@@ -54,8 +54,8 @@ class Skip(Exception):
 class Check:
     id: str
     title: str
-    statements: tuple[int, ...]
-    quote: str  # the spec sentence (or REFERENCE §1.10 statement) the check covers
+    statements: tuple[int, ...]  # numbers of splice.conformance.statements (docs/cni-statements.md)
+    quote: str  # the spec sentence (or the statement) the check covers
     fn: Callable[["Ctx"], None]
     needs: tuple[str, ...] = ()  # "ipam", "check", "status", "gc", "ranges", "ip_args", "version:<v>"
     leak_check: bool = True
@@ -71,8 +71,13 @@ REGISTRY: list[Check] = []
 
 def check(id: str, title: str, statements: Iterable[int], quote: str, *, needs: Iterable[str] = (),
           leak_check: bool = True, level: str = "MUST"):
+    statements = tuple(statements)
+    unknown = [n for n in statements if n not in cni_statements.STATEMENTS]
+    if unknown:
+        raise ValueError(f"check {id}: no statement {unknown} in splice.conformance.statements")
+
     def deco(fn):
-        REGISTRY.append(Check(id, title, tuple(statements), quote, fn, tuple(needs), leak_check, level))
+        REGISTRY.append(Check(id, title, statements, quote, fn, tuple(needs), leak_check, level))
         return fn
 
     return deco

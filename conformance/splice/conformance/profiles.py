@@ -100,7 +100,7 @@ class IpamProfile:
     type: str
     counter: Callable[[Path, str], int] = count_generic
     supports_ranges: bool = True  # rangeStart/rangeEnd (pool exhaustion checks)
-    supports_ip_args: bool = True  # args.cni.ips / CNI_ARGS IP= (CONVENTIONS.md)
+    supports_ip_args: bool = True  # args.cni.ips / CNI_ARGS IP= (CNI CONVENTIONS.md)
 
     def section(self, data_dir: Path, subnet: str = SUBNET, *, range_start: str | None = None,
                 range_end: str | None = None, routes: bool | str = True, **extra) -> dict:

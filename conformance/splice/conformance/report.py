@@ -23,7 +23,7 @@ def table(reports: list[dict]) -> str:
             if r["id"] not in info:
                 ids.append(r["id"])
                 info[r["id"]] = r
-    head = "| check | §1.10 | level | what | " + " | ".join(_label(r) for r in reports) + " |"
+    head = "| check | statements | level | what | " + " | ".join(_label(r) for r in reports) + " |"
     sep = "|---|---|---|---|" + "---|" * len(reports)
     lines = [head, sep]
     by = [{r["id"]: r for r in rep["results"]} for rep in reports]
