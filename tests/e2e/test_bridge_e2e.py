@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
 
