@@ -27,7 +27,8 @@ API (pure builders return libnftables JSON command fragments for ``Nft.apply``):
                                              # writer); [] from build = nothing to do
     # commands built from a state
     T.delete_owned(state, e) -> list[dict]   # e as listed, with its owner's pair when the
-                                             # state has it (strict: fails if changed since)
+                                             # state has it (strict: fails if changed since);
+                                             # without a pair the quiet add-then-delete
     T.orphan_pairs(state, pred, keep=(), only=None) -> list[dict]
     T.remove_owned(state, pred, keys=None) -> (list[dict], set[owner])
                                              # every element whose comment satisfies pred
@@ -53,7 +54,16 @@ with another pair layout overrides :meth:`OwnedTable.pair_slot` and lists the pa
 in ``pair_sets`` (the masquerade tables of older versions pair ``address . digest`` in one
 set per map). ``norm_key(set_name, key)`` maps a key as built or as listed to one hashable
 canonical form (the default turns a concatenation into a tuple of its parts); it must
-give both forms the same value, digests are computed from it.
+give both forms the same value and be idempotent (``keys`` hold canonical keys); digests
+are computed from it. Elements of pair sets are parsed into ``TableState.pairs``, never
+into ``elems``.
+
+Adopting it (portmap): ``OwnedTable("inet", "splice_portmap", owners="owners",
+norm_key=<portmap's _norm_key>)`` computes exactly the pairs portmap writes today
+(``digest(map + " " + json.dumps(_norm_key(map, key))) . digest(owner)``), so existing
+tables stay valid; its ``_State``/``_Elem``/``_delete_elem``/``_orphan_pairs``/
+``_converge`` map to ``TableState``/``Elem``/``delete_owned``/``orphan_pairs``/``converge``
+(portmap's interface sets without comments are plain ``elems`` here).
 """
 
 from __future__ import annotations
