@@ -128,6 +128,7 @@ NDA_VLAN = 5
 NDA_PORT = 6
 NDA_VNI = 7
 NDA_IFINDEX = 8
+NDA_MASTER = 9
 NTF_SELF = 0x02
 NTF_MASTER = 0x04
 NUD_PERMANENT = 0x80
@@ -135,7 +136,7 @@ NUD_PERMANENT = 0x80
 _IFINFO = struct.Struct("=BxHiII")  # struct ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # struct ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # struct rtmsg
-_NDMSG = struct.Struct("=BxHiHBB")  # struct ndmsg: family, pad, ifindex, state, flags, type
+_NDMSG = struct.Struct("=BxxxiHBB")  # struct ndmsg: family, (pad1, pad2), ifindex, state, flags, type
 _VLAN_INFO = struct.Struct("=HH")  # struct bridge_vlan_info: flags, vid
 _GET_EXT = nl.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)  # lookups do not need the counters
 
@@ -246,8 +247,9 @@ class RouteEntry:
 @dataclass(frozen=True)
 class FdbEntry:
     """One forwarding-database entry (``bridge fdb``): ``dst``, ``vni``, ``port`` are a
-    VXLAN remote's (None: the device's default); ``flags`` NTF_SELF (the device's own
-    table, e.g. a vxlan device) or NTF_MASTER (its bridge's)."""
+    VXLAN remote's (None: the device's default); ``master``: the bridge (ifindex) whose
+    table holds the entry (NDA_MASTER), None for the device's own table (NTF_SELF in
+    ``flags``, e.g. a vxlan device's)."""
 
     mac: str
     ifindex: int
@@ -257,14 +259,11 @@ class FdbEntry:
     vlan: int | None = None
     state: int = 0
     flags: int = 0
+    master: int | None = None
 
     @property
     def permanent(self) -> bool:
         return bool(self.state & NUD_PERMANENT)
-
-    @property
-    def master(self) -> bool:
-        return bool(self.flags & NTF_MASTER)
 
 
 @dataclass(frozen=True)
@@ -989,7 +988,7 @@ class Rtnl:
     # -- FDB entries ---------------------------------------------------------------------
     def _fdb_body(self, ifindex: int, mac: str, dst: IPAddress | None, vni: int | None, port: int | None,
                   vlan: int | None, master: bool) -> bytes:
-        parts = [_NDMSG.pack(AF_BRIDGE, 0, ifindex, NUD_PERMANENT, NTF_MASTER if master else NTF_SELF, 0),
+        parts = [_NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_MASTER if master else NTF_SELF, 0),
                  nl.attr(NDA_LLADDR, _mac(mac))]
         if dst is not None:
             parts.append(nl.attr(NDA_DST, dst.packed))
@@ -1009,8 +1008,9 @@ class Rtnl:
             return _Op(nl.Request(RTM_DELNEIGH, 0, body),
                        _ack(what, ok=(_errno.ENOENT,), ok_value=False, value=True))
         flags = nl.NLM_F_CREATE | {"add": nl.NLM_F_EXCL, "append": nl.NLM_F_APPEND, "replace": nl.NLM_F_REPLACE}[how]
-        ok = (_errno.EEXIST,) if how != "replace" else ()
-        return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what, ok=ok, ok_value=False, value=True))
+        if how != "add":
+            return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what))
+        return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what, ok=(_errno.EEXIST,), ok_value=False, value=True))
 
     def fdb_add(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
                 port: int | None = None, vlan: int | None = None, master: bool = False) -> bool:
@@ -1021,10 +1021,11 @@ class Rtnl:
         return self._run(self._fdb_op("add", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
 
     def fdb_append(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
-                   port: int | None = None, vlan: int | None = None, master: bool = False) -> bool:
+                   port: int | None = None, vlan: int | None = None, master: bool = False) -> None:
         """Add one more remote to a vxlan FDB entry (``bridge fdb append``: head-end
-        replication with the all-zeros MAC); False when that remote is there."""
-        return self._run(self._fdb_op("append", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
+        replication with the all-zeros MAC); idempotent (the kernel accepts a remote
+        that is there)."""
+        self._run(self._fdb_op("append", ifindex, mac, dst=dst, vni=vni, port=port, vlan=vlan, master=master))
 
     def fdb_replace(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
                     port: int | None = None, vlan: int | None = None, master: bool = False) -> None:
@@ -1034,11 +1035,13 @@ class Rtnl:
     def fdb_del(self, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
                 vlan: int | None = None, master: bool = False) -> bool:
         """Delete an FDB entry (only the remote ``dst`` of a vxlan entry, when given);
-        False when it is not there."""
+        False when there is no entry for ``mac``. With ``dst`` the kernel answers success
+        when ``mac`` has an entry without that remote (``__vxlan_fdb_delete``): True then
+        means "that remote is not there (any more)"."""
         return self._run(self._fdb_op("delete", ifindex, mac, dst=dst, vni=vni, vlan=vlan, master=master))
 
     def _fdb_dump_op(self, ifindex: int) -> _Op:
-        body = _NDMSG.pack(AF_BRIDGE, 0, ifindex, 0, 0, 0)
+        body = _NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)
 
         def finish(req: nl.Request) -> list[FdbEntry]:
             if req.error:
@@ -1052,6 +1055,7 @@ class Rtnl:
                 if NDA_LLADDR not in a:
                     continue
                 dst, vni, port, vlan = a.get(NDA_DST), a.get(NDA_VNI), a.get(NDA_PORT), a.get(NDA_VLAN)
+                master = a.get(NDA_MASTER)
                 out.append(FdbEntry(
                     mac=a[NDA_LLADDR].hex(":"),
                     ifindex=idx,
@@ -1061,6 +1065,7 @@ class Rtnl:
                     vlan=nl.get_u16(vlan) if vlan else None,
                     state=state,
                     flags=flags,
+                    master=nl.get_u32(master) if master else None,
                 ))
             return out
 
@@ -1073,15 +1078,16 @@ class Rtnl:
 
     # -- neighbours ----------------------------------------------------------------------
     def _neigh_op(self, how: str, ifindex: int, ip: IPAddress, mac: str | None = None) -> _Op:
-        body = _NDMSG.pack(_family(ip.version), 0, ifindex, NUD_PERMANENT, 0, RTN_UNICAST) + nl.attr(NDA_DST, ip.packed)
+        body = _NDMSG.pack(_family(ip.version), ifindex, NUD_PERMANENT, 0, RTN_UNICAST) + nl.attr(NDA_DST, ip.packed)
         if mac is not None:
             body += nl.attr(NDA_LLADDR, _mac(mac))
         what = f"{how} neighbour {ip}" + (f" lladdr {mac}" if mac else "") + f" on link #{ifindex}"
         if how == "delete":
             return _Op(nl.Request(RTM_DELNEIGH, 0, body), _ack(what, ok=(_errno.ENOENT,), ok_value=False, value=True))
-        flags = nl.NLM_F_CREATE | (nl.NLM_F_EXCL if how == "add" else nl.NLM_F_REPLACE)
-        ok = (_errno.EEXIST,) if how == "add" else ()
-        return _Op(nl.Request(RTM_NEWNEIGH, flags, body), _ack(what, ok=ok, ok_value=False, value=True))
+        if how == "replace":
+            return _Op(nl.Request(RTM_NEWNEIGH, nl.NLM_F_CREATE | nl.NLM_F_REPLACE, body), _ack(what))
+        return _Op(nl.Request(RTM_NEWNEIGH, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body),
+                   _ack(what, ok=(_errno.EEXIST,), ok_value=False, value=True))
 
     def neigh_add(self, ifindex: int, ip: IPAddress, mac: str) -> bool:
         """Add a permanent neighbour entry ``ip lladdr mac``; False when ``ip`` already
@@ -1097,7 +1103,7 @@ class Rtnl:
         return self._run(self._neigh_op("delete", ifindex, ip))
 
     def _neigh_dump_op(self, ifindex: int, family: int | None = None) -> _Op:
-        body = _NDMSG.pack(family or AF_UNSPEC, 0, 0, 0, 0, 0) + nl.u32(NDA_IFINDEX, ifindex)
+        body = _NDMSG.pack(family or AF_UNSPEC, 0, 0, 0, 0) + nl.u32(NDA_IFINDEX, ifindex)
 
         def finish(req: nl.Request) -> list[Neighbour]:
             if req.error:
