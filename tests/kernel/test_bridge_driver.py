@@ -633,7 +633,7 @@ def test_ip_masq(host_ns, sandbox_ns, host):
     text = oracle.nft_text(host_ns.name)
     assert "10.77.0.2" in text and owner in text
     d.check(att, w)
-    host_ns.sh("nft", "flush", "map", "inet", "splice_nat", "masq4")
+    host_ns.sh("nft", "flush", "set", "inet", "splice_nat", "src4")
     with pytest.raises(CheckFailed, match="masquerade"):
         d.check(att, w)
     d.add(attachment(sandbox_ns, "c2", "eth1"), [ip4(3)], [])

@@ -179,3 +179,31 @@ def test_rollback_keeps_the_gateway_a_concurrent_add_relies_on(host_ns, make_ns,
     d.detach(att(b, "cb"), None)
     assert oracle.link_names(host_ns.name) == {"lo", BR}
     assert oracle.link_names(b.name) == {"lo"}
+
+
+def test_same_address_on_two_bridges_keeps_both_nats(host_ns, make_ns, host):
+    """Defect 1: overlapping subnets on two bridges, one address in both: each attachment
+    keeps its masquerade entry through the other's ADD and DEL."""
+    a, b = make_ns(), make_ns()
+    da = framework.create("bridge", {"name": "netA", "type": "splice-bridge", "bridge": "br-fa", "ipMasq": True,
+                                     "isGateway": True}, host)
+    db = framework.create("bridge", {"name": "netB", "type": "splice-bridge", "bridge": "br-fb", "ipMasq": True,
+                                     "isGateway": True}, host)
+
+    def entries() -> set[str]:
+        return {f"{k[0]} {k[1]}" for k, _, _ in (oracle.element_parts(e) for t, name, e in
+                oracle.nft_map_elements(host_ns.name) if (t, name) == ("splice_nat", "src4"))}
+
+    wa = da.attach(att(a, "ca"), [ip4(2)], [])
+    wb = db.attach(att(b, "cb", "netB"), [ip4(2)], [])
+    assert entries() == {"br-fa 10.66.0.2", "br-fb 10.66.0.2"}
+    db.detach(att(b, "cb", "netB"), wb.ips)
+    assert entries() == {"br-fa 10.66.0.2"}
+    da.check(att(a, "ca"), wa)
+    wb = db.attach(att(b, "cb", "netB"), [ip4(2)], [])
+    da.detach(att(a, "ca"), wa.ips)
+    assert entries() == {"br-fb 10.66.0.2"}
+    db.check(att(b, "cb", "netB"), wb)
+    db.detach(att(b, "cb", "netB"), wb.ips)
+    assert entries() == set()
+    assert oracle.link_names(host_ns.name) == {"lo", "br-fa", "br-fb"}

@@ -136,6 +136,13 @@ class BridgeDriver:
     def installs_default_routes(self) -> bool:
         return self.cfg.is_default_gateway
 
+    @property
+    def masq_iface(self) -> str:
+        """The interface the containers' traffic arrives on at the host (the one holding the
+        gateway): masquerade entries are keyed by it and the source address, so two
+        networks with overlapping subnets on two bridges never share an entry."""
+        return self.cfg.vlan_gateway_ifname or self.cfg.bridge
+
     # =================================================================== network
     def ensure_network(self, gateways: list[Any] = ()) -> None:  # type: ignore[assignment]
         """The bridge (and ``<bridge>.<vlan>``) with the gateway addresses ``gateways``."""
@@ -306,7 +313,7 @@ class BridgeDriver:
 
         if cfg.ip_masq and plan.ips:
             prog.masq_added = True
-            _masquerade().add(plan.owner, [ip.address for ip in plan.ips])
+            _masquerade().add(plan.owner, [ip.address for ip in plan.ips], iface=self.masq_iface)
             failpoint.hit("bridge.masq_added")
         if cfg.mac_spoof_check:
             prog.spoof_added = True
@@ -417,7 +424,7 @@ class BridgeDriver:
         if prog.spoof_added:
             steps.run(lambda: _spoofchk().remove(plan.owner, plan.host_veth, plan.peer_mac))
         if prog.masq_added:
-            steps.run(lambda: _masquerade().remove(plan.owner, [ip.address for ip in plan.ips]))
+            steps.run(lambda: _masquerade().remove(plan.owner, [ip.address for ip in plan.ips], iface=self.masq_iface))
         if prog.veth_created:
             steps.run(lambda: rt.delete_link(name=plan.host_veth))
         if prog.added_addrs and prog.gw_link_index is not None and prog.bridge_index is not None:
@@ -479,7 +486,8 @@ class BridgeDriver:
                 else:
                     steps.run(lambda: _spoofchk().remove(owner))
             if cfg.ip_masq:
-                steps.run(lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None))
+                steps.run(lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None,
+                                                       iface=self.masq_iface))
             # both ends; ENODEV (already gone) is fine
             steps.run(lambda: rt.delete_link(name=host_veth))
 
@@ -566,7 +574,7 @@ class BridgeDriver:
         owner = owner_tag(att.network, att.container_id, att.ifname)
         problems: list[str] = []
         if cfg.ip_masq and masq_addrs:
-            problems += _masquerade().check(owner, masq_addrs)
+            problems += _masquerade().check(owner, masq_addrs, iface=self.masq_iface)
         if cfg.mac_spoof_check and cont.mac:
             problems += _spoofchk().check(owner, host_veth, cont.mac)
         if problems:
