@@ -69,8 +69,8 @@ def test_publish_elements_owners_and_unpublish(host):
     }
     e = elements(host)
     assert e["claim4"] == {("tcp", 8080): (1, A), ("udp", 5353): (1, A), ("tcp", 9090): (2, A)}
-    assert e["refs4"] == {("10.44.0.2", "10.44.0.2"): ("users4:pmbr", A)}
-    assert e["refs6"] == {("fd44::2", "fd44::2"): ("users6:pmbr", A)}
+    assert e["ifrefs4"] == {("pmbr", "10.44.0.2", "10.44.0.2"): ("users4:pmbr", A)}
+    assert e["ifrefs6"] == {("pmbr", "fd44::2", "fd44::2"): ("users6:pmbr", A)}
     assert len(e["owners"]) == 7 and {c for _, c in e["owners"].values()} == {A}
     assert e["hairpin"] == {("pmbr", "pmbr"): (None, None)}
     assert e["localhost"] == {"pmbr": (None, None)} and "masq_all" not in e
@@ -82,7 +82,7 @@ def test_publish_elements_owners_and_unpublish(host):
     for line in ("fib daddr type != local return", "dnat ip to ip daddr . meta l4proto . th dport map @dnat4_ip",
                  "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @dnat4",
                  "ct status dnat iifname . oifname @hairpin masquerade",
-                 "ct status dnat ip saddr . ip daddr @refs4 masquerade",
+                 "ct status dnat oifname . ip saddr . ip daddr @ifrefs4 masquerade",
                  "ct status dnat ip saddr 127.0.0.0/8 oifname @localhost masquerade",
                  "iifname @localnet ip daddr 127.0.0.0/8 ct status ! dnat drop"):
         assert line in text
@@ -107,7 +107,7 @@ def test_publish_is_idempotent_and_converges(host):
     pub(host, "publish", A, [PortMapping(8081, 81)], A_ADDR[:1])
     assert owners_of(host) == {("dnat4", ("tcp", 8081)): A}
     assert set(elements(host)["claim4"]) == {("tcp", 8081)}
-    assert "claim6" not in elements(host) and "refs6" not in elements(host)
+    assert "claim6" not in elements(host) and "ifrefs6" not in elements(host)
     pub(host, "unpublish", A, [PortMapping(8081, 81)], A_ADDR[:1])
 
 
@@ -188,7 +188,7 @@ def test_stale_masquerade_entry_of_a_reused_address_is_taken_over(host):
     pub(host, "publish", A, [PortMapping(8080, 80)], A_ADDR)
     pub(host, "publish", B, [PortMapping(8081, 80)], A_ADDR)  # same container address
     e = elements(host)
-    assert e["refs4"][("10.44.0.2", "10.44.0.2")][1] == B and e["refs6"][("fd44::2", "fd44::2")][1] == B
+    assert e["ifrefs4"][("pmbr", "10.44.0.2", "10.44.0.2")][1] == B and e["ifrefs6"][("pmbr", "fd44::2", "fd44::2")][1] == B
     assert owners_of(host) == {("dnat4", ("tcp", 8080)): A, ("dnat6", ("tcp", 8080)): A,
                                ("dnat4", ("tcp", 8081)): B, ("dnat6", ("tcp", 8081)): B}
     pub(host, "unpublish", A, [PortMapping(8080, 80)], A_ADDR)  # takes A's ports, leaves B's snat
@@ -215,7 +215,7 @@ def test_gc_removes_exactly_the_stale_owners(host):
     def counters():
         return {c["name"] for c in oracle.nft_objects(host.name, "counter") if c["table"] == "splice_portmap"}
 
-    assert counters() == {"users4:pmbr", "users6:pmbr", "users4:"}  # C has no route: no interface
+    assert counters() == {"users4:pmbr", "users6:pmbr"}  # C has no route: no interface, not registered
     assert pub(host, "gc", "", lambda o: False) == [A, C]
     assert counters() == set()  # unused counters pruned
     assert route_localnet(host, "pmbr") == "0"
@@ -246,7 +246,7 @@ def test_masq_all_entries_and_counters(host):
     pub(host, "publish", A, [PortMapping(8080, 80)], A_ADDR, masq_all=True)
     e = elements(host)
     assert e["masq_all"] == {"pmbr": (None, None)} and "localhost" not in e
-    assert e["refs4"][("10.44.0.2", "10.44.0.2")][0] == "all4:pmbr"
+    assert e["ifrefs4"][("pmbr", "10.44.0.2", "10.44.0.2")][0] == "all4:pmbr"
     assert route_localnet(host, "pmbr") == "1"
     assert pub(host, "check", A, [PortMapping(8080, 80)], A_ADDR, masq_all=True) == []
     pub(host, "publish", B, [PortMapping(8081, 80)], B_ADDR)  # the same bridge, plain snat

@@ -50,11 +50,11 @@ def test_mappings_and_options_are_given_per_call(host):
     assert {k: v[1] for k, v in dnat_elements(host).items()} == {
         ("dnat4", ("tcp", 8080)): ta, ("dnat6", ("tcp", 8080)): ta, ("dnat4", ("udp", 9090)): tb}
     e = elements(host)
-    assert set(e["refs4"]) == {("10.46.0.2", "10.46.0.2")}  # B has no snat: no registration
+    assert set(e["ifrefs4"]) == {("pmbr", "10.46.0.2", "10.46.0.2")}  # B has no snat: no registration
     assert set(e["cond4"]) == {("udp", 9090)}
     svc.check(A, [PortMapping(8080, 80)], A_IPS)
     svc.check(B, [PortMapping(9090, 90, "udp")], B_IPS, cond)
-    with pytest.raises(CheckFailed, match="masquerade of 10.46.0.3: no element in refs4"):  # checked with snat
+    with pytest.raises(CheckFailed, match="masquerade of 10.46.0.3 on pmbr: no element in ifrefs4"):  # checked with snat
         svc.check(B, [PortMapping(9090, 90, "udp")], B_IPS, PortmapOptions(conditions_v4=cond.conditions_v4))
     with pytest.raises(PortInUse, match="tcp/8080 on every IPv4 address is already published by container c-aaa") as ei:
         svc.publish(B, [PortMapping(8080, 81)], B_IPS)

@@ -29,11 +29,13 @@ in hash maps, whatever the number of mappings)::
         map claim6   { type inet_proto . inet_service : mark }
         # mappings of networks with conditionsV4/V6: same keys -> jump cond4-<hash>
         map cond4 / cond4_ip / cond6 / cond6_ip { ... : verdict }
-        # masquerade registrations (snat): address . address -> "users4:<iface>" (a named
-        # counter; its use count is the number of containers that need the interface's
-        # entries below). Looked up as a set for the self-hairpin rule.
-        map refs4    { type ipv4_addr . ipv4_addr : counter }      # 10.77.0.2 . 10.77.0.2 : "users4:cni0"
-        map refs6    { type ipv6_addr . ipv6_addr : counter }      # masqAll: "all6:cni0"
+        # masquerade registrations (snat): iface . address . address -> "users4:<iface>" (a
+        # named counter; its use count is the number of containers that need the
+        # interface's entries below). Looked up as a set for the self-hairpin rule.
+        map ifrefs4  { type ifname . ipv4_addr . ipv4_addr : counter }  # "cni0" . 10.77.0.2 . 10.77.0.2 : "users4:cni0"
+        map ifrefs6  { type ifname . ipv6_addr . ipv6_addr : counter }  # masqAll: "all6:cni0"
+        # (tables made before the interface was in the key also have refs4/refs6,
+        # ``address . address : counter``, until GC finds them empty)
         counter users4:<iface>, users6:<iface>, all4:<iface>, all6:<iface>
         # interfaces with published containers, for the masquerade rules
         set hairpin   { type ifname . ifname }                     # "cni0" . "cni0"
@@ -61,8 +63,9 @@ in hash maps, whatever the number of mappings)::
         chain postrouting { type nat hook postrouting priority srcnat;
             ct status dnat oifname @masq_all masquerade
             ct status dnat iifname . oifname @hairpin masquerade
-            ct status dnat ip saddr . ip daddr @refs4 masquerade
-            ct status dnat ip6 saddr . ip6 daddr @refs6 masquerade
+            ct status dnat oifname . ip saddr . ip daddr @ifrefs4 masquerade
+            ct status dnat oifname . ip6 saddr . ip6 daddr @ifrefs6 masquerade
+            [ct status dnat ip saddr . ip daddr @refs4 masquerade, and refs6: legacy maps only]
             ct status dnat ip saddr 127.0.0.0/8 oifname @localhost masquerade }
         chain localnet_guard { type filter hook prerouting priority filter;
             iifname @localnet ip daddr 127.0.0.0/8 ct status ! dnat drop }
@@ -84,9 +87,13 @@ Semantics:
   bridged reply and the neighbour's address is kept); (3) one from 127.0.0.0/8 (IPv4
   localhost). With ``masq_all`` every DNATed connection leaving through the container's
   interface is masqueraded (macvlan/ipvlan style). The interface is the one the route to
-  the container address uses (the bridge), found with one RTM_GETROUTE. These entries
-  are per interface: the packet path holds no per-container masquerade rule or verdict;
-  two networks sharing one bridge share them too (the most permissive setting wins).
+  the container address uses (the bridge), found with one RTM_GETROUTE, unless the
+  caller names the attachment's host interfaces and the route leads to none of them
+  (overlapping subnets on two bridges, a VRF): then the first of those
+  (:func:`~.publisher.masq_iface`). An address with no interface is not registered.
+  These entries are per interface: the packet path holds no per-container masquerade
+  rule or verdict; two networks sharing one bridge share them too (the most permissive
+  setting wins).
 * route_localnet: IPv4 localhost needs ``route_localnet=1`` on that interface. splice
   sets it when it was 0, records the interface in ``@localnet``, drops packets to
   127.0.0.0/8 arriving there that are not replies of a DNATed connection (the
@@ -94,8 +101,12 @@ Semantics:
   container needing it is gone. An interface whose route_localnet was already 1 is left
   alone. IPv6 has no route_localnet: ``::1`` cannot be DNATed to another host, so IPv6
   mappings are reachable from every other address.
+* Registrations are keyed ``iface . address . address`` (the self-hairpin packet's
+  ``oifname . saddr . daddr`` at postrouting; with br_netfilter the bridged packet's
+  output interface is the bridge): two containers with the same address on two bridges
+  each keep their own through the other's ADD and DEL.
 * Reference counts kept by the kernel: each container with snat registers its address
-  in ``refs4``/``refs6`` with a named counter of its interface as data; the object's
+  in ``ifrefs4``/``ifrefs6`` with a named counter of its interface as data; the object's
   use count (one nfnetlink dump) is the number of containers needing the interface's
   ``hairpin``/``localhost``/``masq_all`` entries and route_localnet. (Object maps, not
   verdict maps: an element jumping to a chain makes the kernel re-validate every
@@ -122,13 +133,22 @@ Costs (the common paths never list the table; nft.py explains why a listing is O
   and a create-then-delete probe of the pairs says "none of ours left". Without them (no
   prevResult) the table is listed. Afterwards: a claim of a port published on given
   addresses is released when no such mapping is left (lists the ``dnat*_ip`` maps, which
-  only hold given-address mappings), and when a ``refs`` element went, the interface
+  only hold given-address mappings), and when an ``ifrefs`` element went, the interface
   entries are re-counted (one object dump) and the unneeded ones removed (re-counted
   after removal: a concurrent publish is restored).
 * Conditions: a mapping of a network with conditions also gets a ``cond*`` verdict
   element; adding one re-validates the reachable verdict maps (the ``cond*`` maps only),
   so conditioned mappings cost O(number of conditioned mappings) per conditioned ADD.
 * check, owners, gc list the table.
+
+Upgrade from a table with ``refs4``/``refs6`` (before the interface was in the key):
+the first publish after the upgrade fails its fast transaction (no ``ifrefs`` maps),
+adds the maps and resets ``postrouting`` to the current rules plus lookups of the legacy
+maps, so containers published before keep their self-hairpin masquerade (their counters
+are the same objects, so the interface entries stay while they need them). Their DEL
+fails the fast transaction (no ``ifrefs`` element) and goes down the listing path, which
+removes every element of the owner, legacy ones included; GC removes them by owner too.
+When GC finds the legacy maps empty it drops them and their rules.
 
 Measured figures: docs/portmap.md.
 """

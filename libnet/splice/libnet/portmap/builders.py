@@ -14,12 +14,10 @@ from ..errors import NftError
 from .model import (
     ADDR_TYPE, DSTNAT, FAMILY, FILTER, GUARD, HAIRPIN, HOSTPORTS, IP, LOCALHOST, LOCALNET, MASQ_ALL, NFPROTO,
     OWNERS, SPECIFIC, SRCNAT, TABLE, WILDCARD, Masq, Published, claim_map, cond_map, dnat_map, key_digest, digest,
-    refs_map,
+    legacy_refs_map, refs_map,
 )
 
 if TYPE_CHECKING:
-    from ipaddress import IPv4Address, IPv6Address
-
     from .state import State
 
 
@@ -41,7 +39,7 @@ def scaffold_text() -> str:
             f"add map {t} {cond_map(v, False)} {{ type inet_proto . inet_service : verdict; }}",
             f"add map {t} {cond_map(v, True)} {{ type {a} . inet_proto . inet_service : verdict; }}",
             f"add map {t} {claim_map(v)} {{ type inet_proto . inet_service : mark; }}",
-            f"add map {t} {refs_map(v)} {{ type {a} . {a} : counter; }}",
+            f"add map {t} {refs_map(v)} {{ type ifname . {a} . {a} : counter; }}",
         ]
     lines += [f"add set {t} {OWNERS} {{ type ifname . ifname; }}", f"add set {t} {HAIRPIN} {{ type ifname . ifname; }}"]
     lines += [f"add set {t} {name} {{ type ifname; }}" for name in (LOCALHOST, MASQ_ALL, LOCALNET)]
@@ -78,8 +76,14 @@ def _hostports_rules() -> list[list[dict]]:
     return rules
 
 
-def base_chain_specs() -> list[tuple[dict, list[list[dict]]]]:
-    """(chain object, its rules) of the fixed chains."""
+def base_chain_specs(legacy: bool = False) -> list[tuple[dict, list[list[dict]]]]:
+    """(chain object, its rules) of the fixed chains. ``legacy``: the table still has the
+    ``refs4``/``refs6`` maps of an earlier version (registrations keyed by address only,
+    made before an upgrade): postrouting looks them up too, after the current ones."""
+    refs = [(refs_map(v), N.concat(N.meta("oifname"), N.payload(IP[v], "saddr"), N.payload(IP[v], "daddr")))
+            for v in (4, 6)]
+    if legacy:
+        refs += [(legacy_refs_map(v), N.concat(N.payload(IP[v], "saddr"), N.payload(IP[v], "daddr"))) for v in (4, 6)]
     t = (FAMILY, TABLE)
     jump = [[N.jump(HOSTPORTS)]]
     ct_dnat = N.match({"ct": {"key": "status"}}, "dnat", "in")
@@ -90,8 +94,7 @@ def base_chain_specs() -> list[tuple[dict, list[list[dict]]]]:
         (N.base_chain(*t, "postrouting", type="nat", hook="postrouting", prio=SRCNAT), [
             [ct_dnat, N.match(N.meta("oifname"), "@" + MASQ_ALL), {"masquerade": None}],
             [ct_dnat, N.match(N.concat(N.meta("iifname"), N.meta("oifname")), "@" + HAIRPIN), {"masquerade": None}],
-            *[[ct_dnat, N.match(N.concat(N.payload(IP[v], "saddr"), N.payload(IP[v], "daddr")), "@" + refs_map(v)),
-               {"masquerade": None}] for v in (4, 6)],
+            *[[ct_dnat, N.match(key, "@" + name), {"masquerade": None}] for name, key in refs],
             [ct_dnat, N.match(N.payload("ip", "saddr"), {"prefix": {"addr": "127.0.0.0", "len": 8}}),
              N.match(N.meta("oifname"), "@" + LOCALHOST), {"masquerade": None}],
         ]),
@@ -138,13 +141,21 @@ def build_base_chains(state: "State | None" = None) -> list[dict]:
     """The chains created or reset to their rules where they differ (the slow path's
     self-repair; with no ``state``, all of them)."""
     cmds: list[dict] = []
-    for chain, rules in base_chain_specs():
+    for chain, rules in base_chain_specs(state is not None and state.legacy):
         name = chain["name"]
         if state is not None and name in state.chains and rules_match(state.rules.get(name), rules):
             continue
         cmds += [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, name))]
         cmds += _rules(name, rules)
     return cmds
+
+
+def build_base_chain_reset(name: str, legacy: bool = False) -> list[dict]:
+    """One fixed chain reset to its rules (flushed and filled in one transaction)."""
+    for chain, rules in base_chain_specs(legacy):
+        if chain["name"] == name:
+            return [N.add("chain", chain), N.flush("chain", N.chain(FAMILY, TABLE, name))] + _rules(name, rules)
+    raise KeyError(name)
 
 
 def build_chain_once(name: str, rules: list[list[dict]]) -> list[dict]:
@@ -206,12 +217,7 @@ def build_publish(tag: str, entries: list[Published], masqs: list[Masq], conds: 
     return cmds
 
 
-def _refs_key(a: "IPv4Address | IPv6Address") -> dict:
-    return N.concat(str(a), str(a))
-
-
-def build_unpublish(tag: str, entries: list[Published], masq_addrs: list["IPv4Address | IPv6Address"],
-                    cond_versions: Iterable[int]) -> list[dict]:
+def build_unpublish(tag: str, entries: list[Published], masqs: list[Masq], cond_versions: Iterable[int]) -> list[dict]:
     """Fast-path DEL: compare-and-delete; fails (removing nothing) unless all are ours."""
     cmds: list[dict] = []
     cv = set(cond_versions)
@@ -227,18 +233,17 @@ def build_unpublish(tag: str, entries: list[Published], masq_addrs: list["IPv4Ad
         if not p.specific and ck not in released:
             released.add(ck)
             cmds.append(N.delete("element", map_elem(claim_map(p.version), p.port_key())))
-    for a in masq_addrs:
-        m, key = refs_map(a.version), _refs_key(a)
-        cmds.append(N.delete("element", owner_pair(m, key, tag)))
-        cmds.append(N.delete("element", map_elem(m, key)))
+    for m in masqs:
+        cmds.append(N.delete("element", owner_pair(m.map, m.key(), tag)))
+        cmds.append(N.delete("element", map_elem(m.map, m.key())))
     return cmds
 
 
-def build_none_owned(tag: str, entries: list[Published], masq_addrs: list["IPv4Address | IPv6Address"]) -> list[dict]:
+def build_none_owned(tag: str, entries: list[Published], masqs: list[Masq]) -> list[dict]:
     """Probe: succeeds (changing nothing) iff none of these keys carries this owner's pair."""
     cmds: list[dict] = []
     for p in entries:
         cmds += N.absent_probe("element", owner_pair(p.map, p.key(), tag))
-    for a in masq_addrs:
-        cmds += N.absent_probe("element", owner_pair(refs_map(a.version), _refs_key(a), tag))
+    for m in masqs:
+        cmds += N.absent_probe("element", owner_pair(m.map, m.key(), tag))
     return cmds

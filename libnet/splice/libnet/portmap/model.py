@@ -84,7 +84,21 @@ def claim_map(version: int) -> str:
 
 
 def refs_map(version: int) -> str:
+    """The masquerade registrations: ``ifname . addr . addr : counter``."""
+    return f"ifrefs{version}"
+
+
+def legacy_refs_map(version: int) -> str:
+    """The registrations of tables made before the interface was part of the key
+    (``addr . addr : counter``): kept, and looked up, while they hold elements."""
     return f"refs{version}"
+
+
+LEGACY_REFS = (legacy_refs_map(4), legacy_refs_map(6))
+
+
+def is_refs_map(name: str) -> bool:
+    return name.startswith(("ifrefs", "refs"))
 
 
 def users_counter(version: int, iface: str | None, masq_all: bool) -> str:
@@ -207,14 +221,17 @@ class Published(_Value):
 
 
 class Masq:
-    """The masquerade registration of one container address (snat on): its ``refs``
-    element and the entries of its interface it needs."""
+    """The masquerade registration of one container address (snat on) on the interface
+    it is reached by: its ``ifrefs`` element (``iface . address . address``, the packet
+    path's ``oifname . saddr . daddr`` of a container reaching itself) and the entries of
+    that interface it needs. Keyed by interface, so that two containers with the same
+    address on two networks (overlapping subnets on two bridges) each keep their own."""
 
     __slots__ = ("address", "iface", "masq_all")
 
-    def __init__(self, address: "IPAddr", iface: str | None, masq_all: bool) -> None:
+    def __init__(self, address: "IPAddr", iface: str, masq_all: bool) -> None:
         self.address = address
-        self.iface = iface  # the interface the route to the container uses (None: no route)
+        self.iface = iface
         self.masq_all = masq_all
 
     @property
@@ -226,12 +243,14 @@ class Masq:
         return users_counter(self.address.version, self.iface, self.masq_all)
 
     def key(self) -> dict:
+        return N.concat(self.iface, str(self.address), str(self.address))
+
+    def legacy_key(self) -> dict:
+        """The key of the same registration in the legacy ``refs`` maps."""
         return N.concat(str(self.address), str(self.address))
 
     def members(self) -> list[tuple[str, Any]]:
         """(set, element) of the interface entries this container needs."""
-        if not self.iface:
-            return []
         out: list[tuple[str, Any]] = [(HAIRPIN, N.concat(self.iface, self.iface))]
         if self.masq_all:
             out.append((MASQ_ALL, self.iface))

@@ -6,18 +6,19 @@ and the cost of each path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .. import nft as N
 from ..errors import NetError, NftError, NotSupported
 from .builders import (
-    apply_text, base_chain_specs, build_base_chains, build_base_chains_once, build_chain, build_chain_once,
+    apply_text, base_chain_specs, build_base_chain_reset, build_base_chains, build_base_chains_once, build_chain, build_chain_once,
     build_none_owned, build_publish, build_unpublish, claim_value, counter_obj, map_elem, owner_pair, rules_match,
     scaffold_text,
 )
 from .model import (
-    BASE_CHAINS, FAMILY, LOCALNET, MEMBER_SETS, NFPROTO_INET, OWNERS, TABLE, Conditions, Masq, PortConflict,
-    Published, claim_map, cond_map, digest, dnat_map, interface_needs, key_digest, member_iface, norm_key,
+    BASE_CHAINS, FAMILY, LEGACY_REFS, LOCALNET, MEMBER_SETS, NFPROTO_INET, OWNERS, TABLE, Conditions, Masq,
+    PortConflict, Published, claim_map, cond_map, digest, dnat_map, interface_needs, is_refs_map, key_digest,
+    legacy_refs_map, member_iface, norm_key,
 )
 from .state import Elem, State, claims_fix, delete_elem, orphan_pairs
 
@@ -41,7 +42,9 @@ class PortPublisher:
     """Host ports of containers, keyed by owner (see the package docstring).
 
     ``conditions`` arguments: version -> :class:`~.model.Conditions` for the families
-    whose mappings are conditioned (the others are unconditional).
+    whose mappings are conditioned (the others are unconditional). ``ifaces``: the
+    attachment's host-side interfaces (its bridge first), when the caller knows them:
+    see :func:`masq_iface`.
     """
 
     def __init__(self, nft: N.Nft | None = None) -> None:
@@ -50,7 +53,8 @@ class PortPublisher:
 
     # -- ADD ----------------------------------------------------------------------
     def publish(self, owner: str, entries: list[Published], *, snat: bool = True, masq_all: bool = False,
-                conditions: Mapping[int, Conditions] | None = None, flush_udp: bool = True) -> list[Published]:
+                conditions: Mapping[int, Conditions] | None = None, flush_udp: bool = True,
+                ifaces: Sequence[str] = ()) -> list[Published]:
         """Publish ``entries`` (one container: one address per family).
 
         Returns the entries now in place. Idempotent for the same owner (a repeated call
@@ -64,7 +68,7 @@ class PortPublisher:
         addrs = _addresses(entries)
         conds = {v: c for v, c in (conditions or {}).items() if v in addrs}
         chains = {v: c.chain for v, c in conds.items()}
-        masqs = self._masqs(addrs, masq_all) if snat else []
+        masqs = self._masqs(addrs, masq_all, ifaces)[0] if snat else []
         localnet = self._localnet_to_enable(masqs)
         nft = self.nft
         fast = build_publish(tag, entries, masqs, chains, localnet)
@@ -84,8 +88,17 @@ class PortPublisher:
             self._flush_udp(entries)
         return entries
 
-    def _masqs(self, addrs: dict[int, Any], masq_all: bool) -> list[Masq]:
-        return [Masq(addrs[v], route_iface(addrs[v]), masq_all) for v in sorted(addrs)]
+    def _masqs(self, addrs: dict[int, Any], masq_all: bool, ifaces: Sequence[str]) -> tuple[list[Masq], bool]:
+        """The registrations of the container's addresses, and whether an address has no
+        interface to register on (no route and no ``ifaces``: nothing is registered)."""
+        out, unresolved = [], False
+        for v in sorted(addrs):
+            iface = masq_iface(addrs[v], ifaces)
+            if iface:
+                out.append(Masq(addrs[v], iface, masq_all))
+            else:
+                unresolved = True
+        return out, unresolved
 
     def _localnet_to_enable(self, masqs: list[Masq]) -> list[str]:
         from .. import sysctl
@@ -198,13 +211,16 @@ class PortPublisher:
 
     # -- DEL ----------------------------------------------------------------------
     def unpublish(self, owner: str, entries: list[Published] | None = None, *, snat: bool = True,
-                  conditions: Mapping[int, Any] | Iterable[int] = ()) -> list[Published]:
+                  conditions: Mapping[int, Any] | Iterable[int] = (), ifaces: Sequence[str] = ()) -> list[Published]:
         """Remove ``owner``'s elements; idempotent; never touches another owner's.
 
         With ``entries`` (what publish got) this is one transaction; without them
         (``None``: e.g. a DEL without prevResult) the table is listed and every element of
         the owner goes. ``conditions``: the versions (or a version -> Conditions mapping)
-        whose entries were published with conditions. Returns what was removed when known.
+        whose entries were published with conditions. The table is listed too when an
+        address has no interface now (its registration's key is unknown), and when the
+        fast transaction fails while some element is still the owner's (a registration
+        made before an upgrade, a route that changed). Returns what was removed when known.
         """
         tag = N.tag(owner)
         removed: list[Published] = []
@@ -216,18 +232,20 @@ class PortPublisher:
             if not entries:
                 return []
             addrs = _addresses(entries)
-            masq_addrs = [addrs[v] for v in sorted(addrs)] if snat else []
+            masqs, unresolved = self._masqs(addrs, False, ifaces) if snat else ([], False)
             cv = [v for v in conditions if v in addrs]
-            if self.nft.try_apply(build_unpublish(tag, entries, masq_addrs, cv)):
+            if unresolved:
+                pass  # listed below
+            elif self.nft.try_apply(build_unpublish(tag, entries, masqs, cv)):
                 listed = False
                 removed = entries
-                masq_removed = bool(masq_addrs)
+                masq_removed = bool(masqs)
                 specific_released = {(p.version, p.protocol, p.host_port) for p in entries if p.specific}
             else:
                 # a repeated DEL, a partial ADD, or nothing here at all
                 if not self.nft.chain_names(FAMILY, TABLE):
                     return []
-                if self.nft.try_apply(build_none_owned(tag, entries, masq_addrs)):
+                if self.nft.try_apply(build_none_owned(tag, entries, masqs)):
                     return []
         if listed:
             out: dict[str, Any] = {}
@@ -249,7 +267,7 @@ class PortPublisher:
             cmds: list[dict] = []
             drop = state.owned(stale)
             out["published"] = [p for c, p in state.published() if stale(c)]
-            out["masq"] = any(e.map.startswith("refs") for e in drop)
+            out["masq"] = any(is_refs_map(e.map) for e in drop)
             out["owners"] = sorted({e.comment for e in drop if e.comment is not None}
                                    | {c for owners in state.pairs.values() for c in owners.values()
                                       if c is not None and stale(c)})
@@ -347,7 +365,7 @@ class PortPublisher:
         return out
 
     def check(self, owner: str, entries: list[Published], *, snat: bool = True, masq_all: bool = False,
-              conditions: Mapping[int, Conditions] | None = None) -> list[str]:
+              conditions: Mapping[int, Conditions] | None = None, ifaces: Sequence[str] = ()) -> list[str]:
         """Human-readable problems with ``owner``'s elements; [] when all are in place."""
         from .. import sysctl
 
@@ -361,7 +379,7 @@ class PortPublisher:
         if not state.exists:
             return [f"{where} does not exist"]
         problems = []
-        for chain, rules in base_chain_specs():
+        for chain, rules in base_chain_specs(state.legacy):
             if chain["name"] not in state.chains:
                 problems.append(f"{where}: chain {chain['name']} is missing")
             elif not rules_match(state.rules.get(chain["name"]), rules):
@@ -387,13 +405,17 @@ class PortPublisher:
             if p.version in conds:
                 expect(cond_map(p.version, p.specific), p.key(), N.jump(conds[p.version].chain), str(p))
         if snat:
-            for m in self._masqs(addrs, masq_all):
-                expect(m.map, m.key(), m.counter, f"masquerade of {m.address}")
+            for m in self._masqs(addrs, masq_all, ifaces)[0]:
+                legacy = state.get(legacy_refs_map(m.address.version), m.legacy_key())
+                if state.get(m.map, m.key()) is None and legacy is not None and legacy.comment == tag:
+                    expect(legacy.map, m.legacy_key(), m.counter, f"masquerade of {m.address}")  # before an upgrade
+                else:
+                    expect(m.map, m.key(), m.counter, f"masquerade of {m.address} on {m.iface}")
                 for name, key in m.members():
                     k = norm_key(name, key)
                     if k not in state.members[name]:
                         problems.append(f"masquerade of {m.address}: {name} has no entry {k!r}")
-                if m.iface and m.address.version == 4:
+                if m.address.version == 4:
                     try:
                         if sysctl.read(f"ipv4/conf/{m.iface}/route_localnet") != "1":
                             problems.append(f"route_localnet is off on {m.iface}")
@@ -441,6 +463,16 @@ class PortPublisher:
         for name in sorted(state.counters):
             if obj_uses.get(name, 0) <= 0 and self.nft.try_apply([N.delete("counter", counter_obj(name))]):
                 gone.append(name)
+        legacy = [name for name in LEGACY_REFS if name in state.maps]
+        if legacy and not any(state.elems.get(name) for name in legacy):
+            # the registrations made before an upgrade are all gone: drop their maps and
+            # the postrouting rules looking them up (one transaction; a concurrent change
+            # of postrouting makes it fail, and the next prune tries again)
+            apply_text(scaffold_text())  # the current maps, which postrouting looks up
+            cmds = build_base_chain_reset("postrouting")
+            cmds += [N.delete("map", {"family": FAMILY, "table": TABLE, "name": name}) for name in legacy]
+            if self.nft.try_apply(cmds):
+                gone += legacy
         return gone
 
     # -- internals ----------------------------------------------------------------
@@ -449,6 +481,18 @@ class PortPublisher:
 
     def _converge(self, build: Callable[[State], list[dict]]) -> None:
         N.converge(self.nft, self._state, build, ATTEMPTS)
+
+
+def masq_iface(address: "IPAddr", ifaces: Sequence[str] = ()) -> str | None:
+    """The interface a container address is reached by, its registrations' key: the
+    route's interface, when it is one of the attachment's host-side interfaces
+    ``ifaces`` (or none are given); otherwise the first of ``ifaces`` (the routing table
+    leads elsewhere: an overlapping subnet on another bridge, a VRF). None: no route and
+    no ``ifaces``."""
+    routed = route_iface(address)
+    if not ifaces or routed in ifaces:
+        return routed
+    return ifaces[0]
 
 
 def route_iface(address: "IPAddr") -> str | None:

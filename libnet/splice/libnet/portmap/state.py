@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .. import nft as N
 from .builders import map_elem, owner_pair
 from .model import (
-    FAMILY, MEMBER_SETS, OWNERS, SPECIFIC, TABLE, WILDCARD, Published, claim_map, digest, dnat_map, key_digest,
+    FAMILY, LEGACY_REFS, MEMBER_SETS, OWNERS, SPECIFIC, TABLE, WILDCARD, Published, claim_map, digest, dnat_map, key_digest,
     norm_key,
 )
 
@@ -31,6 +31,7 @@ class State:
         self.exists = listing is not None
         listing = listing or []
         sets = N.sets_in(listing)
+        self.maps = set(sets)  # names of the sets and maps present
         self.chains = N.chains_in(listing)
         self.rules = {name: N.rules_in(listing, name) for name in self.chains}
         self.elems: dict[str, dict[Any, Elem]] = {}
@@ -48,6 +49,11 @@ class State:
                 else:
                     raw = {"concat": list(key)} if isinstance(key, tuple) else key
                     self.elems.setdefault(name, {})[norm_key(name, key)] = Elem(name, raw, data, comment)
+
+    @property
+    def legacy(self) -> bool:
+        """Whether the table still has the legacy ``refs4``/``refs6`` maps."""
+        return any(name in self.maps for name in LEGACY_REFS)
 
     def get(self, map_name: str, key: Any) -> Elem | None:
         return self.elems.get(map_name, {}).get(norm_key(map_name, key))

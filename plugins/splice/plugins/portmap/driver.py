@@ -6,16 +6,19 @@ with the mappings and the options given per call (Docker hands them over per end
 not in a network config)::
 
     svc = PortmapDriver(host)                       # host: a Netns
-    svc.publish(att, mappings, addresses, options)  # -> list[Published]; PortInUse, ConfigError
-    svc.unpublish(att, mappings, addresses, options)  # None/None: every element of att
-    svc.check(att, mappings, addresses, options)    # CheckFailed
+    svc.publish(att, mappings, addresses, options, host_ifaces)  # -> list[Published]; PortInUse, ConfigError
+    svc.unpublish(att, mappings, addresses, options, host_ifaces)  # None/None: every element of att
+    svc.check(att, mappings, addresses, options, host_ifaces)    # CheckFailed
     svc.gc(network, valid)                          # valid: {(container id, ifname)}
     svc.status()
     svc.warnings                                    # best-effort steps that failed
 
 ``mappings``: :class:`~splice.plugins.portmap.mapping.PortMapping`; ``addresses``: the
 container's addresses (``IPConfig``, ip_interface or ip address objects, strings);
-``options``: :class:`~splice.plugins.portmap.config.PortmapOptions` (default: snat on).
+``options``: :class:`~splice.plugins.portmap.config.PortmapOptions` (default: snat on);
+``host_ifaces``: the attachment's host-side interfaces, its bridge first (optional, see
+:func:`host_interfaces`): with overlapping subnets on two bridges the routing table cannot
+tell which bridge a container address is on, the attachment can.
 The service expands the mappings (policy: :mod:`.mapping`, :mod:`.conditions`) and runs
 :class:`splice.libnet.portmap.publisher.PortPublisher` inside ``host``. Owner of the
 elements: :func:`splice.plugins.owners.owner_tag` of the attachment, the tag the bridge's
@@ -24,7 +27,7 @@ masquerade entries carry too.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from splice.libnet.errors import NetError
 from splice.libnet.netns import Netns
@@ -38,7 +41,19 @@ from splice.plugins.portmap.mapping import PortMapping, expand
 if TYPE_CHECKING:  # the model is not imported at run time (import cost of a CNI process)
     from splice.plugins.model import Attachment, IPConfig
 
-__all__ = ["PortmapDriver", "PortInUse", "owner_tag", "gc_prefix", "describe_owner"]
+__all__ = ["PortmapDriver", "PortInUse", "host_interfaces", "owner_tag", "gc_prefix", "describe_owner"]
+
+
+def host_interfaces(interfaces: Iterable[Any] | None) -> list[str]:
+    """Names of the host-side interfaces of an attachment, in order: CNI result
+    ``interfaces`` entries (dicts) or :class:`~splice.plugins.model.Interface` objects
+    without a ``sandbox`` (a bridge plugin lists the bridge first)."""
+    out = []
+    for i in interfaces or ():
+        name, sandbox = (i.get("name"), i.get("sandbox")) if isinstance(i, dict) else (i.name, i.sandbox)
+        if name and not sandbox and isinstance(name, str):
+            out.append(name)
+    return out
 
 
 def _addresses(ips: Iterable[Any] | None) -> list[Any] | None:
@@ -60,7 +75,7 @@ class PortmapDriver:
 
     # -- the service ----------------------------------------------------------------
     def publish(self, att: "Attachment", mappings: Iterable[PortMapping], addresses: Iterable["IPConfig | Any"],
-                options: PortmapOptions = DEFAULT_OPTIONS) -> list[Published]:
+                options: PortmapOptions = DEFAULT_OPTIONS, host_ifaces: Sequence[str] = ()) -> list[Published]:
         """Publish ``mappings`` to the attachment's addresses (the first of each family).
 
         Idempotent: a repeated call converges the attachment's elements to exactly these.
@@ -73,12 +88,13 @@ class PortmapDriver:
             return []
         owner = owner_tag(att.network, att.container_id, att.ifname)
         conds = options.conditions()
+        ifaces = tuple(host_ifaces)
         return self._run(lambda pub: pub.publish(owner, entries, snat=options.snat, masq_all=options.masq_all,
-                                                 conditions=conds))
+                                                 conditions=conds, ifaces=ifaces))
 
     def unpublish(self, att: "Attachment", mappings: Iterable[PortMapping] | None = None,
                   addresses: Iterable["IPConfig | Any"] | None = None,
-                  options: PortmapOptions = DEFAULT_OPTIONS) -> list[Published]:
+                  options: PortmapOptions = DEFAULT_OPTIONS, host_ifaces: Sequence[str] = ()) -> list[Published]:
         """Remove the attachment's mappings; idempotent; never another attachment's.
 
         With the mappings and addresses publish got: one transaction. With either None
@@ -91,10 +107,12 @@ class PortmapDriver:
             return []
         owner = owner_tag(att.network, att.container_id, att.ifname)
         conds = options.conditions()
-        return self._run(lambda pub: pub.unpublish(owner, entries, snat=options.snat, conditions=conds))
+        ifaces = tuple(host_ifaces)
+        return self._run(lambda pub: pub.unpublish(owner, entries, snat=options.snat, conditions=conds,
+                                                   ifaces=ifaces))
 
     def check(self, att: "Attachment", mappings: Iterable[PortMapping], addresses: Any = None,
-              options: PortmapOptions = DEFAULT_OPTIONS) -> None:
+              options: PortmapOptions = DEFAULT_OPTIONS, host_ifaces: Sequence[str] = ()) -> None:
         """Raise :class:`CheckFailed` naming every difference from what publish made."""
         if addresses is None and self.cfg is not None:  # the former check(att, ips) of the CNI adapter
             mappings, addresses, options = self.cfg.mappings, mappings, self.cfg.options
@@ -103,8 +121,9 @@ class PortmapDriver:
             return
         owner = owner_tag(att.network, att.container_id, att.ifname)
         conds = options.conditions()
+        ifaces = tuple(host_ifaces)
         problems = self._run(lambda pub: pub.check(owner, entries, snat=options.snat, masq_all=options.masq_all,
-                                                   conditions=conds))
+                                                   conditions=conds, ifaces=ifaces))
         if problems:
             raise CheckFailed("; ".join(problems))
 
