@@ -380,10 +380,22 @@ def test_concurrent_threads_one_context_each(host):
 
 
 def test_status(host):
-    pub(host, "status")  # no table yet: fine
+    """STATUS answers without changing anything, and fails where nftables cannot be used."""
+    assert pub(host, "status") is None  # no table yet: fine, and none made
+    assert oracle.nft_objects(host.name, "table") == []
     pub(host, "publish", A, WEB, A_ADDR)
-    pub(host, "status")
+    before = ruleset(host)
+    assert pub(host, "status") is None
+    assert ruleset(host) == before
     pub(host, "unpublish", A, WEB, A_ADDR)
+    # a process without CAP_NET_ADMIN over the host namespace (root of a user namespace):
+    # the kernel refuses every nf_tables request, so STATUS must raise
+    code = ("from splice.libnet.portmap.publisher import PortPublisher\n"
+            "try:\n    PortPublisher().status()\n    print('no error')\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    p = subprocess.run(["nsenter", f"--net={host.path}", "unshare", "--user", "--map-root-user", sys.executable,
+                        "-c", code], capture_output=True, text=True, timeout=30)
+    assert p.stdout.startswith("NftError") and "Operation not permitted" in p.stdout, p.stdout + p.stderr
 
 
 def test_long_owner_is_truncated(host):
