@@ -5,11 +5,11 @@ See the package docstring (:mod:`splice.libnet.portmap`) for the table layout.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import nft as N
 from ..errors import NetError
+from ..nftowned import OwnedTable
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
@@ -47,11 +47,6 @@ except ImportError:  # pragma: no cover - other interpreters
 
 def sha256_hex(text: str) -> str:
     return _sha256(text.encode("utf-8")).hexdigest()
-
-
-def digest(text: str) -> str:
-    """15 hex digits (fits the 16-byte ``ifname`` key type)."""
-    return sha256_hex(text)[:15]
 
 
 class PortConflict(NetError):
@@ -142,12 +137,15 @@ def norm_key(map_name: str, key: Any) -> Any:
     return key
 
 
-def key_digest(map_name: str, key: Any) -> str:
-    return digest(map_name + " " + json.dumps(norm_key(map_name, key)))
+# The owned table (splice.libnet.nftowned): elements commented with their owner, each
+# with the ownership pair ``digest(map + " " + json(canonical key)) . digest(owner)`` in
+# ``owners``; reading back, converging, owner-checked deletes.
+T = OwnedTable(FAMILY, TABLE, owners=OWNERS, norm_key=norm_key)
+key_digest = T.key_digest
 
 
 # -- value objects -------------------------------------------------------------------------
-class _Value:
+class Value:
     """Small immutable value objects without ``dataclasses`` (whose class creation is paid
     at import time by every short-lived CNI process)."""
 
@@ -170,7 +168,7 @@ class _Value:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
 
-class Published(_Value):
+class Published(Value):
     """One DNAT element: ``protocol``/``host_port`` on ``host_ip`` (None: every local
     address of the family) -> ``address``:``container_port``."""
 

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from .. import nft as N
 from ..errors import NetError, NftError, NotSupported
 from .builders import (
-    apply_text, base_chain_specs, build_base_chain_reset, build_base_chains, build_base_chains_once, build_chain, build_chain_once,
-    build_none_owned, build_publish, build_unpublish, claim_value, counter_obj, map_elem, owner_pair, rules_match,
-    scaffold_text,
+    apply_text, base_chain_specs, build_base_chain_reset, build_base_chains, build_base_chains_once, build_chain,
+    build_chain_once, build_none_owned, build_publish, build_unpublish, claim_value, counter_obj, map_elem,
+    owner_pair, rules_match, scaffold_text,
 )
 from .model import (
     BASE_CHAINS, FAMILY, LEGACY_REFS, LOCALNET, MEMBER_SETS, NFPROTO_INET, OWNERS, TABLE, Conditions, Masq,
-    PortConflict, Published, claim_map, cond_map, digest, dnat_map, interface_needs, is_refs_map, key_digest,
-    legacy_refs_map, member_iface, norm_key,
+    PortConflict, Published, claim_map, cond_map, dnat_map, interface_needs, is_refs_map, legacy_refs_map,
+    member_iface, norm_key,
 )
-from .state import Elem, State, claims_fix, delete_elem, orphan_pairs
+from .state import Elem, State, claims_fix, delete_elem, orphan_pairs, pair_id
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
@@ -169,11 +169,11 @@ class PortPublisher:
             after = {m: dict(elems) for m, elems in state.elems.items()}
             handled: set[tuple[str, str]] = set()
             for e in state.owned(lambda c: c == tag):
-                k = (e.map, norm_key(e.map, e.key))
+                k = (e.set, norm_key(e.set, e.key))
                 if k not in want:  # ours from an earlier call with other mappings
                     cmds += delete_elem(state, e)
-                    after[e.map].pop(k[1], None)
-                    handled.add((key_digest(e.map, e.key), digest(tag)))
+                    after[e.set].pop(k[1], None)
+                    handled.add(pair_id(e.set, e.key, tag))
             for k, (key, data) in want.items():
                 e = state.elems.get(k[0], {}).get(k[1])
                 if e is not None and e.comment == tag and e.data == data:
@@ -183,10 +183,10 @@ class PortPublisher:
                     if e is not None:
                         cmds += delete_elem(state, e)
                         if e.comment and state.has_pair(e, e.comment):
-                            handled.add((key_digest(e.map, e.key), digest(e.comment)))
+                            handled.add(pair_id(e.set, e.key, e.comment))
                     cmds.append(N.add("element", map_elem(k[0], key, tag, data)))
                     cmds.append(N.add("element", owner_pair(k[0], key, tag)))
-                handled.add((key_digest(k[0], key), digest(tag)))
+                handled.add(pair_id(k[0], key, tag))
                 after.setdefault(k[0], {})[k[1]] = Elem(k[0], key, data, tag)
             cmds += orphan_pairs(state, lambda c: c == tag, handled)
             cmds += claims_fix(state, after)
@@ -205,7 +205,7 @@ class PortPublisher:
                 raise PortConflict(p.describe(), e.comment, f"the same port on every IPv{p.version} address")
             return
         for e in state.elems.get(dnat_map(p.version, True), {}).values():
-            k = norm_key(e.map, e.key)
+            k = norm_key(e.set, e.key)
             if (k[1], k[2]) == (p.protocol, p.host_port) and e.comment != tag:
                 raise PortConflict(p.describe(), e.comment, f"the same port on {k[0]}")
 
@@ -267,15 +267,15 @@ class PortPublisher:
             cmds: list[dict] = []
             drop = state.owned(stale)
             out["published"] = [p for c, p in state.published() if stale(c)]
-            out["masq"] = any(is_refs_map(e.map) for e in drop)
+            out["masq"] = any(is_refs_map(e.set) for e in drop)
             out["owners"] = sorted({e.comment for e in drop if e.comment is not None}
                                    | {c for owners in state.pairs.values() for c in owners.values()
                                       if c is not None and stale(c)})
             after = {m: dict(elems) for m, elems in state.elems.items()}
             for e in drop:
                 cmds += delete_elem(state, e)
-                after.get(e.map, {}).pop(norm_key(e.map, e.key), None)
-            keep = {(key_digest(e.map, e.key), digest(e.comment)) for e in drop if e.comment and state.has_pair(e, e.comment)}
+                after.get(e.set, {}).pop(norm_key(e.set, e.key), None)
+            keep = {pair_id(e.set, e.key, e.comment) for e in drop if e.comment and state.has_pair(e, e.comment)}
             cmds += orphan_pairs(state, stale, keep)
             cmds += claims_fix(state, after)
             return cmds
@@ -311,7 +311,7 @@ class PortPublisher:
                 listing = self.nft.list_json({"set": {"family": FAMILY, "table": TABLE, "name": name}})
             except NftError:
                 continue
-            out[name] = State(listing).members[name]
+            out[name] = State(listing).members(name)
         return out
 
     def sync_interfaces(self) -> list[str]:
@@ -408,12 +408,12 @@ class PortPublisher:
             for m in self._masqs(addrs, masq_all, ifaces)[0]:
                 legacy = state.get(legacy_refs_map(m.address.version), m.legacy_key())
                 if state.get(m.map, m.key()) is None and legacy is not None and legacy.comment == tag:
-                    expect(legacy.map, m.legacy_key(), m.counter, f"masquerade of {m.address}")  # before an upgrade
+                    expect(legacy.set, m.legacy_key(), m.counter, f"masquerade of {m.address}")  # before an upgrade
                 else:
                     expect(m.map, m.key(), m.counter, f"masquerade of {m.address} on {m.iface}")
                 for name, key in m.members():
                     k = norm_key(name, key)
-                    if k not in state.members[name]:
+                    if k not in state.members(name):
                         problems.append(f"masquerade of {m.address}: {name} has no entry {k!r}")
                 if m.address.version == 4:
                     try:
@@ -463,7 +463,7 @@ class PortPublisher:
         for name in sorted(state.counters):
             if obj_uses.get(name, 0) <= 0 and self.nft.try_apply([N.delete("counter", counter_obj(name))]):
                 gone.append(name)
-        legacy = [name for name in LEGACY_REFS if name in state.maps]
+        legacy = [name for name in LEGACY_REFS if name in state.sets]
         if legacy and not any(state.elems.get(name) for name in legacy):
             # the registrations made before an upgrade are all gone: drop their maps and
             # the postrouting rules looking them up (one transaction; a concurrent change

@@ -1,70 +1,48 @@
-"""The portmap table as listed (the slow paths), and the converge helpers built on it."""
+"""The portmap table as listed (the slow paths), and the converge helpers built on it.
+
+The reading, the ownership pairs, owner-checked deletes and the converge loop are the
+shared owned-table base (:mod:`splice.libnet.nftowned`, table :data:`~.model.T`); this
+module adds the portmap views of a listing and the claims repair.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .. import nft as N
-from .builders import map_elem, owner_pair
-from .model import (
-    FAMILY, LEGACY_REFS, MEMBER_SETS, OWNERS, SPECIFIC, TABLE, WILDCARD, Published, claim_map, digest, dnat_map, key_digest,
-    norm_key,
-)
+from ..nftowned import Elem, TableState, digest
+from .builders import map_elem
+from .model import LEGACY_REFS, SPECIFIC, WILDCARD, Published, T, claim_map, dnat_map, norm_key
+
+__all__ = ["Elem", "State", "claims_fix", "delete_elem", "orphan_pairs", "pair_id", "published_from"]
 
 
-class Elem:
-    """One listed element of a map (keys as listed, JSON)."""
-
-    __slots__ = ("map", "key", "data", "comment")
-
-    def __init__(self, map_name: str, key: Any, data: Any, comment: str | None) -> None:
-        self.map = map_name
-        self.key = key  # as listed (JSON)
-        self.data = data
-        self.comment = comment
-
-
-class State:
-    """The table as listed: elements per map (by canonical key), ownership pairs, chains."""
+class State(TableState):
+    """The portmap table as listed: elements per map (by canonical key), ownership pairs,
+    chains, rules, counters (:class:`~splice.libnet.nftowned.TableState`), plus:"""
 
     def __init__(self, listing: list[dict] | None) -> None:
-        self.exists = listing is not None
-        listing = listing or []
-        sets = N.sets_in(listing)
-        self.maps = set(sets)  # names of the sets and maps present
-        self.chains = N.chains_in(listing)
-        self.rules = {name: N.rules_in(listing, name) for name in self.chains}
-        self.elems: dict[str, dict[Any, Elem]] = {}
-        self.pairs: dict[str, dict[str, str | None]] = {}  # key digest -> {owner digest: comment}
-        self.members: dict[str, set] = {name: set() for name in MEMBER_SETS}
-        self.counters = {item["counter"]["name"] for item in listing if "counter" in item}
-        for name, obj in sets.items():
-            for e in obj.get("elem", []) or []:
-                key, data, comment = N.split_elem(e)
-                if name == OWNERS:
-                    if isinstance(key, tuple) and len(key) == 2:
-                        self.pairs.setdefault(key[0], {})[key[1]] = comment
-                elif name in self.members:
-                    self.members[name].add(key)
-                else:
-                    raw = {"concat": list(key)} if isinstance(key, tuple) else key
-                    self.elems.setdefault(name, {})[norm_key(name, key)] = Elem(name, raw, data, comment)
+        super().__init__(T, listing)
 
     @property
     def legacy(self) -> bool:
         """Whether the table still has the legacy ``refs4``/``refs6`` maps."""
-        return any(name in self.maps for name in LEGACY_REFS)
+        return any(name in self.sets for name in LEGACY_REFS)
 
-    def get(self, map_name: str, key: Any) -> Elem | None:
-        return self.elems.get(map_name, {}).get(norm_key(map_name, key))
+    @property
+    def counters(self) -> set[str]:
+        return self.objects.get("counter", set())
 
-    def has_pair(self, e: Elem, tag: str | None) -> bool:
-        return tag is not None and digest(tag) in self.pairs.get(key_digest(e.map, e.key), {})
+    def members(self, set_name: str) -> set:
+        """The (canonical) entries of one of the interface sets."""
+        return set(self.elems.get(set_name, {}))
 
-    def owned(self, pred: Callable[[str | None], bool]) -> list[Elem]:
-        """Elements (claims excluded) whose comment satisfies ``pred``."""
-        return [e for name, elems in self.elems.items() if not name.startswith("claim")
-                for e in elems.values() if pred(e.comment)]
+    def owned(self, pred: Callable[[str | None], bool], sets: Iterable[str] | None = None) -> list[Elem]:
+        """Elements whose comment satisfies ``pred``; claims excluded unless ``sets`` says
+        otherwise (a claim is one owner's comment on a port others may share)."""
+        if sets is None:
+            sets = [name for name in self.elems if not name.startswith("claim")]
+        return super().owned(pred, sets)
 
     def published(self) -> list[tuple[str | None, Published]]:
         out = []
@@ -81,7 +59,7 @@ def published_from(e: Elem, version: int, specific: bool) -> Published | None:
     from ipaddress import ip_address
 
     try:
-        key = norm_key(e.map, e.key)
+        key = norm_key(e.set, e.key)
         data = e.data["concat"] if isinstance(e.data, dict) else e.data
         hip = ip_address(key[0]) if specific else None
         proto, port = (key[1], key[2]) if specific else (key[0], key[1])
@@ -90,25 +68,22 @@ def published_from(e: Elem, version: int, specific: bool) -> Published | None:
         return None
 
 
+def pair_id(map_name: str, key: Any, tag: str) -> tuple:
+    """The identity of ``tag``'s ownership pair for ``key`` (the ``keep`` items of
+    :func:`orphan_pairs`)."""
+    return (T.pair_slot(map_name, key), digest(tag))
+
+
 def delete_elem(state: State, e: Elem) -> list[dict]:
-    """Remove ``e`` as listed, with its owner's pair when present (strict: a concurrent
-    change makes the transaction fail and the caller re-reads)."""
-    cmds = []
-    if state.has_pair(e, e.comment):
-        cmds.append(N.delete("element", owner_pair(e.map, e.key, e.comment)))  # type: ignore[arg-type]
-    cmds.append(N.delete("element", map_elem(e.map, e.key)))
-    return cmds
+    """Remove ``e`` as listed: with its owner's pair when the state has it (strict: a
+    concurrent change makes the transaction fail and the caller re-reads), else quietly."""
+    return T.delete_owned(state, e)
 
 
-def orphan_pairs(state: State, pred: Callable[[str | None], bool], keep: set[tuple[str, str]]) -> list[dict]:
+def orphan_pairs(state: State, pred: Callable[[str | None], bool], keep: set[tuple]) -> list[dict]:
     """Delete pairs of owners matching ``pred`` whose element is gone or someone else's.
-    ``keep`` holds (key digest, owner digest) pairs that stay."""
-    cmds = []
-    for kd, owners in state.pairs.items():
-        for od, comment in owners.items():
-            if pred(comment) and (kd, od) not in keep:
-                cmds += N.delete_quietly("element", N.elements(FAMILY, TABLE, OWNERS, [N.concat(kd, od)]))
-    return cmds
+    ``keep`` holds the :func:`pair_id` of pairs that stay."""
+    return T.orphan_pairs(state, pred, keep)
 
 
 def claims_fix(state: State, after: dict[str, dict[Any, Elem]]) -> list[dict]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from splice.libnet.portmap.model import _Value
+from splice.libnet.portmap.model import Value
 from splice.plugins.errors import ConfigError, UnsupportedField
 from splice.plugins.portmap.conditions import check_conditions
 from splice.plugins.portmap.mapping import PortMapping, PortMappingError
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from splice.libnet.portmap.model import Conditions
 
 
-class PortmapOptions(_Value):
+class PortmapOptions(Value):
     """How one network publishes ports: ``snat``, ``masq_all`` and the screened condition
     lists (given per call to :class:`~splice.plugins.portmap.driver.PortmapDriver`).
     Immutable; equal options compare equal."""

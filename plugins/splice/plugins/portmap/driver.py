@@ -34,7 +34,7 @@ from splice.libnet.netns import Netns
 from splice.libnet.portmap.model import PortConflict, Published
 from splice.libnet.portmap.publisher import PortPublisher
 from splice.plugins.errors import CheckFailed, KernelError, PortInUse, SpliceError
-from splice.plugins.owners import describe_owner, gc_prefix, net8, owner_tag  # noqa: F401  (re-exported)
+from splice.plugins.owners import describe_owner, gc_prefix, owner_tag
 from splice.plugins.portmap.config import DEFAULT_OPTIONS, PortmapConfig, PortmapOptions
 from splice.plugins.portmap.mapping import PortMapping, expand
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
 from typing import Any, Iterable
 
-from splice.libnet.portmap.model import PROTOCOLS, Published, _Value, norm_key
+from splice.libnet.portmap.model import PROTOCOLS, Published, Value, norm_key
 from splice.plugins.errors import ConfigError
 
 IPAddr = IPv4Address | IPv6Address
@@ -22,7 +22,7 @@ class PortMappingError(ConfigError, ValueError):
     or one of them, or a condition, is invalid."""
 
 
-class PortMapping(_Value):
+class PortMapping(Value):
     """``-p [host_ip:]host_port:container_port/protocol``."""
 
     __slots__ = ("host_port", "container_port", "protocol", "host_ip")
