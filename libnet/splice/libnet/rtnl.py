@@ -540,7 +540,7 @@ class Rtnl:
                 if req.error == _errno.EOPNOTSUPP:
                     raise NotSupported(f"{what}: {req.strerror()} (no {kind} support in this kernel?)")
                 raise _error(req, what)
-            # NLM_F_ECHO: the kernel answers with the new link (Linux >= 6.3,
+            # NLM_F_ECHO: the kernel answers with the new link (since Linux 6.3,
             # rtnl_newlink_create -> rtnl_configure_link); not for a link created in another
             # namespace (the copy goes to that namespace's sockets) nor on older kernels.
             # The copy is made before IFLA_MASTER is applied (do_set_master follows
