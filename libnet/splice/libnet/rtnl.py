@@ -761,7 +761,10 @@ class Rtnl:
         return self._run(self._delete_link_op(index, name))
 
     # -- bridge VLANs ----------------------------------------------------------------
-    def _vlan_op(self, msg_type: int, index: int, vid: int, vid_end: int | None = None, flags: int = 0) -> bytes:
+    @staticmethod
+    def _vlan_body(index: int, vid: int, vid_end: int | None = None, flags: int = 0) -> bytes:
+        """An AF_BRIDGE link message with IFLA_AF_SPEC / IFLA_BRIDGE_VLAN_INFO (a range as
+        two entries, RANGE_BEGIN and RANGE_END), as ``bridge vlan`` sends it."""
         if vid_end and vid_end != vid:
             info = (_VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_BEGIN, vid)
                     + _VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_END, vid_end))
@@ -787,8 +790,7 @@ class Rtnl:
             if req.error:
                 raise _error(req, f"add VLAN {label} to link #{index}")
 
-        return _Op(nl.Request(RTM_SETLINK, 0, self._vlan_op(RTM_SETLINK, index, vid, vid_end if ranged else None, flags)),
-                   finish)
+        return _Op(nl.Request(RTM_SETLINK, 0, self._vlan_body(index, vid, vid_end if ranged else None, flags)), finish)
 
     def bridge_vlan_add(
         self,
@@ -832,7 +834,7 @@ class Rtnl:
         nbp_vlan_delete's ENOENT), so presence is read first."""
         if vid not in self.bridge_vlans(index):
             return False
-        req = nl.Request(RTM_DELLINK, 0, self._vlan_op(RTM_DELLINK, index, vid))
+        req = nl.Request(RTM_DELLINK, 0, self._vlan_body(index, vid))
         return self._run(_Op(req, _ack(f"delete VLAN {vid} from link #{index}", ok=(_errno.ENOENT, _errno.EINVAL),
                                        ok_value=False, value=True)))
 
