@@ -396,7 +396,7 @@ def test_rollback_after_a_failure_in_the_sandbox(host_ns, sandbox_ns, host, monk
     def boom(self, *a, **kw):
         raise NetError("injected route failure")
 
-    monkeypatch.setattr(rtnl.Rtnl, "add_route", boom)
+    monkeypatch.setattr(rtnl.Rtnl, "_add_route_op", boom)  # single and batched paths
     d = make_driver(host, isDefaultGateway=True)
     with pytest.raises(NetError, match="injected"):
         d.add(attachment(sandbox_ns), [ip4(2)], [])
@@ -408,7 +408,7 @@ def test_rollback_after_a_failure_on_the_host(host_ns, sandbox_ns, host, monkeyp
     def boom(self, *a, **kw):
         raise NetError("injected port failure")
 
-    monkeypatch.setattr(rtnl.Rtnl, "set_brport", boom)
+    monkeypatch.setattr(rtnl.Rtnl, "_set_brport_op", boom)  # single and batched paths
     with pytest.raises(NetError, match="injected"):
         make_driver(host, isGateway=True).add(attachment(sandbox_ns), [ip4(2)], [])
     assert_clean(host_ns, sandbox_ns)

@@ -12,7 +12,8 @@ import pytest
 from splice.conformance import oracle
 from splice.libnet import rtnl
 from splice.libnet import sandbox as libsandbox
-from splice.libnet.errors import NetError
+from splice.libnet.errors import NetError, TryAgain
+from splice.libnet.locks import link_lock
 from splice.libnet.netns import Netns
 from splice.plugins import driver as framework
 from splice.plugins.bridge.driver import BridgeDriver
@@ -74,51 +75,68 @@ def test_ensure_network_is_idempotent(host_ns, host):
     assert oracle.addresses(host_ns.name, BR) == ["10.66.0.1/24"]
 
 
-def _blocking(monkeypatch, cls, name: str, when, gate: threading.Event, entered: threading.Event):
-    real = getattr(cls, name)
+def _hold_lock(host: Netns, name: str, **kw):
+    """Hold ``link_lock(name)`` in the host namespace from a background thread, as an
+    ADD in progress would; returns (held, release) events."""
+    held, release = threading.Event(), threading.Event()
 
-    def wrapper(*a, **kw):
-        if when(*a, **kw):
-            entered.set()
-            assert gate.wait(20), "test gate never opened"
-        return real(*a, **kw)
+    def hold():
+        with link_lock(name, **kw):
+            held.set()
+            assert release.wait(20)
 
-    monkeypatch.setattr(cls, name, wrapper)
+    t = threading.Thread(target=host.run, args=(hold,), daemon=True)
+    t.start()
+    assert held.wait(20)
+    return release, t
 
 
-def test_gc_spares_a_port_another_network_is_still_tagging(host_ns, make_ns, host, monkeypatch):
-    """Defect 2: netB's ADD has made its veth on the shared bridge but not yet tagged it;
-    GC of netA must not take it for a crashed ADD's leftover."""
+def test_an_add_holds_the_bridge_lock_while_it_makes_its_port(host_ns, make_ns, host, monkeypatch):
     sb = make_ns()
-    gate, entered = threading.Event(), threading.Event()
-    _blocking(monkeypatch, rtnl.Rtnl, "set_brport", lambda *a, **kw: True, gate, entered)
-    errors: list[BaseException] = []
+    bridge(host).ensure_network()
+    veth = host_veth_name("netA", "c1", "eth0").encode()
+    seen: list[str] = []
+    real = rtnl.Rtnl._transact
 
-    def add_b():
-        try:
-            bridge(host, "netB").attach(att(sb, "cb", "netB"), [ip4(3)], [])
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+    def transact(self, reqs):
+        if any(veth in bytes(r.body) for r in reqs):
+            try:  # the lock must be held (shared) by this ADD right now
+                with link_lock(BR, exclusive=True, timeout=0.05):
+                    seen.append("free")
+            except TryAgain:
+                seen.append("held")
+        return real(self, reqs)
 
-    t_add = threading.Thread(target=add_b)
-    t_add.start()
-    assert entered.wait(20)
+    monkeypatch.setattr(rtnl.Rtnl, "_transact", transact)
+    w = bridge(host).attach(att(sb, "c1"), [ip4(2)], [])
+    monkeypatch.undo()
+    assert seen and set(seen) == {"held"}, seen
+    bridge(host).detach(att(sb, "c1"), w.ips)
+
+
+def test_gc_spares_a_port_another_network_is_still_tagging(host_ns, make_ns, host):
+    """Defect 2: netB's ADD has made its veth on the shared bridge but not yet tagged it
+    (it holds the bridge lock); GC of netA must not take it for a crashed ADD's leftover."""
+    sb = make_ns()
+    bridge(host).ensure_network()
     veth_b = host_veth_name("netB", "cb", "eth0")
-    assert veth_b in oracle.link_names(host_ns.name)
-    assert not oracle.link(host_ns.name, veth_b).get("ifalias")  # untagged: the window
-
+    release, holder = _hold_lock(host, BR)
+    host_ns.sh("ip", "link", "add", veth_b, "type", "veth", "peer", "name", "sp0000bbbb")
+    host_ns.sh("ip", "link", "set", "sp0000bbbb", "netns", sb.name)
+    host_ns.sh("ip", "link", "set", veth_b, "master", BR)
     t_gc = threading.Thread(target=lambda: bridge(host, "netA").gc("netA", set()))
     t_gc.start()
     time.sleep(0.3)
-    gate.set()
-    t_add.join(20)
-    t_gc.join(20)
-    assert not errors, errors
+    assert t_gc.is_alive()  # GC waits for the ADD in progress
     assert veth_b in oracle.link_names(host_ns.name)
-    assert oracle.link(host_ns.name, veth_b)["ifalias"] == link_alias("netB", "cb", "eth0")
-    monkeypatch.undo()
+    host_ns.sh("ip", "link", "set", veth_b, "alias", link_alias("netB", "cb", "eth0"))  # the ADD tags it
+    release.set()
+    holder.join(20)
+    t_gc.join(20)
+    assert veth_b in oracle.link_names(host_ns.name)
     bridge(host, "netB").detach(att(sb, "cb", "netB"), None)
     assert oracle.link_names(host_ns.name) == {"lo", BR}
+    assert oracle.link_names(sb.name) == {"lo"}
 
 
 def test_gc_still_removes_a_crashed_adds_untagged_port(host_ns, make_ns, host):
@@ -134,23 +152,29 @@ def test_gc_still_removes_a_crashed_adds_untagged_port(host_ns, make_ns, host):
 
 
 def test_rollback_keeps_the_gateway_a_concurrent_add_relies_on(host_ns, make_ns, host, monkeypatch):
-    """Defect 3: ADD A adds the gateway address, then fails in its sandbox; ADD B found
-    the address in place and is about to create its port. A's rollback must not remove it."""
+    """Defect 3: ADD A added the gateway address, then failed in its sandbox; its rollback
+    found no other port and is about to remove the address. ADD B must not find the
+    address, make its port and rely on it in between: B waits (bridge lock), then finds
+    the address gone and adds it again."""
     a, b = make_ns(), make_ns()
-    gate_a, in_a = threading.Event(), threading.Event()
-    gate_b, in_b = threading.Event(), threading.Event()
     real_configure = libsandbox.configure
 
     def configure(rt, index, **kw):
         if kw["ifname"] == "ethA":
-            in_a.set()
-            assert gate_a.wait(20)
             raise NetError("injected sandbox failure of A")
         return real_configure(rt, index, **kw)
 
     monkeypatch.setattr(libsandbox, "configure", configure)
-    veth_b = host_veth_name("netA", "cb", "eth0")
-    _blocking(monkeypatch, rtnl.Rtnl, "add_veth", lambda self, name, *a, **kw: name == veth_b, gate_b, in_b)
+    gate, decided = threading.Event(), threading.Event()
+    real_ports = rtnl.Rtnl.ports_of
+
+    def ports_of(self, index):
+        out = real_ports(self, index)
+        decided.set()  # A's rollback has decided; B starts now
+        assert gate.wait(20)
+        return out
+
+    monkeypatch.setattr(rtnl.Rtnl, "ports_of", ports_of)
     errors: dict[str, BaseException] = {}
 
     def run(key, fn):
@@ -162,14 +186,12 @@ def test_rollback_keeps_the_gateway_a_concurrent_add_relies_on(host_ns, make_ns,
     d = bridge(host, isGateway=True)
     t_a = threading.Thread(target=run, args=("a", lambda: d.attach(att(a, "ca", ifname="ethA"), [ip4(2)], [])))
     t_a.start()
-    assert in_a.wait(20)
-    assert oracle.addresses(host_ns.name, BR) == ["10.66.0.1/24"]  # added by A
+    assert decided.wait(20)
     t_b = threading.Thread(target=run, args=("b", lambda: d.attach(att(b, "cb"), [ip4(3)], [])))
     t_b.start()
-    assert in_b.wait(20)  # B has seen the gateway address and is creating its port
-    gate_a.set()  # A fails now and rolls back
     time.sleep(0.3)
-    gate_b.set()
+    assert "eth0" not in oracle.link_names(b.name)  # B waits for A's rollback
+    gate.set()
     t_a.join(20)
     t_b.join(20)
     assert "injected" in str(errors.get("a")) and "b" not in errors, errors

@@ -7,9 +7,10 @@ nothing of CNI or Docker: addresses are ``ipaddress`` interfaces, routes any obj
 attributes ``dst, gw, mtu, advmss, priority, table, scope`` (``splice.plugins.model.Route``).
 
 :func:`configure` order (as the reference plugins' ``ipam.ConfigureIface``, with the rename
-folded in): sysctls of the still temporary name, addresses (DAD off unless ``enable_dad``),
-ONE ``RTM_NEWLINK`` that renames to ``ifname`` and brings the link up (EEXIST there is the
-"interface already exists" check, at no extra round trip), DAD settle when asked, routes.
+folded in): sysctls of the still temporary name, then one netlink batch: addresses (DAD off
+unless ``enable_dad``), ONE ``RTM_NEWLINK`` that renames to ``ifname`` and brings the link up
+(EEXIST there is the "interface already exists" check, at no extra round trip) and the routes
+(after the DAD settle, in a second batch, with ``enable_dad``).
 """
 
 from __future__ import annotations
@@ -55,25 +56,41 @@ def configure(
     else:
         sysctl.try_ensure(f"ipv6/conf/{tmp}/accept_dad", 0)
     sysctl.try_ensure(f"ipv4/conf/{tmp}/arp_notify", 1)
+    # One round trip: the addresses, the rename + up, and (unless DAD must settle first)
+    # the routes. The kernel runs every request whatever the previous ones did, so the
+    # answers are read in order: the first failure is the error (a taken name first).
+    b = rt.batch()
     for a in addresses:
-        rt.add_address(index, a, nodad=not enable_dad)
-    try:
-        rt.set_link(index, name=ifname, up=up)
-    except LinkExists:
-        raise NameTaken(f"interface {ifname!r} already exists in {where}") from None
+        b.add_address(index, a, nodad=not enable_dad)
+    renamed = b.set_link(index, name=ifname, up=up)
+    settle_first = enable_dad and any(a.version == 6 for a in addresses)
+    if up and not settle_first:
+        _queue_routes(b, index, routes, family_gw)
+    res = b.run(check=False)
+    if isinstance(res[renamed], LinkExists):
+        raise NameTaken(f"interface {ifname!r} already exists in {where}")
+    for r in res:
+        if isinstance(r, BaseException):
+            raise r
     if not up:
         return index
-    if enable_dad and any(a.version == 6 for a in addresses):
+    if settle_first:
         settle(rt, index, ifname)
+        b = rt.batch()
+        _queue_routes(b, index, routes, family_gw)
+        b.run(check=True)
+    return index
+
+
+def _queue_routes(b: Any, index: int, routes: Iterable[Any], family_gw: dict[int, Any] | None) -> None:
     gws = family_gw or {}
     for r in routes:
         gw = r.gw if r.gw is not None else gws.get(r.dst.version)
         scope = r.scope
         if scope is None and gw is None and r.dst.version == 4:
             scope = RT_SCOPE_LINK
-        rt.add_route(r.dst, gw=gw, oif=index, mtu=r.mtu, advmss=r.advmss, priority=r.priority, table=r.table,
-                     scope=scope)
-    return index
+        b.add_route(r.dst, gw=gw, oif=index, mtu=r.mtu, advmss=r.advmss, priority=r.priority, table=r.table,
+                    scope=scope)
 
 
 def settle(rt: Rtnl, index: int, ifname: str, timeout: float = DAD_SETTLE_TIMEOUT) -> None:

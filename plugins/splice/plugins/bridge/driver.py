@@ -110,6 +110,7 @@ class _Plan:
 class _Progress:
     """What ADD has done so far, for the rollback and the result."""
 
+    bridge: rtnl.Link | None = None
     bridge_index: int | None = None
     bridge_mac: str | None = None
     bridge_created: bool = False
@@ -146,29 +147,39 @@ class BridgeDriver:
     # =================================================================== network
     def ensure_network(self, gateways: list[Any] = ()) -> None:  # type: ignore[assignment]
         """The bridge (and ``<bridge>.<vlan>``) with the gateway addresses ``gateways``."""
-        rtnl.run(self.host, self._ensure_network, list(gateways), _Progress())
+        gateways = list(gateways)
+
+        def part(rt: rtnl.Rtnl) -> None:
+            prog = _Progress()
+            with link_lock(self.cfg.bridge):
+                br = self._ensure_network(rt, gateways, prog)
+            if gateways:
+                self._gateway_done(rt, br, gateways, prog)
+
+        rtnl.run(self.host, part)
 
     def _ensure_network(self, rt: rtnl.Rtnl, gw_addrs: list[Any], prog: _Progress) -> rtnl.Link:
-        cfg = self.cfg
-        br, created = self._ensure_bridge(rt)
-        prog.bridge_index, prog.bridge_mac, prog.bridge_created = br.index, br.mac, created
+        """Bridge, VLAN gateway interface and gateway addresses (forwarding sysctls:
+        :meth:`_gateway_done`, outside the bridge lock)."""
+        br = self._ensure_bridge(rt, prog)
         if gw_addrs:
             target = br
-            if cfg.vlan:
+            if self.cfg.vlan:
                 target = self._ensure_vlan_gateway(rt, br)
                 prog.vlan_gw = Interface(name=target.name, mac=target.mac)
-            prog.gw_link_index = target.index
             self._ensure_gateway_addrs(rt, target, gw_addrs, prog)
-            if prog.added_addrs and not created and target.index == br.index and br.mac:
+            if prog.added_addrs and not prog.bridge_created and target.index == br.index and br.mac:
                 # as the reference's ensureAddr: pin the bridge MAC (else it follows the
                 # lowest port MAC as ports come and go)
                 rt.set_link(br.index, mac=br.mac)
-            versions = {a.version for a in gw_addrs}
-            if 4 in versions:
-                sysctl.ensure("ipv4/ip_forward", 1)
-            if 6 in versions:
-                sysctl.try_ensure("ipv6/conf/all/forwarding", 1)
         return br
+
+    def _gateway_done(self, rt: rtnl.Rtnl, br: rtnl.Link, gw_addrs: list[Any], prog: _Progress) -> None:
+        versions = {a.version for a in gw_addrs}
+        if 4 in versions:
+            sysctl.ensure("ipv4/ip_forward", 1)
+        if 6 in versions:
+            sysctl.try_ensure("ipv6/conf/all/forwarding", 1)
 
     # =================================================================== ADD
     def attach(self, att: Attachment, ips: list[IPConfig], routes: list[Route], *,
@@ -266,50 +277,46 @@ class BridgeDriver:
 
     # -- host side -------------------------------------------------------------------
     def _host_add(self, rt: rtnl.Rtnl, att: Attachment, plan: _Plan, prog: _Progress, sandbox_fd: int | None) -> None:
+        """Three netlink round trips in the usual case (the bridge and its gateway exist):
+        the bridge lookup, the gateway listing, then one batch with the veth pair and the
+        port's alias/hairpin/isolation (by name: right even when the creation fails)."""
         cfg = self.cfg
         # Shared hold of the bridge's lock from the gateway addresses until our port is
         # tagged: GC (which deletes untagged ports of crashed ADDs) and a rollback that
         # removes a gateway address take it exclusively, so neither sees this ADD half-way.
         with link_lock(cfg.bridge):
             br = self._ensure_network(rt, plan.gw_addrs, prog)
-            try:
-                veth = rt.add_veth(
-                    plan.host_veth,
-                    plan.tmp,
-                    peer_netns_fd=sandbox_fd,
-                    master=br.index,
-                    mtu=cfg.mtu,
-                    mac=plan.host_mac,
-                    peer_mac=plan.peer_mac,
-                    up=True,
-                )
-            except LinkExists:
+            b = rt.batch()
+            made = b.add_veth(plan.host_veth, plan.tmp, peer_netns_fd=sandbox_fd, master=br.index, mtu=cfg.mtu,
+                              mac=plan.host_mac, peer_mac=plan.peer_mac, up=True)
+            # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
+            tagged = b.set_brport(plan.host_veth, alias=plan.alias, hairpin=True if cfg.hairpin_mode else None,
+                                  isolated=True if cfg.port_isolation else None)
+            reread = b.get_link_by_index(br.index) if not prog.bridge_created and br.alias != BRIDGE_ALIAS else None
+            res = b.run(check=False)
+            veth = res[made]
+            if isinstance(veth, LinkExists):
                 if rt.get_link(plan.host_veth) is not None:
                     raise InterfaceExists(
                         f"attachment {att.container_id}/{att.ifname} of network {att.network!r} already exists "
                         f"(host veth {plan.host_veth}); DEL it first"
                     ) from None
-                raise
+                raise veth
+            if isinstance(veth, BaseException):
+                raise veth
             prog.veth_created = True
             failpoint.hit("bridge.veth_created")
+            if isinstance(res[tagged], BaseException):
+                raise res[tagged]
             prog.peer_index = veth.peer_index if veth.peer_netnsid is not None else None
-
-            # alias, hairpin, isolation: one message (IFLA_IFALIAS cannot go into the creation)
-            rt.set_brport(
-                veth.index,
-                alias=plan.alias,
-                hairpin=True if cfg.hairpin_mode else None,
-                isolated=True if cfg.port_isolation else None,
-            )
+            if reread is not None and isinstance(res[reread], rtnl.Link):
+                # a bridge splice did not create may have an unpinned MAC, which follows
+                # the lowest port MAC: read again now that our port is in
+                prog.bridge_mac = res[reread].mac
+        if plan.gw_addrs:
+            self._gateway_done(rt, br, plan.gw_addrs, prog)
         if cfg.vlan_filtering:
             self._port_vlans(rt, veth.index, cfg.vlan, cfg.vlan_trunk)
-
-        if not prog.bridge_created and br.alias != BRIDGE_ALIAS:
-            # a bridge splice did not create may have an unpinned MAC, which follows the
-            # lowest port MAC: read it again now that our port is in
-            now = rt.get_link_by_index(br.index)
-            if now is not None:
-                prog.bridge_mac = now.mac
 
         if cfg.ip_masq and plan.ips:
             prog.masq_added = True
@@ -319,8 +326,10 @@ class BridgeDriver:
             prog.spoof_added = True
             _spoofchk().add(plan.owner, plan.host_veth, plan.peer_mac)
 
-    def _ensure_bridge(self, rt: rtnl.Rtnl) -> tuple[rtnl.Link, bool]:
-        """The bridge, created if missing (a concurrent creator's EEXIST is fine)."""
+    def _ensure_bridge(self, rt: rtnl.Rtnl, prog: _Progress) -> rtnl.Link:
+        """The bridge, created if missing (a concurrent creator's EEXIST is fine); once per ADD."""
+        if prog.bridge is not None:
+            return prog.bridge
         cfg = self.cfg
         created = False
         br = rt.get_link(cfg.bridge)
@@ -339,7 +348,9 @@ class BridgeDriver:
         alias = BRIDGE_ALIAS if created else None
         if up or promisc or alias:
             rt.set_link(br.index, up=up, promisc=promisc, alias=alias)
-        return br, created
+        prog.bridge, prog.bridge_created = br, created
+        prog.bridge_index, prog.bridge_mac = br.index, br.mac
+        return br
     def _port_vlans(self, rt: rtnl.Rtnl, index: int, vlan: int, trunk: Iterable[int]) -> None:
         if not self.cfg.preserve_default_vlan:
             rt.bridge_vlan_del(index, 1)
@@ -379,6 +390,7 @@ class BridgeDriver:
         """The reference's ``ensureAddr``: an IPv4 bridge holds one IPv4 address; IPv6
         addresses may coexist unless their subnets overlap. A different address in the
         way is replaced with ``forceAddress``, an error otherwise."""
+        prog.gw_link_index = link.index
         existing = [a.iface for a in rt.addresses(link.index)]
         for want in wanted:
             if want in existing:
