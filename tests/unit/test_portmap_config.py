@@ -200,3 +200,18 @@ def test_in_process_add_without_prev_result_and_passthrough():
     run_plugin(PortmapPlugin(), env={**env, "CNI_COMMAND": "DEL"},
                stdin=io.BytesIO(json.dumps(conf()).encode()), stdout=out)
     assert out.getvalue() == ""  # DEL without mappings: nothing to do
+
+
+def test_fast_path_pairs_are_the_owned_table_base_pairs():
+    """builders writes the ownership pairs without loading nftowned; they must be the
+    ones the owned-table base (state.T) reads, checks and deletes."""
+    from splice.libnet.portmap import builders, model, state
+
+    keys = [("dnat4", {"concat": ["tcp", 8080]}), ("dnat4", ("tcp", 8080)), ("dnat6_ip", ("fd00::1", 132, 80)),
+            ("ifrefs4", {"concat": ["br0", "10.0.0.2", "10.0.0.2"]}), ("refs4", ("10.0.0.2", "10.0.0.2")),
+            ("cond4", {"concat": ["udp", 53]})]
+    for m, k in keys:
+        assert model.key_digest(m, k) == state.T.key_digest(m, k)
+        assert builders.owner_pair(m, k, "n1 c1 eth0") == state.T.pair(m, k, "n1 c1 eth0")
+        assert builders.map_elem(m, k, "o", 1) == state.T.elem(m, k, "o", 1)
+    assert model.key_digest("dnat4", ("tcp", 8080)) == model.key_digest("dnat4", (6, 8080))

@@ -9,13 +9,12 @@ owner string. Like every libnet piece it works in the calling thread's network n
 Modules (this ``__init__`` imports none of them):
 
 * :mod:`.model` - names of the table's objects, value objects (:class:`~.model.Published`,
-  :class:`~.model.Masq`, :class:`~.model.Conditions`), the owned table ``T``
-  (:class:`splice.libnet.nftowned.OwnedTable`: ownership pairs, key digests),
+  :class:`~.model.Masq`, :class:`~.model.Conditions`), key digests,
   :class:`~.model.PortConflict`;
 * :mod:`.builders` - pure builders of libnftables commands (scaffolding, base chains,
   element transactions);
-* :mod:`.state` - the table read back from a listing (a
-  :class:`splice.libnet.nftowned.TableState`), and the converge helpers built on it;
+* :mod:`.state` - the owned table ``T`` (:class:`splice.libnet.nftowned.OwnedTable`) and
+  the table read back from a listing (a ``TableState``): the slow paths' converge helpers;
 * :mod:`.publisher` - :class:`~.publisher.PortPublisher`: publish, unpublish, check, gc.
 
 Kernel objects (one table owned by splice; the packet path and every update are lookups

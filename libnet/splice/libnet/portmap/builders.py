@@ -13,8 +13,8 @@ from .. import nft as N
 from ..errors import NftError
 from .model import (
     ADDR_TYPE, DSTNAT, FAMILY, FILTER, GUARD, HAIRPIN, HOSTPORTS, IP, LOCALHOST, LOCALNET, MASQ_ALL, NFPROTO,
-    OWNERS, SPECIFIC, SRCNAT, TABLE, WILDCARD, Masq, Published, T, claim_map, cond_map, dnat_map, legacy_refs_map,
-    refs_map,
+    OWNERS, SPECIFIC, SRCNAT, TABLE, WILDCARD, Masq, Published, claim_map, cond_map, digest, dnat_map, key_digest,
+    legacy_refs_map, refs_map,
 )
 
 if TYPE_CHECKING:
@@ -176,12 +176,13 @@ def counter_obj(name: str) -> dict:
 
 def map_elem(map_name: str, key: Any, comment: str | None = None, data: Any = None) -> dict:
     """One element of one of the table's maps/sets, as an ``elements`` object."""
-    return T.elem(map_name, key, comment, data)
+    return N.elements(FAMILY, TABLE, map_name, [N.elem(key, comment, data)])
 
 
 def owner_pair(map_name: str, key: Any, owner_tag: str) -> dict:
-    """The ownership pair of ``owner_tag`` for ``key`` of ``map_name`` (in ``owners``)."""
-    return T.pair(map_name, key, owner_tag)  # type: ignore[return-value]
+    """The ownership pair of ``owner_tag`` for ``key`` of ``map_name`` (in ``owners``),
+    as ``state.T.pair`` builds it."""
+    return map_elem(OWNERS, N.concat(key_digest(map_name, key), digest(owner_tag)), owner_tag)
 
 
 def claim_value(p: Published) -> int:

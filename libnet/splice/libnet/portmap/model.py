@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import nft as N
 from ..errors import NetError
-from ..nftowned import OwnedTable
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
@@ -137,11 +136,18 @@ def norm_key(map_name: str, key: Any) -> Any:
     return key
 
 
-# The owned table (splice.libnet.nftowned): elements commented with their owner, each
-# with the ownership pair ``digest(map + " " + json(canonical key)) . digest(owner)`` in
-# ``owners``; reading back, converging, owner-checked deletes.
-T = OwnedTable(FAMILY, TABLE, owners=OWNERS, norm_key=norm_key)
-key_digest = T.key_digest
+def digest(text: str) -> str:
+    """15 hex digits of sha256 (fits the 16-byte ``ifname`` key type)."""
+    return sha256_hex(text)[:15]
+
+
+def key_digest(map_name: str, key: Any) -> str:
+    """The first half of an element's ownership pair in ``owners``; the same as
+    ``OwnedTable.key_digest`` of the owned table (state.T, splice.libnet.nftowned),
+    computed here so that the fast paths do not load the listing code."""
+    import json
+
+    return digest(map_name + " " + json.dumps(norm_key(map_name, key)))
 
 
 # -- value objects -------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from .model import (
     PortConflict, Published, claim_map, cond_map, dnat_map, interface_needs, is_refs_map, legacy_refs_map,
     member_iface, norm_key,
 )
-from .state import Elem, State, claims_fix, delete_elem, orphan_pairs, pair_id
 
 if TYPE_CHECKING:
+    from .state import State
     from ipaddress import IPv4Address, IPv6Address
 
     IPAddr = IPv4Address | IPv6Address
@@ -137,6 +137,8 @@ class PortPublisher:
 
     def _publish_slow(self, tag: str, entries: list[Published], masqs: list[Masq],
                       conds: dict[int, Conditions], localnet: list[str]) -> None:
+        from .state import Elem, claims_fix, delete_elem, orphan_pairs, pair_id  # the slow paths only
+
         apply_text(scaffold_text())
 
         def build(state: State) -> list[dict]:
@@ -262,6 +264,7 @@ class PortPublisher:
     def _remove_owned(self, stale: Callable[[str | None], bool], out: dict[str, Any]) -> None:
         """One converge transaction removing every element whose owner is ``stale``, the
         owners' pairs, and the claims no mapping backs any more."""
+        from .state import claims_fix, delete_elem, orphan_pairs, pair_id
 
         def build(state: State) -> list[dict]:
             cmds: list[dict] = []
@@ -305,6 +308,8 @@ class PortPublisher:
     # -- interface entries and route_localnet --------------------------------------
     def _members(self) -> dict[str, set]:
         """The interface entry sets (each small: one element per interface)."""
+        from .state import State
+
         out: dict[str, set] = {name: set() for name in MEMBER_SETS}
         for name in MEMBER_SETS:
             try:
@@ -477,6 +482,8 @@ class PortPublisher:
 
     # -- internals ----------------------------------------------------------------
     def _state(self) -> State:
+        from .state import State
+
         return State(self.nft.list_table(FAMILY, TABLE))
 
     def _converge(self, build: Callable[[State], list[dict]]) -> None:

@@ -1,7 +1,7 @@
 """The portmap table as listed (the slow paths), and the converge helpers built on it.
 
 The reading, the ownership pairs, owner-checked deletes and the converge loop are the
-shared owned-table base (:mod:`splice.libnet.nftowned`, table :data:`~.model.T`); this
+shared owned-table base (:mod:`splice.libnet.nftowned`, table :data:`T`); this
 module adds the portmap views of a listing and the claims repair.
 """
 
@@ -10,11 +10,16 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from .. import nft as N
-from ..nftowned import Elem, TableState, digest
+from ..nftowned import Elem, OwnedTable, TableState, digest
 from .builders import map_elem
-from .model import LEGACY_REFS, SPECIFIC, WILDCARD, Published, T, claim_map, dnat_map, norm_key
+from .model import FAMILY, LEGACY_REFS, OWNERS, SPECIFIC, TABLE, WILDCARD, Published, claim_map, dnat_map, norm_key
 
-__all__ = ["Elem", "State", "claims_fix", "delete_elem", "orphan_pairs", "pair_id", "published_from"]
+# The owned table (splice.libnet.nftowned): elements commented with their owner, each with
+# the ownership pair ``digest(map + " " + json(canonical key)) . digest(owner)`` in
+# ``owners`` (builders.owner_pair writes the same pairs on the fast paths).
+T = OwnedTable(FAMILY, TABLE, owners=OWNERS, norm_key=norm_key)
+
+__all__ = ["T", "Elem", "State", "claims_fix", "delete_elem", "orphan_pairs", "pair_id", "published_from"]
 
 
 class State(TableState):

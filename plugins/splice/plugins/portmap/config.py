@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from splice.libnet.portmap.model import Value
 from splice.plugins.errors import ConfigError, UnsupportedField
-from splice.plugins.portmap.conditions import check_conditions
 from splice.plugins.portmap.mapping import PortMapping, PortMappingError
 
 if TYPE_CHECKING:
@@ -61,13 +60,15 @@ class PortmapOptions(Value):
         for k, v in (("snat", snat), ("masq_all", masq_all)):
             if not isinstance(v, bool):
                 raise ConfigError(f"{k} must be a boolean, got {v!r}")
-        for k, v in (("snat", snat), ("masq_all", masq_all), ("conditions_v4", check_conditions(conditions_v4)),
-                     ("conditions_v6", check_conditions(conditions_v6))):
+        for k, v in (("snat", snat), ("masq_all", masq_all), ("conditions_v4", _screened(conditions_v4)),
+                     ("conditions_v6", _screened(conditions_v6))):
             object.__setattr__(self, k, v)
 
     def conditions(self) -> "dict[int, Conditions]":
         """version -> :class:`~splice.libnet.portmap.model.Conditions` of the families with
         conditions (each list parsed at most once, when its chain is built)."""
+        if not (self.conditions_v4 or self.conditions_v6):
+            return {}
         cached = _CONDITIONS.get(self)
         if cached is None:
             from splice.plugins.portmap.conditions import conditions_for
@@ -76,6 +77,15 @@ class PortmapOptions(Value):
                 _CONDITIONS.clear()
             cached = _CONDITIONS[self] = conditions_for(self.conditions_v4, self.conditions_v6)
         return cached
+
+
+def _screened(conditions: Iterable[str]) -> tuple[str, ...]:
+    conditions = tuple(conditions)
+    if not conditions:
+        return ()
+    from splice.plugins.portmap.conditions import check_conditions  # only networks with conditions
+
+    return check_conditions(conditions)
 
 
 DEFAULT_OPTIONS = PortmapOptions()
@@ -126,7 +136,7 @@ def _conditions(conf: dict, key: str) -> tuple[str, ...]:
     if not isinstance(v, list):
         raise ConfigError(f"{key} must be a list of strings, got {v!r}")
     try:
-        return check_conditions(v)
+        return _screened(v)
     except PortMappingError as e:
         raise ConfigError(f"{key}: {e}") from None
 
