@@ -9,9 +9,9 @@ This file is two things at once:
   that calls :func:`standalone` (plugin kind, socket path, in-process fallback command).
 
 So it imports **only** interpreter built-ins (``sys``, ``posix``, ``_socket``): not even
-``os``, ``socket`` (~7 ms: enum, selectors) or ``json`` (~7 ms: re, enum); ``json`` is
-imported on error paths only. Measured here (``bench/startup.py``, p50 of 40 runs):
-``python3 -IS -c pass`` 6.8 ms, ``import socket,os`` 14.5 ms, ``import _socket`` 7.7 ms.
+``os``, ``socket`` (enum, selectors) or ``json`` (re, enum), each of which would add to
+every call's start-up; ``json`` is imported on error paths only (figures:
+``bench/startup.py``, docs/perf.md).
 
 A call:
 
@@ -251,7 +251,7 @@ def standalone(kind, fallback, default_socket=None):
     (``[python, ...]``: the in-process plugin, with stdin still unread).
 
     Exits with ``posix._exit``: everything was written with ``posix.write`` already, and
-    skipping the interpreter's finalisation saves ~0.5-1 ms per call.
+    skipping the interpreter's finalisation saves time on every call.
     """
     rc = call(kind, default_socket)
     if rc is None:

@@ -1,7 +1,7 @@
 """The splice agent: a resident process that runs CNI calls for the thin executables.
 
-A CNI call is a process start. In-process, a splice plugin pays the interpreter, its own
-imports and pyroute2's (~110 ms of a ~140 ms ADD here) for ~7 ms of kernel work. The agent
+A CNI call is a process start. In-process, a splice plugin pays the interpreter and its own
+imports, which cost more than the kernel work of the call (figures: docs/perf.md). The agent
 pays the imports once; the executables (``client.py``) become stdlib-only clients that send
 the call over a unix socket and print the answer.
 
@@ -22,8 +22,7 @@ runs in the caller's namespace too. Only that thread moves, and every call enter
 caller's namespace first, so no call can run in a namespace left over from another; a
 worker that cannot return is retired and replaced. The agent's other threads never move.
 (The alternative, a fresh ``Netns.run`` thread per call with ``host=Netns.from_fd(fd)``,
-costs one or two more thread wake-ups per call: on this 2-core machine, busy with the
-clients, each is 0.1 to several ms.)
+costs one or two more thread wake-ups per call, which a busy machine makes expensive.)
 
 Concurrency. ``workers`` threads (default 16) each block in ``accept()`` on the listening
 socket and serve one call at a time, end to end (no hand-off between threads); further
@@ -37,21 +36,16 @@ prints error 11 (try again later) and the runtime's DEL or GC cleans up, in-proc
 through the next agent. Failure injection (``SPLICE_FAILPOINT``) in the *agent's*
 environment applies to every call it serves (tests kill the agent mid-ADD with it).
 
-Warm handles. Start-up imports every plugin, driver, pyroute2 and libnftables (dlopen)
-before accepting (~70-120 ms, paid once). nftables contexts are shared per host namespace
+Warm handles. Start-up imports every plugin, driver, the netlink library and libnftables
+(dlopen) before accepting (paid once). nftables contexts are shared per host namespace
 and kept open between calls (``nft.share_contexts``): freeing a context that committed a
-deletion waits ~12-16 ms for the kernel, which a context per call paid on every DEL
-(agent DEL p50 40 ms -> 24 ms, the rest being mostly the kernel's veth unregister).
-IPAM stores stay open per store directory (``ipam_plugin.share_stores``: no connect,
-PRAGMAs and WAL checkpoint per call, ~1.3 ms of CPU per call). A janitor thread closes
-contexts and stores idle for ``IDLE_S`` (a kept nftables context holds its namespace
-alive). Netlink sockets stay per call: ``IPRoute`` is bound to the thread and event loop
-that made it, and open+close costs ~0.2 ms.
-
-Costs measured here (bench/startup.py): the round trip of a VERSION call from a warm
-process (connect, env + stdin + fd out, answer back) is 0.14 ms p50; an installed thin
-client answering VERSION through the agent takes 6.8 ms, the same as
-``python3 -IS -c pass``; an ADD (bridge + IPAM + ipMasq) spends ~7-9 ms in the agent.
+deletion waits for the kernel's deferred destruction, which a context per call paid on
+every DEL. IPAM stores stay open per store directory (``ipam_plugin.share_stores``: no
+connect, PRAGMAs and WAL checkpoint per call). A janitor thread closes contexts and stores
+idle for ``IDLE_S`` (a kept nftables context holds its namespace alive). Netlink sockets
+stay per call: they are cheap to open and bound to the namespace of the thread that made
+them. Figures (round trip, thin-client start-up, time an ADD spends in the agent):
+docs/perf.md and ``bench/startup.py``.
 
 stderr. ``sys.stderr`` is replaced by a router that sends what a call's thread writes
 (skel's one-line errors, ``SPLICE_DEBUG`` tracebacks, delegates' stderr) back to the
@@ -593,18 +587,16 @@ _libc: Any = None
 
 
 def _warm() -> None:
-    """Import everything a call can need, and load libnftables once.
-
-    Measured on this machine (one agent, 200 sequential bridge+IPAM+ipMasq ADD/DEL via
-    bench/agent_calls.py): the imports are the whole start-up cost (~140 ms for pyroute2
-    alone); once paid, an ADD spends ~6-7 ms in the agent and the round trip adds <0.5 ms.
-    """
+    """Import everything a call can need, and load libnftables once (the imports are the
+    whole start-up cost of a call; bench/agent_calls.py)."""
     import importlib
 
     for mod in ("splice.plugins.cni.skel", "splice.plugins.cni.types", "splice.plugins.cni.errors",
                 "splice.plugins.cni.ipam", "splice.plugins.cni.delegate", "splice.plugins.cni.bridge_plugin",
                 "splice.plugins.cni.ipam_plugin", "splice.plugins.bridge.config", "splice.plugins.bridge.driver",
                 "splice.plugins.model", "splice.plugins.failpoint", "splice.libnet.rtnl", "splice.libnet.sysctl",
+                "splice.plugins.cni.main_plugin", "splice.plugins.driver", "splice.plugins.owners",
+                "splice.plugins.errors", "splice.libnet.sandbox", "splice.libnet.locks", "splice.libnet.nftowned",
                 "splice.libnet.nft", "splice.libnet.masq", "splice.libnet.spoofchk", "splice.ipam.allocator",
                 "splice.ipam.config", "splice.ipam.store", "sqlite3", "subprocess", "traceback"):
         importlib.import_module(mod)
