@@ -152,5 +152,5 @@ fails the fast transaction (no ``ifrefs`` element) and goes down the listing pat
 removes every element of the owner, legacy ones included; GC removes them by owner too.
 When GC finds the legacy maps empty it drops them and their rules.
 
-Measured figures: docs/portmap.md.
+Measured figures: docs/perf.md ("Port mapping").
 """
