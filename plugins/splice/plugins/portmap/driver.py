@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from splice.libnet.errors import NetError
-from splice.libnet.netns import Netns
 from splice.libnet.portmap.model import PortConflict, Published
 from splice.libnet.portmap.publisher import PortPublisher
 from splice.plugins.errors import CheckFailed, KernelError, PortInUse, SpliceError
@@ -39,6 +38,7 @@ from splice.plugins.portmap.config import DEFAULT_OPTIONS, PortmapConfig, Portma
 from splice.plugins.portmap.mapping import PortMapping, expand
 
 if TYPE_CHECKING:  # the model is not imported at run time (import cost of a CNI process)
+    from splice.libnet.netns import Netns
     from splice.plugins.model import Attachment, IPConfig
 
 __all__ = ["PortmapDriver", "PortInUse", "host_interfaces", "owner_tag", "gc_prefix", "describe_owner"]
