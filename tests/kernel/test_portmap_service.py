@@ -84,10 +84,7 @@ def test_the_thin_cni_path(host):
                                 "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}})
     svc = PortmapDriver(host.netns)
     svc.publish(A, cfg.mappings, A_IPS, cfg.options)
+    assert set(dnat_elements(host)) == {("dnat4", ("tcp", 8080)), ("dnat6", ("tcp", 8080))}
     svc.check(A, cfg.mappings, A_IPS, cfg.options)
     svc.unpublish(A, cfg.mappings, A_IPS, cfg.options)
-    # the former construction PortmapDriver(cfg, host) with add/delete/check(att, ips)
-    old = PortmapDriver(cfg, host.netns)
-    old.add(A, A_IPS)
-    old.check(A, A_IPS)
-    old.delete(A, None)
+    assert dnat_elements(host) == {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # no typing import on the VERSION path (bench/startup.py); annotations are strings
 
-from splice.plugins.cni.errors import PORT_IN_USE  # 107: the host port is taken
 from splice.plugins.cni.version import ALL_VERSIONS
 
 if TYPE_CHECKING:
@@ -67,64 +66,62 @@ class PortmapPlugin:
     supported_versions = ALL_VERSIONS
     cni_args: frozenset[str] = frozenset()
 
-    def _driver(self, a: "CmdArgs") -> Any:
+    def _service(self, a: "CmdArgs") -> "tuple[Any, Any, list[str]]":
+        """(config, the port-publishing service, the host interfaces of prevResult)."""
         from splice.plugins.portmap.config import parse_portmap_config
-        from splice.plugins.portmap.driver import PortmapDriver
+        from splice.plugins.portmap.driver import PortmapDriver, host_interfaces
 
-        return PortmapDriver(parse_portmap_config(a.config), a.host_ns())
+        cfg = parse_portmap_config(a.config)  # validates the whole config first
+        return cfg, PortmapDriver(a.host_ns()), host_interfaces((a.prev_result or {}).get("interfaces"))
 
-    def _call(self, driver: Any, fn) -> Any:
+    def _call(self, service: Any, fn) -> Any:
+        """Run one service call; its warnings go to stderr (runtimes log plugin stderr).
+        Errors (PortInUse: code 107) are mapped by the one error table."""
         import sys
-
-        from splice.plugins.portmap.driver import PortInUse
 
         try:
             return fn()
-        except PortInUse as e:
-            from splice.plugins.cni.errors import CniError
-
-            raise CniError(PORT_IN_USE, e.msg, "the host port is published by another container; "
-                           "nothing was changed") from None
         finally:
-            for w in driver.warnings:
+            for w in service.warnings:
                 print(f"{self.name}: warning: {w}", file=sys.stderr)
 
     def add(self, a: "CmdArgs") -> dict:
         from splice.plugins.errors import ConfigError
 
-        driver = self._driver(a)  # validates the whole config first
+        cfg, svc, ifaces = self._service(a)
         if a.prev_result is None:
             raise ConfigError("must be called as chained plugin")
-        if driver.cfg.mappings:
+        if cfg.mappings:
             addrs = sandbox_addresses(a.prev_result, a.ifname) or []
-            self._call(driver, lambda: driver.add(_attachment(a), addrs))
+            self._call(svc, lambda: svc.publish(_attachment(a), cfg.mappings, addrs, cfg.options, ifaces))
         return a.prev_result
 
     def delete(self, a: "CmdArgs") -> None:
-        driver = self._driver(a)
-        if not driver.cfg.mappings:
+        cfg, svc, ifaces = self._service(a)
+        if not cfg.mappings:
             return
         addrs = sandbox_addresses(a.prev_result, a.ifname)
-        self._call(driver, lambda: driver.delete(_attachment(a), addrs))
+        self._call(svc, lambda: svc.unpublish(_attachment(a), cfg.mappings if addrs else None, addrs or None,
+                                              cfg.options, ifaces))
 
     def check(self, a: "CmdArgs") -> None:
         from splice.plugins.errors import ConfigError
 
-        driver = self._driver(a)
+        cfg, svc, ifaces = self._service(a)
         if a.prev_result is None:
             raise ConfigError("Required prevResult missing")
-        if not driver.cfg.mappings:
+        if not cfg.mappings:
             return
         addrs = sandbox_addresses(a.prev_result, a.ifname) or []
-        self._call(driver, lambda: driver.check(_attachment(a), addrs))
+        self._call(svc, lambda: svc.check(_attachment(a), cfg.mappings, addrs, cfg.options, ifaces))
 
     def status(self, a: "CmdArgs") -> None:
-        driver = self._driver(a)
-        self._call(driver, driver.status)
+        _cfg, svc, _ = self._service(a)
+        self._call(svc, svc.status)
 
     def gc(self, a: "CmdArgs") -> None:
         from splice.plugins.cni.skel import valid_attachments
 
-        driver = self._driver(a)
+        _cfg, svc, _ = self._service(a)
         valid = valid_attachments(a.config)
-        self._call(driver, lambda: driver.gc(a.config["name"], valid))
+        self._call(svc, lambda: svc.gc(a.config["name"], valid))

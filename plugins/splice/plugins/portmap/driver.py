@@ -34,7 +34,7 @@ from splice.libnet.portmap.model import PortConflict, Published
 from splice.libnet.portmap.publisher import PortPublisher
 from splice.plugins.errors import CheckFailed, KernelError, PortInUse, SpliceError
 from splice.plugins.owners import describe_owner, gc_prefix, owner_tag
-from splice.plugins.portmap.config import DEFAULT_OPTIONS, PortmapConfig, PortmapOptions
+from splice.plugins.portmap.config import DEFAULT_OPTIONS, PortmapOptions
 from splice.plugins.portmap.mapping import PortMapping, expand
 
 if TYPE_CHECKING:  # the model is not imported at run time (import cost of a CNI process)
@@ -66,11 +66,8 @@ def _addresses(ips: Iterable[Any] | None) -> list[Any] | None:
 class PortmapDriver:
     """The port-publishing service of one host namespace (see the module docstring)."""
 
-    def __init__(self, host: "Netns | PortmapConfig", cfg: "PortmapConfig | Netns | None" = None) -> None:
-        if isinstance(host, PortmapConfig):  # the CNI adapter's former call, PortmapDriver(cfg, host)
-            host, cfg = cfg, host  # type: ignore[assignment]
-        self.host: Netns = host  # type: ignore[assignment]
-        self.cfg: PortmapConfig | None = cfg  # type: ignore[assignment]  # the thin CNI path only
+    def __init__(self, host: "Netns") -> None:
+        self.host = host
         self.warnings: list[str] = []
 
     # -- the service ----------------------------------------------------------------
@@ -114,8 +111,6 @@ class PortmapDriver:
     def check(self, att: "Attachment", mappings: Iterable[PortMapping], addresses: Any = None,
               options: PortmapOptions = DEFAULT_OPTIONS, host_ifaces: Sequence[str] = ()) -> None:
         """Raise :class:`CheckFailed` naming every difference from what publish made."""
-        if addresses is None and self.cfg is not None:  # the former check(att, ips) of the CNI adapter
-            mappings, addresses, options = self.cfg.mappings, mappings, self.cfg.options
         entries = expand(mappings, _addresses(addresses) or [])
         if not entries:
             return
@@ -136,21 +131,6 @@ class PortmapDriver:
     def status(self) -> None:
         """Raise when nftables cannot be used in the host namespace."""
         self._run(lambda pub: pub.status())
-
-    # -- the thin CNI path (a PortmapConfig given at construction) --------------------
-    def add(self, att: "Attachment", ips: Iterable["IPConfig | Any"]) -> list[Published]:
-        cfg = self._config()
-        return self.publish(att, cfg.mappings, ips, cfg.options) if cfg.mappings else []
-
-    def delete(self, att: "Attachment", ips: Iterable["IPConfig | Any"] | None) -> None:
-        cfg = self._config()
-        if cfg.mappings:
-            self.unpublish(att, cfg.mappings, ips or None, cfg.options)
-
-    def _config(self) -> PortmapConfig:
-        if self.cfg is None:
-            raise TypeError("PortmapDriver: add/delete need a PortmapConfig; use publish/unpublish")
-        return self.cfg
 
     # -- internals ------------------------------------------------------------------
     def _run(self, fn) -> Any:
