@@ -15,7 +15,7 @@ import pytest
 from splice.conformance import oracle
 from splice.conformance.runtime import CniCallError
 
-from ..kernel.test_portmap_net import Servers, assert_no_portmap_elements, call, dnat_elements, route_localnet
+from ..kernel.test_portmap_net import Servers, assert_no_portmap_elements, call, dnat_elements, elements, route_localnet
 from .conftest import ALL_VERSIONS, vt
 
 pytestmark = pytest.mark.root
@@ -254,3 +254,42 @@ def test_plugin_errors_and_passthrough(cni, host_ns, sandbox_ns, ipam_dir):
                 container_id=None, ifname=None)
     assert r.rc == 0
     assert_no_portmap_elements(host_ns)
+
+
+def test_same_address_on_two_networks_keeps_both(runtime, host_ns, make_ns, tmp_path, leaks):
+    """Defect 1 through the executables: two networks with the same subnet on two bridges,
+    one address in both; each keeps its masquerade and port-map registrations through the
+    other's DEL."""
+    confs = []
+    for n, br in ((1, BRIDGE), (2, "sptbr1")):
+        d = tmp_path / f"ipam{n}"
+        d.mkdir()
+        conf = conflist(d, dual=False)
+        conf["name"] = f"spt-net{n}"
+        conf["plugins"][0]["bridge"] = br
+        confs.append((conf, d))
+    leaks.allow.add("sptbr1")
+    a, b = make_ns(), make_ns()
+    ra = runtime.add(confs[0][0], "ctr-a", a.path, cap_args=WEB)
+    rb = runtime.add(confs[1][0], "ctr-b", b.path, cap_args={"portMappings": [{"hostPort": 9090, "containerPort": 90}]})
+    assert ra["ips"][0]["address"] == rb["ips"][0]["address"] == "10.77.0.2/24"
+
+    def registrations():
+        e = elements(host_ns)
+        return set(e.get("ifrefs4", {})), {k for k in oracle_src4(host_ns)}
+
+    refs, masq = registrations()
+    assert refs == {(BRIDGE, "10.77.0.2", "10.77.0.2"), ("sptbr1", "10.77.0.2", "10.77.0.2")}
+    assert masq == {(BRIDGE, "10.77.0.2"), ("sptbr1", "10.77.0.2")}
+    runtime.delete(confs[1][0], "ctr-b", b.path, cap_args={"portMappings": [{"hostPort": 9090, "containerPort": 90}]})
+    refs, masq = registrations()
+    assert refs == {(BRIDGE, "10.77.0.2", "10.77.0.2")} and masq == {(BRIDGE, "10.77.0.2")}
+    runtime.check(confs[0][0], "ctr-a", a.path, cap_args=WEB)
+    runtime.delete(confs[0][0], "ctr-a", a.path, cap_args=WEB)
+    leak_check(leaks, host_ns, [a, b], [confs[0][1], confs[1][1]])
+    assert oracle_src4(host_ns) == set()
+
+
+def oracle_src4(ns) -> set:
+    return {oracle.element_parts(e)[0] for t, name, e in oracle.nft_map_elements(ns.name)
+            if (t, name) == ("splice_nat", "src4")}
