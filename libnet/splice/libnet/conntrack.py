@@ -3,7 +3,7 @@
 Why not pyroute2: a CNI plugin is a short-lived process, and importing anything from
 pyroute2 runs its package ``__init__`` (a large part of a plugin's start-up, docs/perf.md);
 ``socket`` + ``struct`` cost next to nothing. This module speaks just enough netlink for the port publisher
-(libnet/portmap.py):
+(libnet/portmap/):
 
 * :func:`flush_udp` - delete the UDP conntrack entries whose original destination port is
   one of ``ports`` (ctnetlink: one filtered dump, ``IPCTNL_MSG_CT_GET`` with ``CTA_FILTER``
