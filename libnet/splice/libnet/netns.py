@@ -27,16 +27,61 @@ T = TypeVar("T")
 _libc: ctypes.CDLL | None = None
 
 
-def _setns(fd: int) -> None:
+def _libc_call(name: str, *args: int) -> None:
     global _libc
-    if hasattr(os, "setns"):  # Python >= 3.12
-        os.setns(fd, CLONE_NEWNET)
-        return
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+    if getattr(_libc, name)(*args) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _unshare_net() -> None:
+    """Move the calling thread into a new, empty network namespace."""
+    if hasattr(os, "unshare"):  # Python >= 3.12
+        os.unshare(CLONE_NEWNET)
+    else:
+        _libc_call("unshare", CLONE_NEWNET)
+
+
+def on_thread(enter: Callable[[], None], what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` on a short-lived helper thread after ``enter()`` moved
+    that thread (only it) into a namespace; return its result or re-raise its exception in
+    the caller's thread. ``enter`` failing with OSError raises :class:`NetError` "cannot
+    ``what``"."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            enter()
+        except OSError as e:
+            box["err"] = NetError(f"cannot {what}: {e.strerror}")
+            return
+        try:
+            box["ok"] = fn(*args, **kwargs)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["err"] = e
+
+    t = threading.Thread(target=body, name="splice-netns", daemon=True)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["ok"]
+
+
+def run_private(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` on a helper thread inside a new, empty network namespace of its own
+    (gone when the thread's last reference to it is), e.g. to let libnftables parse
+    something without touching any real ruleset."""
+    return on_thread(_unshare_net, "create a private network namespace", fn, *args, **kwargs)
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+    else:
+        _libc_call("setns", fd, CLONE_NEWNET)
 
 
 class Netns:
@@ -110,25 +155,8 @@ class Netns:
             raise NetError(f"network namespace handle {self.path or self!r} used after close()")
         if self.fd is None:
             return fn(*args, **kwargs)
-        box: dict[str, Any] = {}
-
-        def body() -> None:
-            try:
-                _setns(self.fd)  # type: ignore[arg-type]
-            except OSError as e:
-                box["err"] = NetError(f"cannot enter network namespace {self.path or self.fd}: {e.strerror}")
-                return
-            try:
-                box["ok"] = fn(*args, **kwargs)
-            except BaseException as e:  # re-raised in the caller's thread
-                box["err"] = e
-
-        t = threading.Thread(target=body, name="splice-netns", daemon=True)
-        t.start()
-        t.join()
-        if "err" in box:
-            raise box["err"]
-        return box["ok"]
+        fd = self.fd
+        return on_thread(lambda: _setns(fd), f"enter network namespace {self.path or fd}", fn, *args, **kwargs)
 
     def close(self) -> None:
         """Release the handle (closing its fd when owned); any later :meth:`run` raises.

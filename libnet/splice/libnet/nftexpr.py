@@ -20,37 +20,14 @@ Needs CAP_SYS_ADMIN (unshare(2)), which every caller of splice's nftables code h
 from __future__ import annotations
 
 import json
-import os
-import threading
-from typing import Any
 
 from . import nft as N
 from .errors import NetError, NftError
+from .netns import run_private
 
-CLONE_NEWNET = 0x40000000
 _FAMILY = "inet"
 _TABLE = "p"
 _CHAIN = "c"
-
-_libc: Any = None
-
-
-def _unshare_net() -> None:
-    """Move the calling thread into a new, empty network namespace."""
-    if hasattr(os, "unshare"):  # Python >= 3.12
-        os.unshare(CLONE_NEWNET)
-        return
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.unshare(CLONE_NEWNET) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
 
 def _message(err: str | None) -> str:
     return " ".join(line.strip() for line in (err or "").splitlines() if line.strip())
@@ -77,22 +54,4 @@ def rule_exprs(text: str) -> list[list[dict]]:
     """The expression lists (libnftables JSON) of the rules ``text`` makes in an
     ``inet`` chain (usually one rule). Raises :class:`NftError` with libnftables' message
     when it rejects the text, :class:`NetError` when no private namespace can be made."""
-    box: dict[str, Any] = {}
-
-    def body() -> None:
-        try:
-            _unshare_net()
-        except OSError as e:
-            box["err"] = NetError(f"cannot create a private network namespace to parse nft expressions: {e.strerror}")
-            return
-        try:
-            box["ok"] = _parse_here(text)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["err"] = e
-
-    t = threading.Thread(target=body, name="splice-nftexpr", daemon=True)
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    return box["ok"]
+    return run_private(_parse_here, text)
