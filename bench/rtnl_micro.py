@@ -50,18 +50,37 @@ DEFAULT = ipaddress.ip_network("0.0.0.0/0")
 
 
 def load_baseline(rev: str):
-    """rtnl.py of git revision ``rev`` as module ``splice.libnet._rtnl_<rev>``."""
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:libnet/splice/libnet/rtnl.py"],
-                         check=True, capture_output=True, text=True).stdout
-    tmp = Path(tempfile.mkdtemp(prefix="rtnl-bench-")) / "rtnl_baseline.py"
-    tmp.write_text(src)
-    name = f"splice.libnet._rtnl_baseline"
-    spec = importlib.util.spec_from_file_location(name, tmp)
-    mod = importlib.util.module_from_spec(spec)
-    mod.__package__ = "splice.libnet"
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """rtnl.py of git revision ``rev`` as module ``splice.libnet._rtnl_baseline``, with the
+    netlink.py and linkinfo.py of that revision when it has them (``_rtnl_baseline_*``)."""
+    tmp = Path(tempfile.mkdtemp(prefix="rtnl-bench-"))
+
+    def source(name: str) -> str | None:
+        p = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:libnet/splice/libnet/{name}.py"],
+                           capture_output=True, text=True)
+        return p.stdout if p.returncode == 0 else None
+
+    def load(name: str, src: str):
+        path = tmp / f"{name}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"splice.libnet.{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        mod.__package__ = "splice.libnet"
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    src = source("rtnl")
+    for dep in ("netlink", "linkinfo"):  # dependencies first, under private names
+        dep_src = source(dep)
+        if dep_src is None:
+            continue
+        alias = f"_rtnl_baseline_{dep}"
+        dep_src = dep_src.replace("from . import netlink as nl", "from . import _rtnl_baseline_netlink as nl")
+        load(alias, dep_src)
+        src = (src.replace(f"from . import {dep} as", f"from . import {alias} as")
+                  .replace(f"from .{dep} import", f"from .{alias} import")
+                  .replace(f"from . import {dep}\n", f"from . import {alias} as {dep}\n"))
+    return load("_rtnl_baseline", src)
 
 
 class Timer:

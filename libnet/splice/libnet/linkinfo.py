@@ -6,6 +6,10 @@ decoded on first access). Attribute numbers and values: ``include/uapi/linux/if_
 A field left ``None`` is not sent (the kernel's default applies) and, when reading back,
 means the kernel did not report it.
 
+Sending: :meth:`LinkData.info_data` lists the attributes by their pyroute2 names, encoded
+by pyroute2's IFLA_INFO_DATA class of the kind (:class:`splice.libnet.netlink.linkinfo`).
+Reading: :meth:`LinkData.decode` reads the attributes it needs from the kernel's bytes.
+
 ============  ================================================================
 kind          class
 ============  ================================================================
@@ -22,17 +26,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from . import netlink as nl
 
-IFLA_IFNAME = 3
-IFLA_ADDRESS = 1
-IFLA_MTU = 4
-IFLA_NET_NS_FD = 28
-IFINFOMSG_EMPTY = b"\0" * 16  # struct ifinfomsg of a veth peer: all defaults
-
-VETH_INFO_PEER = 1
+IFLA_LINKINFO = 18
+IFLA_INFO_DATA = 2
 
 IFLA_BR_VLAN_FILTERING = 7
 IFLA_BR_VLAN_DEFAULT_PVID = 39
@@ -69,8 +68,12 @@ IFLA_VXLAN_GBP = 23
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _mac(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", "").replace("-", ""))
+def mac_text(mac: str) -> str:
+    """``mac`` as pyroute2 encodes it ("02:00:00:00:00:01"); ValueError if it is not one."""
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"{mac!r} is not a MAC address")
+    return raw.hex(":")
 
 
 def _name_of(table: dict[str, int], value: int) -> str | int:
@@ -80,18 +83,29 @@ def _name_of(table: dict[str, int], value: int) -> str | int:
     return value
 
 
-def _flag(kind: int, value: bool | None) -> bytes:
-    return b"" if value is None else nl.u8(kind, 1 if value else 0)
+def _flag(name: str, value: bool | None) -> list[tuple[str, int]]:
+    return [] if value is None else [(name, 1 if value else 0)]
 
 
 class LinkData:
-    """Base of the kind classes: ``KIND``, :meth:`encode`, :meth:`decode`."""
+    """Base of the kind classes: ``KIND``, :meth:`info_data`, :meth:`encode`, :meth:`decode`."""
 
     KIND: ClassVar[str] = ""
 
+    def info_data(self) -> list[tuple[str, Any]]:
+        """The attributes inside IFLA_INFO_DATA as pyroute2 names and values (empty: no
+        IFLA_INFO_DATA at all)."""
+        return []
+
     def encode(self) -> bytes:
-        """The attributes inside IFLA_INFO_DATA (empty: no IFLA_INFO_DATA at all)."""
-        return b""
+        """The attributes inside IFLA_INFO_DATA, encoded (by pyroute2, as
+        :meth:`splice.libnet.rtnl.Rtnl.add_link` sends them); empty: no IFLA_INFO_DATA."""
+        data = self.info_data()
+        if not data:
+            return b""
+        body = nl.encode(nl.linkmsg, [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", self.KIND),
+                                                                   ("IFLA_INFO_DATA", {"attrs": data})]})])
+        return nl.attr_map(nl.attr_map(body, 16)[IFLA_LINKINFO])[IFLA_INFO_DATA]
 
     @classmethod
     def decode(cls, payload: bytes) -> "LinkData":
@@ -109,15 +123,15 @@ class Veth(LinkData):
     peer_mac: str | None = None
     peer_mtu: int | None = None
 
-    def encode(self) -> bytes:
-        parts = [nl.strz(IFLA_IFNAME, self.peer)]
+    def info_data(self) -> list[tuple[str, Any]]:
+        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", self.peer)]
         if self.peer_netns_fd is not None:
-            parts.append(nl.u32(IFLA_NET_NS_FD, self.peer_netns_fd))
+            peer.append(("IFLA_NET_NS_FD", self.peer_netns_fd))
         if self.peer_mtu:
-            parts.append(nl.u32(IFLA_MTU, self.peer_mtu))
+            peer.append(("IFLA_MTU", self.peer_mtu))
         if self.peer_mac:
-            parts.append(nl.attr(IFLA_ADDRESS, _mac(self.peer_mac)))
-        return nl.nest(VETH_INFO_PEER, IFINFOMSG_EMPTY, *parts)
+            peer.append(("IFLA_ADDRESS", mac_text(self.peer_mac)))
+        return [("VETH_INFO_PEER", {"attrs": peer})]  # an ifinfomsg of defaults, then these
 
 
 @dataclass(frozen=True)
@@ -126,10 +140,10 @@ class Bridge(LinkData):
     vlan_filtering: bool | None = None
     vlan_default_pvid: int | None = None
 
-    def encode(self) -> bytes:
-        out = _flag(IFLA_BR_VLAN_FILTERING, self.vlan_filtering)
+    def info_data(self) -> list[tuple[str, Any]]:
+        out = _flag("IFLA_BR_VLAN_FILTERING", self.vlan_filtering)
         if self.vlan_default_pvid is not None:
-            out += nl.u16(IFLA_BR_VLAN_DEFAULT_PVID, self.vlan_default_pvid)
+            out.append(("IFLA_BR_VLAN_DEFAULT_PVID", self.vlan_default_pvid))
         return out
 
     @classmethod
@@ -155,8 +169,8 @@ class Vlan(LinkData):
         if self.protocol not in (ETH_P_8021Q, ETH_P_8021AD):
             raise ValueError(f"VLAN protocol {self.protocol:#x} is neither 802.1Q nor 802.1ad")
 
-    def encode(self) -> bytes:
-        return nl.u16(IFLA_VLAN_ID, self.id) + nl.be16(IFLA_VLAN_PROTOCOL, self.protocol)
+    def info_data(self) -> list[tuple[str, Any]]:
+        return [("IFLA_VLAN_ID", self.id), ("IFLA_VLAN_PROTOCOL", self.protocol)]
 
     @classmethod
     def decode(cls, payload: bytes) -> "Vlan":
@@ -177,8 +191,8 @@ class Macvlan(LinkData):
         if self.mode not in MACVLAN_MODES:
             raise ValueError(f"macvlan mode {self.mode!r} is not one of {', '.join(MACVLAN_MODES)}")
 
-    def encode(self) -> bytes:
-        return nl.u32(IFLA_MACVLAN_MODE, MACVLAN_MODES[self.mode])
+    def info_data(self) -> list[tuple[str, Any]]:
+        return [("IFLA_MACVLAN_MODE", MACVLAN_MODES[self.mode])]
 
     @classmethod
     def decode(cls, payload: bytes) -> "Macvlan":
@@ -201,10 +215,10 @@ class Ipvlan(LinkData):
         if self.flags not in IPVLAN_FLAGS:
             raise ValueError(f"ipvlan flags {self.flags!r} is not one of {', '.join(IPVLAN_FLAGS)}")
 
-    def encode(self) -> bytes:
-        out = nl.u16(IFLA_IPVLAN_MODE, IPVLAN_MODES[self.mode])
+    def info_data(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("IFLA_IPVLAN_MODE", IPVLAN_MODES[self.mode])]
         if self.flags != "bridge":
-            out += nl.u16(IFLA_IPVLAN_FLAGS, IPVLAN_FLAGS[self.flags])
+            out.append(("IFLA_IPVLAN_FLAGS", IPVLAN_FLAGS[self.flags]))
         return out
 
     @classmethod
@@ -252,27 +266,27 @@ class Vxlan(LinkData):
             if v is not None and not isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 object.__setattr__(self, name, ipaddress.ip_address(v))
 
-    def encode(self) -> bytes:
-        parts = [nl.u32(IFLA_VXLAN_ID, self.vni)]
+    def info_data(self) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = [("IFLA_VXLAN_ID", self.vni)]
         if self.port is not None:
-            parts.append(nl.be16(IFLA_VXLAN_PORT, self.port))
+            out.append(("IFLA_VXLAN_PORT", self.port))
         if self.local is not None:
-            parts.append(nl.attr(IFLA_VXLAN_LOCAL6 if self.local.version == 6 else IFLA_VXLAN_LOCAL, self.local.packed))
+            out.append(("IFLA_VXLAN_LOCAL6" if self.local.version == 6 else "IFLA_VXLAN_LOCAL", str(self.local)))
         if self.group is not None:
-            parts.append(nl.attr(IFLA_VXLAN_GROUP6 if self.group.version == 6 else IFLA_VXLAN_GROUP, self.group.packed))
+            out.append(("IFLA_VXLAN_GROUP6" if self.group.version == 6 else "IFLA_VXLAN_GROUP", str(self.group)))
         if self.dev:
-            parts.append(nl.u32(IFLA_VXLAN_LINK, self.dev))
+            out.append(("IFLA_VXLAN_LINK", self.dev))
         if self.ttl is not None:
-            parts.append(nl.u8(IFLA_VXLAN_TTL, self.ttl))
+            out.append(("IFLA_VXLAN_TTL", self.ttl))
         if self.ageing is not None:
-            parts.append(nl.u32(IFLA_VXLAN_AGEING, self.ageing))
-        parts.append(_flag(IFLA_VXLAN_LEARNING, self.learning))
-        parts.append(_flag(IFLA_VXLAN_UDP_CSUM, self.udp_csum))
-        parts.append(_flag(IFLA_VXLAN_UDP_ZERO_CSUM6_TX, self.udp6_zero_csum_tx))
-        parts.append(_flag(IFLA_VXLAN_UDP_ZERO_CSUM6_RX, self.udp6_zero_csum_rx))
+            out.append(("IFLA_VXLAN_AGEING", self.ageing))
+        out += _flag("IFLA_VXLAN_LEARNING", self.learning)
+        out += _flag("IFLA_VXLAN_UDP_CSUM", self.udp_csum)
+        out += _flag("IFLA_VXLAN_UDP_ZERO_CSUM6_TX", self.udp6_zero_csum_tx)
+        out += _flag("IFLA_VXLAN_UDP_ZERO_CSUM6_RX", self.udp6_zero_csum_rx)
         if self.gbp:
-            parts.append(nl.attr(IFLA_VXLAN_GBP, b""))  # a flag attribute: present = on
-        return b"".join(parts)
+            out.append(("IFLA_VXLAN_GBP", True))  # a flag attribute: present = on
+        return out
 
     @classmethod
     def decode(cls, payload: bytes) -> "Vxlan":

@@ -1,18 +1,29 @@
-"""Netlink in the standard library: the wire format and one request/reply socket.
+"""Netlink for :mod:`splice.libnet.rtnl`: pyroute2's message classes, one socket, lazy replies.
 
-Just what :mod:`splice.libnet.rtnl` needs (see netlink(7), rtnetlink(7) and the kernel's
-``include/uapi/linux/netlink.h``):
-
-* attributes: :func:`attr` and :func:`nest` build them, :func:`attrs` / :func:`attr_map`
-  read them without decoding any value (values are decoded by whoever asks for one);
+* Requests are built with pyroute2's low-level message classes (``ifinfmsg``,
+  ``ifaddrmsg``, ``rtmsg``, ``ndmsg`` and the nested ``IFLA_LINKINFO`` encoders of each
+  link kind): :func:`encode` gives the message body for :class:`Request`.
+* Replies are not parsed by pyroute2 (it decodes every attribute of a message; a link
+  message carries ~50): :func:`attrs` / :func:`attr_map` walk the attributes and decode
+  no value; whoever reads a field decodes it (:func:`get_u32`, ...).
 * :class:`Socket`: one ``NETLINK_ROUTE`` socket with extended ACKs (the kernel's error
   text), capped ACKs (errors do not echo the request back) and strict dump checking
-  (``NETLINK_GET_STRICT_CHK``, Linux >= 4.20: dumps filtered by the request header);
-* :meth:`Socket.transact` sends any number of requests in ONE ``send`` and reads every
-  answer in one pass. The kernel handles the messages of one send in order and
-  answers each on its own (``netlink_rcv_skb``: an ACK or an error per request with
+  (``NETLINK_GET_STRICT_CHK``, Linux >= 4.20: dumps filtered by the request header).
+  :meth:`Socket.transact` sends any number of requests in ONE ``send`` and reads every
+  answer in one pass. The kernel handles the messages of one send in order and answers
+  each on its own (``netlink_rcv_skb``: an ACK or an error per request with
   ``NLM_F_ACK``, whatever happened to the previous ones), so a batch of N requests costs
   one system call each way instead of N round trips.
+
+Lean import: ``import pyroute2`` runs the package ``__init__``, which imports its whole
+public API (NDB, IPRoute, IPDB, conntrack, ...; docs/perf.md). Only the message classes
+are needed here, so :func:`_lean_pyroute2` puts the ``pyroute2`` package module in
+``sys.modules`` without running that ``__init__`` (unless pyroute2 is imported already);
+the first access of any other public name (``pyroute2.IPRoute``, ``from pyroute2 import
+NDB``, ``pyroute2.__version__``, ``dir(pyroute2)``) runs the real ``__init__`` in that
+same module object, so the rest of the process sees the full API. Only for the pyroute2
+releases of :data:`PYROUTE2_SUPPORTED` (the range pyproject.toml pins and the tests
+check); any other release is imported in full.
 
 A socket belongs to the network namespace of the thread that created it, and is not
 thread-safe.
@@ -21,8 +32,123 @@ thread-safe.
 from __future__ import annotations
 
 import _socket
+import importlib
+import importlib.machinery
+import importlib.util
 import os
 import struct
+import sys
+import threading
+from typing import Any
+
+PYROUTE2_SUPPORTED = ((0, 9, 5), (0, 10))  # [low, high): pyproject.toml's pin
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(0, 9, 7) from "0.9.7" (leading digits of each part; stops at the first part without)."""
+    out = []
+    for part in text.split("."):
+        digits = part[:len(part) - len(part.lstrip("0123456789"))]
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def _lean_pyroute2() -> None:
+    """Register the ``pyroute2`` package module without executing its ``__init__`` (see
+    the module doc); the real ``__init__`` runs on the first access of a public name."""
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # the ordinary import reports it
+    pkg = importlib.util.module_from_spec(spec)
+    lock = threading.RLock()
+    state = {"full": False}
+
+    def full() -> None:
+        with lock:  # other threads wait here until the __init__ has run
+            if state["full"]:
+                return
+            state["full"] = True
+            try:
+                spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+            finally:
+                for name in ("__getattr__", "__dir__"):
+                    if pkg.__dict__.get(name) in (__getattr__, __dir__):
+                        del pkg.__dict__[name]
+
+    def __getattr__(name: str) -> Any:  # PEP 562: only names the module lacks (so far)
+        if name.startswith("__") and name.endswith("__") and name not in ("__all__", "__version__"):
+            raise AttributeError(f"module 'pyroute2' has no attribute {name!r}")  # import machinery probes
+        if not state["full"] and importlib.machinery.PathFinder.find_spec(f"pyroute2.{name}", pkg.__path__):
+            return importlib.import_module(f"pyroute2.{name}")  # a submodule: just that one
+        full()
+        try:
+            return pkg.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module 'pyroute2' has no attribute {name!r}") from None
+
+    def __dir__() -> list[str]:
+        full()
+        return sorted(pkg.__dict__)
+
+    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    pkg.__dir__ = __dir__  # type: ignore[attr-defined]
+    sys.modules["pyroute2"] = pkg
+    try:
+        from pyroute2.config.version import __version__ as version
+    except ImportError:
+        version = ""
+    low, high = PYROUTE2_SUPPORTED
+    if not low <= _version(version) < high:
+        full()  # a release this lean import was not checked against: the plain import
+
+
+_lean_pyroute2()
+
+from pyroute2.netlink import nla, nlmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402,F401  (rtnl builds with these)
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfbase, ifinfmsg  # noqa: E402,F401
+from pyroute2.netlink.rtnl.ndmsg import ndmsg  # noqa: E402,F401
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402,F401
+
+
+class ipvlan_data(nla):
+    """IFLA_INFO_DATA of an ipvlan link: pyroute2 0.9's ``ipvlan`` class lacks
+    IFLA_IPVLAN_FLAGS (Linux >= 4.15), and an attribute a class lacks is not sent."""
+
+    prefix = "IFLA_"
+    nla_map = (("IFLA_IPVLAN_UNSPEC", "none"), ("IFLA_IPVLAN_MODE", "uint16"), ("IFLA_IPVLAN_FLAGS", "uint16"))
+
+
+class linkinfo(ifinfmsg.ifinfo):
+    """pyroute2's IFLA_LINKINFO, the kind data classes of :class:`ipvlan_data` added."""
+
+    data_map = {**ifinfmsg.ifinfo.data_map, "ipvlan": ipvlan_data}
+
+
+class linkmsg(ifinfbase, nlmsg):
+    """pyroute2's ``ifinfmsg`` (built the same way: ``ifinfbase`` + ``nlmsg``) with two
+    changes: IFLA_LINKINFO is :class:`linkinfo`, and IFLA_IFALIAS is sent without a
+    trailing NUL (as iproute2 does: the kernel refuses a 255-byte alias plus a NUL)."""
+
+    nla_map = tuple(("IFLA_IFALIAS", "string") if e[0] == "IFLA_IFALIAS" else e for e in ifinfbase.nla_map)
+    ifinfo = linkinfo
+
+
+def encode(cls: type, attrs: list | tuple = (), **fields: Any) -> bytes:
+    """The body (after the netlink header, which :class:`Socket` writes) of a pyroute2
+    message of class ``cls`` with these header ``fields`` and attributes (pyroute2
+    names and values: ``[("IFLA_IFNAME", "eth0"), ...]``)."""
+    msg = cls()
+    for key, value in fields.items():
+        msg[key] = value
+    msg["attrs"] = list(attrs)
+    msg.encode()
+    return bytes(msg.data[16:])
+
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -62,36 +188,7 @@ _BE16 = struct.Struct(">H")
 RECV_SIZE = 1 << 16  # > the kernel's largest dump message (32 KiB, netlink_dump)
 
 
-# -- attributes --------------------------------------------------------------------------
-def attr(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
-
-
-def nest(kind: int, *parts: bytes) -> bytes:
-    return attr(kind | NLA_F_NESTED, b"".join(parts))
-
-
-def u8(kind: int, value: int) -> bytes:
-    return attr(kind, bytes((value,)))
-
-
-def u16(kind: int, value: int) -> bytes:
-    return attr(kind, _U16.pack(value))
-
-
-def u32(kind: int, value: int) -> bytes:
-    return attr(kind, _U32.pack(value))
-
-
-def be16(kind: int, value: int) -> bytes:
-    return attr(kind, _BE16.pack(value))
-
-
-def strz(kind: int, value: str) -> bytes:
-    return attr(kind, value.encode() + b"\0")
-
-
+# -- reading replies -----------------------------------------------------------------------
 def attrs(data: bytes, offset: int = 0, end: int | None = None):
     """(type, payload) of each attribute of ``data[offset:end]``; values stay undecoded."""
     end = len(data) if end is None else end
@@ -146,11 +243,12 @@ def get_str(payload: bytes) -> str:
 class Request:
     """One request and, after :meth:`Socket.transact`, its answer.
 
-    ``replies``: the bodies (after the netlink header) of the data messages the kernel
-    sent for it (a dump's entries, a GET's answer, an ``NLM_F_ECHO`` copy), with their
-    message types in ``types``. ``error``: 0 or a positive errno; ``extack``: the
-    kernel's explanation of an error, if it gave one. ``interrupted``: a dump saw
-    ``NLM_F_DUMP_INTR`` (the table changed while it was read; ask again).
+    ``body``: the message after the netlink header (:func:`encode`). ``replies``: the
+    bodies of the data messages the kernel sent for it (a dump's entries, a GET's
+    answer, an ``NLM_F_ECHO`` copy), with their message types in ``types``. ``error``: 0
+    or a positive errno; ``extack``: the kernel's explanation of an error, if it gave
+    one. ``interrupted``: a dump saw ``NLM_F_DUMP_INTR`` (the table changed while it was
+    read; ask again).
     """
 
     __slots__ = ("msg_type", "flags", "dump", "body", "replies", "types", "error", "extack", "interrupted", "seq")

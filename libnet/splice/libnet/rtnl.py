@@ -6,12 +6,13 @@ namespace of the thread that opens it, so open and use it inside
 
     created = rtnl.run(host, lambda rt: rt.add_bridge("cni0"))
 
-Messages are built and read here with :mod:`struct` (:mod:`splice.libnet.netlink`), from
-the kernel's uapi headers (``linux/rtnetlink.h``, ``if_link.h``, ``if_addr.h``,
-``neighbour.h``, ``if_bridge.h``): no third-party netlink library, nothing to import
-but the standard library, and a reply is decoded only as far as the caller reads it
-(a link message carries ~50 attributes; :class:`Link` keeps a dozen, and its
-kind-specific data is decoded on first access).
+Requests are built with pyroute2's message classes (``ifinfmsg``, ``ifaddrmsg``,
+``rtmsg``, ``ndmsg``, the IFLA_LINKINFO encoders of each kind), imported without the rest
+of pyroute2 (:mod:`splice.libnet.netlink`), and sent on splice's own socket. Replies are
+not parsed by pyroute2: they are decoded only as far as the caller reads them (a link
+message carries ~50 attributes; :class:`Link` keeps a dozen, and its kind-specific data
+is decoded on first access), with the attribute numbers of the kernel's uapi headers
+(``linux/rtnetlink.h``, ``if_link.h``, ``if_addr.h``, ``neighbour.h``, ``if_bridge.h``).
 
 Lookups are by name with one ``RTM_GETLINK``, never by dumping and filtering (a dump can
 be inconsistent while other agents change links). Only :meth:`Rtnl.dump_links` /
@@ -133,12 +134,13 @@ NTF_SELF = 0x02
 NTF_MASTER = 0x04
 NUD_PERMANENT = 0x80
 
+# reading the fixed part of replies
 _IFINFO = struct.Struct("=BxHiII")  # struct ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # struct ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # struct rtmsg
 _NDMSG = struct.Struct("=BxxxiHBB")  # struct ndmsg: family, (pad1, pad2), ifindex, state, flags, type
 _VLAN_INFO = struct.Struct("=HH")  # struct bridge_vlan_info: flags, vid
-_GET_EXT = nl.u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)  # lookups do not need the counters
+_GET_EXT = ("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)  # lookups do not need the counters
 
 BATCH_CHUNK = 16  # requests per send: their answers must fit the default receive buffer
 
@@ -318,13 +320,6 @@ def _ip(payload: bytes) -> IPAddress:
     return ipaddress.ip_address(payload)
 
 
-def _mac(mac: str) -> bytes:
-    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    if len(raw) != 6:
-        raise ValueError(f"{mac!r} is not a MAC address")
-    return raw
-
-
 def _family(version: int) -> int:
     return AF_INET6 if version == 6 else AF_INET
 
@@ -375,36 +370,40 @@ def _link_body(
     netns_fd: int | None = None,
     parent: int | None = None,
     kind: str | None = None,
-    data: bytes = b"",
+    data: LinkData | None = None,
     slave_kind: str | None = None,
-    slave_data: bytes = b"",
+    slave_data: list[tuple[str, Any]] | None = None,
+    extra: tuple[tuple[str, Any], ...] = (),
 ) -> bytes:
-    parts = [_IFINFO.pack(family, 0, index, flags, change)]
+    """An RTM_*LINK body (pyroute2's link message, :class:`splice.libnet.netlink.linkmsg`)."""
+    attrs: list[tuple[str, Any]] = []
     if name is not None:
-        parts.append(nl.strz(IFLA_IFNAME, name))
+        attrs.append(("IFLA_IFNAME", name))
     if mtu:
-        parts.append(nl.u32(IFLA_MTU, mtu))
+        attrs.append(("IFLA_MTU", mtu))
     if mac:
-        parts.append(nl.attr(IFLA_ADDRESS, _mac(mac)))
+        attrs.append(("IFLA_ADDRESS", linkinfo.mac_text(mac)))
     if master is not None:
-        parts.append(nl.u32(IFLA_MASTER, master))
+        attrs.append(("IFLA_MASTER", master))
     if alias is not None:
-        parts.append(nl.attr(IFLA_IFALIAS, alias.encode()))
+        attrs.append(("IFLA_IFALIAS", alias))
     if netns_fd is not None:
-        parts.append(nl.u32(IFLA_NET_NS_FD, netns_fd))
+        attrs.append(("IFLA_NET_NS_FD", netns_fd))
     if parent is not None:
-        parts.append(nl.u32(IFLA_LINK, parent))
+        attrs.append(("IFLA_LINK", parent))
     if kind is not None or slave_kind is not None:
-        info = []
+        info: list[tuple[str, Any]] = []
         if kind is not None:
-            info.append(nl.strz(IFLA_INFO_KIND, kind))
-            if data:
-                info.append(nl.nest(IFLA_INFO_DATA, data))
+            info.append(("IFLA_INFO_KIND", kind))
+            info_data = data.info_data() if data is not None else []
+            if info_data:
+                info.append(("IFLA_INFO_DATA", {"attrs": info_data}))
         if slave_kind is not None:
-            info.append(nl.strz(IFLA_INFO_KIND, slave_kind + "_slave"))
-            info.append(nl.nest(IFLA_INFO_SLAVE_DATA, slave_data))
-        parts.append(nl.nest(IFLA_LINKINFO, *info))
-    return b"".join(parts)
+            info.append(("IFLA_INFO_KIND", slave_kind + "_slave"))  # pyroute2 picks the slave class by it
+            info.append(("IFLA_INFO_SLAVE_DATA", {"attrs": slave_data or []}))
+        attrs.append(("IFLA_LINKINFO", {"attrs": info}))
+    attrs.extend(extra)
+    return nl.encode(nl.linkmsg, attrs, family=family, index=index, flags=flags, change=change)
 
 
 def _flags(up: bool | None = None, promisc: bool | None = None) -> tuple[int, int]:
@@ -462,7 +461,7 @@ class Rtnl:
 
     # -- links ---------------------------------------------------------------------
     def _get_link_op(self, name: str | None = None, index: int = 0) -> _Op:
-        body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + (nl.strz(IFLA_IFNAME, name) if name is not None else b"") + _GET_EXT
+        body = _link_body(index, name=name, extra=(_GET_EXT,))
         what = f"get link {name!r}" if name is not None else f"get link #{index}"
 
         def finish(req: nl.Request) -> Link | None:
@@ -488,9 +487,7 @@ class Rtnl:
         return link
 
     def _dump_links_op(self, master: int | None = None) -> _Op:
-        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _GET_EXT
-        if master is not None:
-            body += nl.u32(IFLA_MASTER, master)  # filtered by the kernel (and again below)
+        body = _link_body(master=master, extra=(_GET_EXT,))  # IFLA_MASTER: filtered by the kernel (and below)
 
         def finish(req: nl.Request) -> list[Link]:
             if req.error:
@@ -527,7 +524,7 @@ class Rtnl:
             raise ValueError(f"{type(data).__name__} data for a link of kind {kind!r}")
         flags, change = _flags(up=True) if up else (0, 0)
         body = _link_body(flags=flags, change=change, name=name, mtu=mtu, mac=mac, master=master,
-                          netns_fd=netns_fd, parent=parent, kind=kind, data=data.encode() if data else b"")
+                          netns_fd=netns_fd, parent=parent, kind=kind, data=data)
         req = nl.Request(RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL | nl.NLM_F_ECHO, body)
         what = f"create {kind} {name!r}"
 
@@ -722,11 +719,11 @@ class Rtnl:
 
     def _set_brport_op(self, link: int | str, *, hairpin: bool | None = None, isolated: bool | None = None,
                        alias: str | None = None) -> _Op | None:
-        slave = b""
+        slave: list[tuple[str, Any]] = []
         if hairpin is not None:
-            slave += nl.u8(IFLA_BRPORT_MODE, BRIDGE_MODE_HAIRPIN if hairpin else 0)
+            slave.append(("IFLA_BRPORT_MODE", BRIDGE_MODE_HAIRPIN if hairpin else 0))
         if isolated is not None:
-            slave += nl.u8(IFLA_BRPORT_ISOLATED, 1 if isolated else 0)
+            slave.append(("IFLA_BRPORT_ISOLATED", 1 if isolated else 0))
         if not slave and alias is None:
             return None
         index, name = (link, None) if isinstance(link, int) else (0, link)
@@ -766,12 +763,12 @@ class Rtnl:
         """An AF_BRIDGE link message with IFLA_AF_SPEC / IFLA_BRIDGE_VLAN_INFO (a range as
         two entries, RANGE_BEGIN and RANGE_END), as ``bridge vlan`` sends it."""
         if vid_end and vid_end != vid:
-            info = (_VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_BEGIN, vid)
-                    + _VLAN_INFO.pack(flags | BRIDGE_VLAN_INFO_RANGE_END, vid_end))
-            spec = nl.attr(IFLA_BRIDGE_VLAN_INFO, info[:4]) + nl.attr(IFLA_BRIDGE_VLAN_INFO, info[4:])
+            infos = [{"flags": flags | BRIDGE_VLAN_INFO_RANGE_BEGIN, "vid": vid},
+                     {"flags": flags | BRIDGE_VLAN_INFO_RANGE_END, "vid": vid_end}]
         else:
-            spec = nl.attr(IFLA_BRIDGE_VLAN_INFO, _VLAN_INFO.pack(flags, vid))
-        return _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0) + nl.nest(IFLA_AF_SPEC, spec)
+            infos = [{"flags": flags, "vid": vid}]
+        spec = ("IFLA_AF_SPEC", {"attrs": [("IFLA_BRIDGE_VLAN_INFO", info) for info in infos]})
+        return _link_body(index, family=AF_BRIDGE, extra=(spec,))
 
     def _bridge_vlan_add_op(self, index: int, vid: int, *, vid_end: int | None = None, pvid: bool = False,
                             untagged: bool = False) -> _Op:
@@ -809,7 +806,7 @@ class Rtnl:
         flags. Empty when VLAN filtering is off or unsupported. (An AF_BRIDGE dump with
         RTEXT_FILTER_BRVLAN: a plain RTM_GETLINK does not carry a port's VLANs, and the
         kernel does not filter bridge dumps by index.)"""
-        body = _IFINFO.pack(AF_BRIDGE, 0, 0, 0, 0) + nl.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN)
+        body = _link_body(family=AF_BRIDGE, extra=(("IFLA_EXT_MASK", RTEXT_FILTER_BRVLAN),))
 
         def finish(req: nl.Request) -> dict[int, int]:
             if req.error:
@@ -840,7 +837,7 @@ class Rtnl:
 
     # -- addresses ---------------------------------------------------------------------
     def _addresses_op(self, index: int, family: int | None = None) -> _Op:
-        body = _IFADDR.pack(family or AF_UNSPEC, 0, 0, 0, index)
+        body = nl.encode(nl.ifaddrmsg, family=family or AF_UNSPEC, index=index)
 
         def finish(req: nl.Request) -> list[Address]:
             if req.error:
@@ -868,13 +865,14 @@ class Rtnl:
         return self._run(self._addresses_op(index, family))
 
     def _address_body(self, index: int, iface: IPInterface, nodad: bool = False) -> bytes:
-        packed = iface.ip.packed
-        body = _IFADDR.pack(_family(iface.version), iface.network.prefixlen, 0, 0, index) + nl.attr(IFA_ADDRESS, packed)
+        ip = str(iface.ip)
+        attrs: list[tuple[str, Any]] = [("IFA_ADDRESS", ip)]
         if iface.version == 4:
-            body += nl.attr(IFA_LOCAL, packed)
+            attrs.append(("IFA_LOCAL", ip))
         elif nodad:
-            body += nl.u32(IFA_FLAGS, IFA_F_NODAD)
-        return body
+            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+        return nl.encode(nl.ifaddrmsg, attrs, family=_family(iface.version), prefixlen=iface.network.prefixlen,
+                         index=index)
 
     def _add_address_op(self, index: int, iface: IPInterface, *, nodad: bool = False) -> _Op:
         req = nl.Request(RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, self._address_body(index, iface, nodad))
@@ -898,22 +896,25 @@ class Rtnl:
                     table: int | None, scope: int | None, onlink: bool = False, mtu: int | None = None,
                     advmss: int | None = None) -> bytes:
         table = RT_TABLE_MAIN if table is None else table
-        parts = [_RTMSG.pack(_family(dst.version), dst.prefixlen, 0, 0, table if table < 256 else RT_TABLE_UNSPEC,
-                             RTPROT_STATIC, scope or 0, RTN_UNICAST, RTNH_F_ONLINK if onlink else 0)]
+        if gw is not None and gw.version != dst.version:
+            raise ValueError(f"gateway {gw} is not an IPv{dst.version} address (route {dst})")
+        attrs: list[tuple[str, Any]] = []
         if dst.prefixlen:
-            parts.append(nl.attr(RTA_DST, dst.network_address.packed))
+            attrs.append(("RTA_DST", str(dst.network_address)))
         if gw is not None:
-            parts.append(nl.attr(RTA_GATEWAY, gw.packed))
+            attrs.append(("RTA_GATEWAY", str(gw)))
         if oif:
-            parts.append(nl.u32(RTA_OIF, oif))
+            attrs.append(("RTA_OIF", oif))
         if priority is not None:
-            parts.append(nl.u32(RTA_PRIORITY, priority))
+            attrs.append(("RTA_PRIORITY", priority))
         if table >= 256:
-            parts.append(nl.u32(RTA_TABLE, table))
-        metrics = (nl.u32(RTAX_MTU, mtu) if mtu else b"") + (nl.u32(RTAX_ADVMSS, advmss) if advmss else b"")
+            attrs.append(("RTA_TABLE", table))
+        metrics = ([("RTAX_MTU", mtu)] if mtu else []) + ([("RTAX_ADVMSS", advmss)] if advmss else [])
         if metrics:
-            parts.append(nl.nest(RTA_METRICS, metrics))
-        return b"".join(parts)
+            attrs.append(("RTA_METRICS", {"attrs": metrics}))
+        return nl.encode(nl.rtmsg, attrs, family=_family(dst.version), dst_len=dst.prefixlen, src_len=0, tos=0,
+                         table=table if table < 256 else RT_TABLE_UNSPEC, proto=RTPROT_STATIC, scope=scope or 0,
+                         type=RTN_UNICAST, flags=RTNH_F_ONLINK if onlink else 0)
 
     def _add_route_op(self, dst: IPNetwork, *, gw: IPAddress | None = None, oif: int | None = None,
                       mtu: int | None = None, advmss: int | None = None, priority: int | None = None,
@@ -957,7 +958,7 @@ class Rtnl:
         return self._run(self._delete_route_op(dst, gw=gw, oif=oif, priority=priority, table=table))
 
     def _routes_op(self, family: int) -> _Op:
-        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = nl.encode(nl.rtmsg, family=family, table=0, proto=0, scope=0, type=0)
 
         def finish(req: nl.Request) -> list[RouteEntry]:
             if req.error:
@@ -990,17 +991,17 @@ class Rtnl:
     # -- FDB entries ---------------------------------------------------------------------
     def _fdb_body(self, ifindex: int, mac: str, dst: IPAddress | None, vni: int | None, port: int | None,
                   vlan: int | None, master: bool) -> bytes:
-        parts = [_NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_MASTER if master else NTF_SELF, 0),
-                 nl.attr(NDA_LLADDR, _mac(mac))]
+        attrs: list[tuple[str, Any]] = [("NDA_LLADDR", linkinfo.mac_text(mac))]
         if dst is not None:
-            parts.append(nl.attr(NDA_DST, dst.packed))
+            attrs.append(("NDA_DST", str(dst)))
         if vlan is not None:
-            parts.append(nl.u16(NDA_VLAN, vlan))
+            attrs.append(("NDA_VLAN", vlan))
         if port is not None:
-            parts.append(nl.be16(NDA_PORT, port))
+            attrs.append(("NDA_PORT", port))
         if vni is not None:
-            parts.append(nl.u32(NDA_VNI, vni))
-        return b"".join(parts)
+            attrs.append(("NDA_VNI", vni))
+        return nl.encode(nl.ndmsg, attrs, family=AF_BRIDGE, ifindex=ifindex, state=NUD_PERMANENT,
+                         flags=NTF_MASTER if master else NTF_SELF, ndm_type=0)
 
     def _fdb_op(self, how: str, ifindex: int, mac: str, *, dst: IPAddress | None = None, vni: int | None = None,
                 port: int | None = None, vlan: int | None = None, master: bool = False) -> _Op:
@@ -1043,7 +1044,7 @@ class Rtnl:
         return self._run(self._fdb_op("delete", ifindex, mac, dst=dst, vni=vni, vlan=vlan, master=master))
 
     def _fdb_dump_op(self, ifindex: int) -> _Op:
-        body = _NDMSG.pack(AF_BRIDGE, ifindex, 0, 0, 0)
+        body = nl.encode(nl.ndmsg, family=AF_BRIDGE, ifindex=ifindex)
 
         def finish(req: nl.Request) -> list[FdbEntry]:
             if req.error:
@@ -1080,9 +1081,11 @@ class Rtnl:
 
     # -- neighbours ----------------------------------------------------------------------
     def _neigh_op(self, how: str, ifindex: int, ip: IPAddress, mac: str | None = None) -> _Op:
-        body = _NDMSG.pack(_family(ip.version), ifindex, NUD_PERMANENT, 0, RTN_UNICAST) + nl.attr(NDA_DST, ip.packed)
+        attrs: list[tuple[str, Any]] = [("NDA_DST", str(ip))]
         if mac is not None:
-            body += nl.attr(NDA_LLADDR, _mac(mac))
+            attrs.append(("NDA_LLADDR", linkinfo.mac_text(mac)))
+        body = nl.encode(nl.ndmsg, attrs, family=_family(ip.version), ifindex=ifindex, state=NUD_PERMANENT, flags=0,
+                         ndm_type=RTN_UNICAST)
         what = f"{how} neighbour {ip}" + (f" lladdr {mac}" if mac else "") + f" on link #{ifindex}"
         if how == "delete":
             return _Op(nl.Request(RTM_DELNEIGH, 0, body), _ack(what, ok=(_errno.ENOENT,), ok_value=False, value=True))
@@ -1105,7 +1108,7 @@ class Rtnl:
         return self._run(self._neigh_op("delete", ifindex, ip))
 
     def _neigh_dump_op(self, ifindex: int, family: int | None = None) -> _Op:
-        body = _NDMSG.pack(family or AF_UNSPEC, 0, 0, 0, 0) + nl.u32(NDA_IFINDEX, ifindex)
+        body = nl.encode(nl.ndmsg, [("NDA_IFINDEX", ifindex)], family=family or AF_UNSPEC)
 
         def finish(req: nl.Request) -> list[Neighbour]:
             if req.error:
