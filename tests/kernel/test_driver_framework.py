@@ -229,3 +229,17 @@ def test_same_address_on_two_bridges_keeps_both_nats(host_ns, make_ns, host):
     db.detach(att(b, "cb", "netB"), wb.ips)
     assert entries() == set()
     assert oracle.link_names(host_ns.name) == {"lo", "br-fa", "br-fb"}
+
+
+def test_a_very_long_container_id_gets_a_truncated_alias(host_ns, make_ns, host):
+    """Issue 9 item 6: the kernel takes 254 alias bytes (255 with the NUL); a container id
+    of 236 characters or more must not fail with ERANGE."""
+    sb = make_ns()
+    cid = "c" * 300
+    d = bridge(host)
+    w = d.attach(att(sb, cid), [ip4(2)], [])
+    veth = host_veth_name("netA", cid, "eth0")
+    alias = oracle.link(host_ns.name, veth)["ifalias"]
+    assert len(alias.encode()) == 254 and alias == link_alias("netA", cid, "eth0")
+    d.detach(att(sb, cid), w.ips)
+    assert oracle.link_names(host_ns.name) == {"lo", BR}
