@@ -204,3 +204,32 @@ def test_missing_ipam_or_name(tmp_path):
     c["name"] = "../../etc"
     with pytest.raises(IpamConfigError, match="invalid network name"):
         ip.ipam_del(cmd(c, "DEL"))
+
+
+def test_data_dir_a_regular_file_answers_code_7(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(IpamConfigError) as e:
+        ip.ipam_add(cmd(conf(tmp_path, dataDir=str(blocker))))
+    assert from_exception(e.value).code == 7
+    assert f"{blocker} is a regular file, not a directory" in str(e.value)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_store_deleted_under_a_running_system_is_refused(tmp_path, shared):
+    # issue 9 item 8: two containers got the same address after store.db was removed
+    # (the agent's shared store re-opened the path and started a new, empty store)
+    from splice.ipam.errors import StoreError
+
+    ip.share_stores(shared)
+    try:
+        c = conf(tmp_path)
+        assert first_ip(ip.ipam_add(cmd(c, cid="c1"))) == "10.1.0.2/24"
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / "net1" / ("store.db" + suffix)).unlink(missing_ok=True)
+        with pytest.raises(StoreError, match="store.db is missing, but .*store.db.id shows it existed") as e:
+            ip.ipam_add(cmd(c, cid="c2"))
+        assert from_exception(e.value).code == 100  # not retried as transient
+        assert not (tmp_path / "net1" / "store.db").exists()
+    finally:
+        ip.share_stores(False)

@@ -224,11 +224,34 @@ def test_status(tmp_path):
         ds.status()
 
 
-def test_status_store_error(tmp_path):
+def test_data_dir_that_is_a_file_is_a_config_error(tmp_path):
+    # issue 9 item 9: a regular file as dataDir (or above it) is IpamConfigError (CNI code 7)
+    # naming the path and the problem, not an internal error (code 100)
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    cfg = parse_ipam_config({"subnet": "10.1.0.0/24", "dataDir": str(blocker)}, "net")
-    with pytest.raises(StoreError, match="cannot create IPAM store directory"):
+    for data_dir in (blocker, blocker / "sub"):
+        cfg = parse_ipam_config({"subnet": "10.1.0.0/24", "dataDir": str(data_dir)}, "net")
+        with pytest.raises(IpamConfigError, match=rf"{blocker} is a regular file, not a directory .*dataDir"):
+            Ipam(cfg).status()
+        with pytest.raises(IpamConfigError, match="is a regular file"):
+            Ipam(cfg).allocate("c", "eth0")
+    # the store directory itself a file, the database a directory
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "net").write_text("x")
+    with pytest.raises(IpamConfigError, match=rf"{tmp_path / 'd' / 'net'} is a regular file"):
+        make(tmp_path / "d", [[{"subnet": "10.1.0.0/24"}]]).allocate("c", "eth0")
+    (tmp_path / "e" / "net" / DB_NAME).mkdir(parents=True)
+    with pytest.raises(StoreError, match=rf"{tmp_path / 'e' / 'net' / DB_NAME} is a directory, not a database"):
+        make(tmp_path / "e", [[{"subnet": "10.1.0.0/24"}]]).allocate("c", "eth0")
+
+
+def test_status_store_error(tmp_path, monkeypatch):
+    def denied(path, mode=0o777):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "mkdir", denied)
+    cfg = parse_ipam_config({"subnet": "10.1.0.0/24", "dataDir": str(tmp_path / "data")}, "net")
+    with pytest.raises(StoreError, match=rf"cannot create IPAM store directory {tmp_path / 'data'}: Permission denied"):
         Ipam(cfg).status()
 
 

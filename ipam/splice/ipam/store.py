@@ -31,12 +31,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Callable, Iterator, NamedTuple
 
-from splice.ipam.errors import StoreBusy, StoreError
+from splice.ipam.errors import IpamConfigError, StoreBusy, StoreError
 
 DB_NAME = "store.db"
+MARKER_SUFFIX = ".id"  # <db>.id: the generation of the database this directory holds
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_BUSY_TIMEOUT = 10.0
 SCHEMA_VERSION = 1
 
@@ -209,26 +213,62 @@ class Store:
     def __init__(self, directory: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.directory = directory
         self.path = os.path.join(directory, self.db_name)
+        self.marker = self.path + MARKER_SUFFIX
         self.busy_timeout = float(busy_timeout)
         self._con = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ lifecycle
     def exists(self) -> bool:
-        return os.path.exists(self.path)
+        """Whether the database exists. StoreError if it does not but its marker does:
+        the database was deleted under a store in use (see :meth:`open`)."""
+        if os.path.exists(self.path):
+            return True
+        if os.path.lexists(self.marker):
+            raise self._missing(self._read_marker())
+        return False
 
     def open(self) -> None:
-        """Open (creating directory, file and schema if needed)."""
+        """Open (creating directory, file and schema if needed).
+
+        Directories are created 0700, the database (and so SQLite's -wal/-shm, created
+        with the database's mode) 0600; an existing store's modes are tightened.
+        The database holds a random generation, also written to ``<db>.id`` next to it.
+        A marker without its database (the database was deleted), or a database whose
+        generation is not the marker's (replaced), is a StoreError: silently starting
+        over would hand out addresses running containers hold. Checked and created under
+        an exclusive lock on the directory (concurrent first openers)."""
         if self._con is not None:
             return
         import sqlite3
 
-        try:
-            os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create IPAM store directory {self.directory}: {e.strerror or e}") from None
+        self._make_dirs()
+        dfd = self._lock_dir()
         con = None
         try:
+            marker = self._read_marker()
+            st = self._stat_db()
+            if st is None:
+                if marker is not None:
+                    raise self._missing(marker)
+                side = [self.path + x for x in ("-wal", "-journal") if os.path.lexists(self.path + x)]
+                if side:
+                    raise StoreError(
+                        f"IPAM store {self.path} is missing but {side[0]} is left: the database was deleted "
+                        f"while in use. {self._recovery()}"
+                    )
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                except OSError as e:
+                    raise StoreError(f"cannot create IPAM store {self.path}: {e.strerror or e}") from None
+                try:
+                    os.fchmod(fd, FILE_MODE)  # umask-proof; SQLite gives -wal/-shm this mode
+                finally:
+                    os.close(fd)
+            else:
+                for name in (self.path, self.marker, *(self.path + x for x in _SIDE_FILES)):
+                    _tighten(name, FILE_MODE)
             con = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -254,6 +294,17 @@ class Store:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
+            gen = self._generation(con)
+            if marker is None:
+                self._write_marker(gen)
+            elif marker != gen:
+                raise StoreError(
+                    f"IPAM store {self.path} is not the database {self.marker} records (generation {gen}, "
+                    f"expected {marker}): it was replaced while in use, and the addresses it lacks may be "
+                    f"held by running containers. {self._recovery()}"
+                )
+            ident = os.stat(self.path)
+            self._ident = (ident.st_dev, ident.st_ino)
         except sqlite3.Error as e:
             if con is not None:
                 con.close()
@@ -262,7 +313,143 @@ class Store:
             if con is not None:
                 con.close()
             raise
+        finally:
+            os.close(dfd)  # releases the directory lock
         self._con = con
+
+    # ------------------------------------------------------------------ identity, modes
+    def _recovery(self) -> str:
+        return (
+            f"Restore it from a backup; or, to start this store over with no reservations (only once no "
+            f"container holds an address from it), remove the whole directory {self.directory}"
+        )
+
+    def _missing(self, marker: str | None) -> StoreError:
+        return StoreError(
+            f"IPAM store {self.path} is missing, but {self.marker} shows it existed (generation {marker}): "
+            f"it was deleted while in use, and the addresses it recorded may be held by running containers. "
+            f"{self._recovery()}"
+        )
+
+    def _read_marker(self) -> str | None:
+        try:
+            with open(self.marker, encoding="ascii", errors="replace") as f:
+                return f.read().strip() or "(empty)"
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"IPAM store marker {self.marker} unreadable: {e.strerror or e}") from None
+
+    def _write_marker(self, gen: str) -> None:
+        tmp = f"{self.marker}.tmp{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                os.fchmod(fd, FILE_MODE)
+                os.write(fd, gen.encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.marker)
+        except OSError as e:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"cannot write IPAM store marker {self.marker}: {e.strerror or e}") from None
+
+    @staticmethod
+    def _generation(con) -> str:
+        """The database's generation (created on first open, and for stores older than it)."""
+        import sqlite3
+
+        try:
+            t = con.execute("SELECT generation FROM store_identity").fetchone()
+        except sqlite3.OperationalError:
+            t = None
+        if t is not None:
+            return str(t[0])
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS store_identity (generation TEXT NOT NULL)")
+            t = con.execute("SELECT generation FROM store_identity").fetchone()
+            if t is None:
+                gen = os.urandom(16).hex()
+                con.execute("INSERT INTO store_identity (generation) VALUES (?)", (gen,))
+            else:
+                gen = str(t[0])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return gen
+
+    def _stat_db(self) -> os.stat_result | None:
+        import stat
+
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"IPAM store {self.path} unusable: {e.strerror or e}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"IPAM store {self.path} is {_kind(st.st_mode)}, not a database file")
+        return st
+
+    def _make_dirs(self) -> None:
+        """The store directory and its parent (the data directory) 0700 when created here,
+        higher missing levels 0755; an existing store directory is tightened to 0700."""
+        d = os.path.abspath(self.directory)
+        parent = os.path.dirname(d)
+        missing: list[str] = []
+        p = d
+        while not os.path.isdir(p):
+            if os.path.lexists(p) or os.path.dirname(p) == p:
+                self._not_a_dir(p)
+            missing.append(p)
+            p = os.path.dirname(p)
+        for p in reversed(missing):
+            mode = DIR_MODE if p in (d, parent) else 0o755
+            try:
+                os.mkdir(p, mode)
+            except FileExistsError:
+                if not os.path.isdir(p):
+                    self._not_a_dir(p)
+                continue  # a concurrent opener made it
+            except OSError as e:
+                raise StoreError(f"cannot create IPAM store directory {p}: {e.strerror or e}") from None
+            _tighten(p, mode, exact=True)  # mkdir's mode is masked by the umask
+        if not missing:
+            _tighten(d, DIR_MODE)
+
+    def _not_a_dir(self, p: str) -> None:
+        try:
+            kind = _kind(os.stat(p).st_mode)
+        except OSError as e:
+            kind = f"unusable ({e.strerror or e})"
+        raise IpamConfigError(
+            f"IPAM store location {self.directory}: {p} is {kind}, not a directory (check the ipam dataDir)"
+        )
+
+    def _lock_dir(self) -> int:
+        import fcntl
+
+        try:
+            dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise StoreError(f"IPAM store directory {self.directory} unusable: {e.strerror or e}") from None
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                fcntl.flock(dfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return dfd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(dfd)
+                    raise StoreBusy(
+                        f"IPAM store directory {self.directory} is locked by another process (waited "
+                        f"{self.busy_timeout:g}s); try again"
+                    ) from None
+                time.sleep(0.002)
 
     def _set_wal(self, con) -> None:
         # Switching a new file to WAL needs an exclusive lock; concurrent first openers
@@ -291,6 +478,21 @@ class Store:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                self._ident = None
+
+    def _check_identity(self) -> None:
+        """StoreError if the file opened is no longer at ``path`` (deleted or replaced
+        under an open store: its writes would be lost, another opener refuses)."""
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._ident
+        except OSError:
+            same = False
+        if not same:
+            self.close()
+            raise StoreError(
+                f"IPAM store {self.path} was deleted or replaced while open. {self._recovery()}"
+            )
 
     def _map(self, e: BaseException) -> BaseException:
         if _is_busy(e):
@@ -317,6 +519,7 @@ class Store:
     def _txn(self, begin: str, write: bool) -> Iterator[Txn]:
         import sqlite3
 
+        self._check_identity()
         con = self._con
         try:
             con.execute(begin)
@@ -336,3 +539,33 @@ class Store:
             if isinstance(exc, sqlite3.Error):
                 raise self._map(exc) from None
             raise
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _tighten(path: str, mode: int, exact: bool = False) -> None:
+    """chmod ``path`` to ``mode`` if it grants more (group/other bits), or ``exact``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"IPAM store path {path} unusable: {e.strerror or e}") from None
+    import stat
+
+    if stat.S_ISLNK(st.st_mode):
+        return
+    if exact or st.st_mode & 0o7777 & ~mode:
+        try:
+            os.chmod(path, mode)
+        except OSError as e:
+            raise StoreError(f"cannot restrict the mode of IPAM store path {path}: {e.strerror or e}") from None
