@@ -25,6 +25,13 @@ COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 # Same regex libcni uses for container ids and network names (pkg/utils/utils.go).
 ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")  # current name, pre-6a68851 name
+# Request limits (code 6 beyond them). A network config is kilobytes (a plugin's options, a
+# prevResult, the runtime's capability arguments); 1 MiB leaves room for a thousand port
+# mappings and stops a runaway request before it costs memory. Nesting is bounded as well:
+# real configs are under 10 levels deep, and Python's json recursion (RecursionError near
+# 1000 levels) must never be what stops a request.
+MAX_REQUEST_BYTES = 1 << 20
+MAX_NESTING = 128
 
 # Environment variables and the commands that require them (STATUS needs nothing but the
 # command; CNI_PATH is optional except for GC, where the spec requires it).
@@ -185,13 +192,83 @@ def _same_netns_as_self(path: str, host: Any = None) -> bool:
 
 
 def _read_stdin(stdin) -> bytes:
+    """stdin, at most MAX_REQUEST_BYTES (a bigger request is code 6, without reading it all)."""
+    chunks: list = []
+    total = 0
     try:
-        data = stdin.read()
+        while total <= MAX_REQUEST_BYTES:
+            chunk = stdin.read(MAX_REQUEST_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
     except (OSError, ValueError) as exc:
         raise CniError(E.IO_FAILURE, "error reading from stdin", str(exc)) from None
+    if total > MAX_REQUEST_BYTES:
+        raise CniError(E.DECODE_FAILURE, f"request too large: the network config exceeds {MAX_REQUEST_BYTES} bytes",
+                       "a CNI network config is kilobytes; splice reads at most 1 MiB from stdin")
+    data = (chunks[0][:0] if chunks else b"").join(chunks)
     if isinstance(data, str):
         data = data.encode()
     return data
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+for _b in b"[{":
+    _STEP[_b] = 1
+for _b in b"]}":
+    _STEP[_b] = -1
+
+
+def json_depth_exceeds(raw: bytes, limit: int = MAX_NESTING) -> bool:
+    """Does the JSON text ``raw`` nest arrays/objects deeper than ``limit``? Checked before
+    decoding; a config with at most ``limit`` opening brackets (every real one) costs two
+    ``count`` calls."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    from itertools import accumulate
+
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def decode_config(raw: bytes, what: str = "network config") -> object:
+    """``json.loads`` with the nesting bound: CniError code 6 for anything undecodable."""
+    if json_depth_exceeds(raw):
+        raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(raw)
+    except RecursionError:  # a safety net: the depth check above comes first
+        raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}", str(exc)) from None
+
+
+def _json_type(value: object) -> str:
+    return {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def validate_conventions(config: dict) -> None:
+    """The well-known objects every plugin reads (CNI CONVENTIONS): ``runtimeConfig``,
+    ``args`` and ``args.cni`` are JSON objects (or null). Code 7 otherwise: a wrong-typed
+    one would silently drop the runtime's capability arguments (ips, mac, portMappings)."""
+    for key in ("runtimeConfig", "args"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CniError(E.INVALID_CONFIG, f"invalid network config: {key} must be an object, got {_json_type(value)}",
+                           f"{key}: {_fmt(value)}")
+    cni = (config.get("args") or {}).get("cni")
+    if cni is not None and not isinstance(cni, dict):
+        raise CniError(E.INVALID_CONFIG, f"invalid network config: args.cni must be an object, got {_json_type(cni)}",
+                       f"args.cni: {_fmt(cni)}")
+
+
+def _fmt(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _emit(stdout: TextIO, obj: dict) -> None:
@@ -211,11 +288,9 @@ def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: d
     config: object = None
     try:
         raw = _read_stdin(stdin)
-        config = json.loads(raw)
+        config = decode_config(raw)
     except CniError as exc:
         stdin_error = exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        stdin_error = CniError(E.DECODE_FAILURE, "error unmarshalling network config", str(exc))
     if stdin_error is None and not isinstance(config, dict):
         stdin_error = CniError(E.DECODE_FAILURE, "error unmarshalling network config",
                                f"expected a JSON object, got {type(config).__name__}")
@@ -257,6 +332,7 @@ def _build_args(plugin: Plugin, cmd: str, env: Mapping[str, str], stdin, seen: d
         raise CniError(E.INCOMPATIBLE_VERSION, f"config version does not allow {cmd}",
                        f"config is {version!r}, {cmd} needs cniVersion >= {gates[cmd][0]}")
 
+    validate_conventions(config)
     prev = None
     if config.get("prevResult") is not None:
         from splice.plugins.cni import types
