@@ -94,3 +94,103 @@ def test_delegate_missing_ipam_binary(cni, host_ns, sandbox_ns, ipam_dir):
     err = assert_error(cni.run("splice-bridge", "ADD", conf, netns=sandbox_ns.path), 106)
     assert "no-such-ipam" in err["msg"]
     assert_nothing_made(host_ns, sandbox_ns)
+
+
+# --- a failed ADD leaves nothing, and the same ADD with the config fixed succeeds --------------
+
+
+def add_fails_then_fixed_add_succeeds(cni, plugin, bad, good, sandbox_ns, ipam_dir, leaks, code, *, cni_path=None):
+    """ADD ``bad`` fails with ``code`` and leaves nothing (links, sandbox interface, nft
+    elements, leases); ADD ``good`` (same container, same ifname) then succeeds (no 102:
+    nothing of the failed ADD is in the way) and DEL cleans up."""
+    err = assert_error(cni.run(plugin, "ADD", bad, netns=sandbox_ns.path), code)
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+    res = cni.run(plugin, "ADD", good, netns=sandbox_ns.path)
+    assert res.rc == 0, res
+    assert res.json["cniVersion"] == good["cniVersion"]
+    prev = res.json
+    res = cni.run(plugin, "DEL", {**good, "prevResult": prev}, netns=sandbox_ns.path)
+    assert res.rc == 0, res
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+    return err
+
+
+def ipam_conf(ipam_dir, version, **ipam):
+    return {"cniVersion": version, "name": "spt-net", "type": "splice-ipam",
+            "ipam": {"type": "splice-ipam", "ranges": [[{"subnet": "10.77.0.0/24"}]], "dataDir": str(ipam_dir), **ipam}}
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+@pytest.mark.parametrize("plugin", ["splice-bridge", "splice-ipam"])
+def test_bad_ipam_dns_leaves_nothing(plugin, version, cni, sandbox_ns, ipam_dir, leaks):
+    """IPAM ``dns.nameservers: "x"``: splice-ipam puts its config's dns in its result; a
+    malformed one is a config error (7) before anything is allocated, whether splice-ipam
+    runs as its own executable or in-process under splice-bridge."""
+    if plugin == "splice-ipam":
+        good = ipam_conf(ipam_dir, version, dns={"nameservers": ["10.77.0.53"]})
+    else:
+        good = plugin_conf(ipam_dir, version)
+        good["ipam"]["dns"] = {"nameservers": ["10.77.0.53"]}
+    for bad_dns in ({"nameservers": "x"}, {"nameservers": [1]}, {"domain": 5}, {"search": {}}):
+        bad = json.loads(json.dumps(good))
+        bad["ipam"]["dns"] = bad_dns
+        err = add_fails_then_fixed_add_succeeds(cni, plugin, bad, good, sandbox_ns, ipam_dir, leaks, 7)
+        assert "dns" in err["msg"], err
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_bad_bridge_dns_leaves_nothing(version, cni, sandbox_ns, ipam_dir, leaks):
+    good = plugin_conf(ipam_dir, version, dns={"nameservers": ["10.77.0.53"]})
+    for bad_dns in ("string", {"nameservers": "x"}, [1]):
+        err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", {**good, "dns": bad_dns}, good, sandbox_ns,
+                                                ipam_dir, leaks, 6)
+        assert "dns" in err["msg"] and "result" not in err["msg"], err
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_l2_only_result_an_old_version_cannot_carry_leaves_nothing(version, cni, sandbox_ns, ipam_dir, leaks):
+    """A bridge without IPAM makes an interface without addresses: a 0.1.0/0.2.0 result
+    cannot say so (it needs ip4 or ip6), ADD fails after the kernel work and undoes it."""
+    good = plugin_conf(ipam_dir, version)
+    bad = {k: v for k, v in good.items() if k != "ipam"}
+    err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", bad, good, sandbox_ns, ipam_dir, leaks, 1)
+    assert "cannot convert" in err["msg"], err
+
+
+NO_IPS_IPAM = """#!/bin/sh
+# A delegated IPAM that hands out no address (and records its calls).
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$(dirname "$0")/calls"
+cat > /dev/null
+if [ "$CNI_COMMAND" = ADD ]; then echo '{"cniVersion": "0.2.0", "dns": {}}'; fi
+if [ "$CNI_COMMAND" = VERSION ]; then echo '{"cniVersion": "0.2.0", "supportedVersions": ["0.1.0", "0.2.0"]}'; fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+def test_delegated_ipam_without_addresses_leaves_nothing(version, cni, sandbox_ns, ipam_dir, leaks, tmp_path):
+    """A delegated IPAM answering no address: the 0.1.0/0.2.0 result does not convert
+    after the kernel work; the interface is removed and the delegate's DEL is called."""
+    d = tmp_path / "cni-bin"
+    d.mkdir()
+    exe = d / "spt-noips"
+    exe.write_text(NO_IPS_IPAM)
+    exe.chmod(0o755)
+    cni.cni_path.append(str(d))
+    good = plugin_conf(ipam_dir, version)
+    bad = {**good, "ipam": {"type": "spt-noips"}}
+    err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", bad, good, sandbox_ns, ipam_dir, leaks, 1)
+    assert "cannot convert" in err["msg"], err
+    assert (d / "calls").read_text().split("\n")[:2] == ["ADD c0ffee eth0", "DEL c0ffee eth0"]
+
+
+@pytest.mark.parametrize("where", ["runtimeConfig", "args"])
+def test_bad_mac_fails_before_ipam(where, cni, sandbox_ns, ipam_dir, leaks):
+    good = plugin_conf(ipam_dir, "1.0.0")
+    for mac in ("zz:00:00:00:00:01", "01:00:00:00:00:01", 5):
+        bad = {**good, "runtimeConfig": {"mac": mac}} if where == "runtimeConfig" else {**good, "args": {"cni": {"mac": mac}}}
+        err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", bad, good, sandbox_ns, ipam_dir, leaks, 7)
+        assert "mac" in err["msg"].lower(), err
+    bad_env = assert_error(cni.run("splice-bridge", "ADD", good, netns=sandbox_ns.path, args="MAC=01:00:00:00:00:01"), 4)
+    assert "CNI_ARGS MAC" in bad_env["msg"], bad_env
+    leaks.assert_clean([sandbox_ns], [ipam_dir])

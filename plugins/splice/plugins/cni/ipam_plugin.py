@@ -48,11 +48,20 @@ def _config(a: "CmdArgs", *, ranges: bool = True) -> "IpamConfig":
     name = a.config.get("name")
     override = _runtime_config(a).get("ipRanges") or None
     try:
-        return parse_ipam_config(ipam, name, override)
+        cfg = parse_ipam_config(ipam, name, override)
     except IpamConfigError:
         if ranges:
             raise
         return store_location(ipam, name)
+    if ranges and cfg.dns is not None:  # it becomes the result's dns: malformed = nothing allocated
+        from splice.plugins.cni.errors import CniError
+        from splice.plugins.cni.types import config_dns
+
+        try:
+            config_dns(cfg.dns, "ipam.dns")
+        except CniError as exc:
+            raise IpamConfigError(exc.msg) from None
+    return cfg
 
 
 # -- shared stores (a long-lived process: the agent) ---------------------------------
@@ -275,7 +284,20 @@ class SpliceIpam:
     cni_args = frozenset({"IP"})
 
     def add(self, a: "CmdArgs") -> dict:
-        return ipam_add(a)
+        """The result, checked to render in the config's version before it is returned: a
+        result that cannot be printed would leave a lease nobody knows about."""
+        from splice.plugins.cni.types import convert
+
+        result = ipam_add(a)
+        try:
+            convert(result, a.version)
+        except BaseException as exc:
+            try:
+                ipam_del(a)
+            except Exception as e:  # noqa: BLE001 - reported on the original error
+                exc.add_note(f"rollback: IPAM release: {getattr(e, 'msg', None) or e}")
+            raise
+        return result
 
     def delete(self, a: "CmdArgs") -> None:
         ipam_del(a)

@@ -29,17 +29,41 @@ if TYPE_CHECKING:
     from splice.plugins.model import Attachment
 
 
-def container_mac(a: "CmdArgs") -> str | None:
-    """Container MAC: runtimeConfig "mac" > args.cni.mac > CNI_ARGS MAC (the CNI
-    conventions document's order: runtime config first)."""
+def _mac_source(a: "CmdArgs") -> "tuple[str, str | None]":
+    """(where, MAC): runtimeConfig "mac" > args.cni.mac > CNI_ARGS MAC (the CNI
+    conventions document's order: runtime config first). A MAC in the config that is not a
+    string is a config error (code 7)."""
+    from splice.plugins.errors import ConfigError
+
     rc = a.config.get("runtimeConfig") or {}
-    if isinstance(rc, dict) and rc.get("mac"):
-        return str(rc["mac"])
     args = a.config.get("args") or {}
     cni = args.get("cni") if isinstance(args, dict) else None
-    if isinstance(cni, dict) and cni.get("mac"):
-        return str(cni["mac"])
-    return a.args.get("MAC") or None
+    for where, holder in (("runtimeConfig.mac", rc), ("args.cni.mac", cni)):
+        if isinstance(holder, dict) and holder.get("mac") not in (None, ""):
+            if not isinstance(holder["mac"], str):
+                raise ConfigError(f"{where} must be a MAC address string, got {holder['mac']!r}")
+            return where, holder["mac"]
+    return "CNI_ARGS MAC", a.args.get("MAC") or None
+
+
+def container_mac(a: "CmdArgs") -> str | None:
+    """Container MAC (see :func:`_mac_source` for the precedence)."""
+    return _mac_source(a)[1]
+
+
+def check_mac(a: "CmdArgs") -> None:
+    """A MAC the kernel cannot give the container interface: code 7 from the config, code 4
+    from CNI_ARGS (the environment)."""
+    where, mac = _mac_source(a)
+    if mac:
+        from splice.libnet.names import normalize_mac
+        from splice.plugins.errors import ConfigError, InvalidEnvironment
+
+        try:
+            normalize_mac(mac)
+        except ValueError as e:
+            cls = InvalidEnvironment if where.startswith("CNI_ARGS") else ConfigError
+            raise cls(f"{where}: {e}") from None
 
 
 def attachment(a: "CmdArgs") -> "Attachment":
@@ -122,7 +146,8 @@ class MainPlugin:
 
         driver = self.driver(a)  # validates the whole driver config before touching anything
         att = attachment(a)
-        config_dns = types.to_canonical({"dns": a.config.get("dns")}, CURRENT)["dns"]  # code 6 when malformed
+        check_mac(a)  # before IPAM: a bad request makes nothing
+        config_dns = types.config_dns(a.config.get("dns"))  # code 6 when malformed
         with_ipam = self.has_ipam(a)
         ipam_result: dict = {}
         if with_ipam:

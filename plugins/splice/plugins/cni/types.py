@@ -161,6 +161,16 @@ def _dns(d: object, where: str = "dns") -> dict:
     return out
 
 
+def config_dns(value: object, where: str = "dns") -> dict:
+    """A network config's ``dns`` (the result's DNS object, CNI SPEC) validated and
+    normalised; CniError code 6 naming the config field when it is malformed."""
+    try:
+        return _dns(value, where)
+    except CniError as exc:
+        msg = exc.msg.replace("invalid result: ", "", 1)
+        raise CniError(exc.code, f"invalid network config: {msg}", exc.details) from None
+
+
 def _from_02x(result: dict) -> dict:
     ips: list[dict] = []
     routes: list[dict] = []
