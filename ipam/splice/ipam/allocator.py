@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Any, Callable, Iterable, Union
 
 from splice.ipam.config import IpamConfig, Range, RangeSet
-from splice.ipam.errors import AddressUnavailable, IpamConfigError, PoolExhausted
+from splice.ipam.errors import AddressUnavailable, HostOverlap, IpamConfigError, PoolExhausted
 from splice.ipam.store import DEFAULT_BUSY_TIMEOUT, Row, Store, Txn
 
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-__all__ = ["Ipam", "Lease"]
+__all__ = ["HostPrefixes", "Ipam", "Lease", "host_overlap"]
+
+# The host's interface prefixes, for the overlap check: ``(ifname, prefix)`` pairs, where
+# prefix is an interface address (``IPv4Interface``/``IPv6Interface`` or "10.0.0.5/24": its
+# subnet counts) or a connected route's destination (``IPv4Network``/``IPv6Network`` or
+# "10.0.0.0/24"). Called at most once per allocate/status, outside the store's lock.
+HostPrefixes = Callable[[], Iterable[tuple[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,63 @@ def _as_ip(value) -> IPAddress:
     raise IpamConfigError(f"requested address {value!r} is not an IP address")
 
 
-class Ipam:
-    """Address management for one network (``cfg.network``); the store opens lazily."""
+def host_overlap(cfg: IpamConfig, prefixes: Iterable[tuple[str, Any]], own_interfaces: Iterable[str] = ()) -> None:
+    """HostOverlap if a subnet of ``cfg`` overlaps an address or a connected route of a
+    host interface that is not this network's own. Own: the names in ``own_interfaces``
+    (the network's bridge, a macvlan/ipvlan master) and every interface holding one of the
+    configuration's gateway addresses (the bridge once the gateway is on it). Default
+    routes (/0) are ignored. Nothing is checked with ``cfg.allow_overlap``."""
+    if cfg.allow_overlap:
+        return
+    subnets = {r.subnet for rs in cfg.range_sets for r in rs.ranges}
+    if not subnets:
+        return
+    entries = []
+    for ifname, prefix in prefixes:
+        try:
+            iface = ipaddress.ip_interface(str(prefix).strip())
+        except ValueError:
+            raise ValueError(f"host prefix {prefix!r} of interface {ifname!r} is not an address or prefix") from None
+        entries.append((str(ifname), iface, isinstance(prefix, (ipaddress.IPv4Network, ipaddress.IPv6Network))))
+    gateways = {(v, a) for v, a in cfg.gateways}
+    own = set(own_interfaces)
+    own.update(n for n, i, route in entries if not route and (i.version, int(i.ip)) in gateways)
+    for ifname, iface, route in entries:
+        net = iface.network
+        if ifname in own or net.prefixlen == 0:
+            continue
+        for subnet in sorted(subnets, key=lambda n: (n.version, n)):
+            if subnet.version == net.version and subnet.overlaps(net):
+                is_route = route or (iface.ip == net.network_address and net.prefixlen < net.max_prefixlen)
+                what = f"connected route {net}" if is_route else f"address {iface}"
+                raise HostOverlap(
+                    f"ipam: subnet {subnet} of network {cfg.network} overlaps the {what} of host interface "
+                    f"{ifname}: choose another subnet, or set \"allowOverlap\": true in the ipam config to "
+                    f"use it anyway"
+                )
 
-    def __init__(self, cfg: IpamConfig, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+
+class Ipam:
+    """Address management for one network (``cfg.network``); the store opens lazily.
+
+    ``host_routes``: the host's interface prefixes (see :data:`HostPrefixes`), supplied by
+    the CNI adapter (this layer does not read the kernel); when given, allocate and status
+    refuse a subnet overlapping one of another interface (:func:`host_overlap`), unless
+    ``allowOverlap``. ``own_interfaces``: interface names that belong to this network."""
+
+    def __init__(self, cfg: IpamConfig, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 host_routes: HostPrefixes | None = None, own_interfaces: Iterable[str] = ()) -> None:
         self.cfg = cfg
         self.store = Store(cfg.store_dir, busy_timeout=busy_timeout)
+        self.host_routes = host_routes
+        self.own_interfaces = tuple(own_interfaces)
+
+    def check_host_overlap(self) -> None:
+        """HostOverlap if a subnet overlaps another host interface's address or connected
+        route (nothing without ``host_routes`` or with ``allowOverlap``)."""
+        if self.host_routes is None or self.cfg.allow_overlap or not self.cfg.range_sets:
+            return
+        host_overlap(self.cfg, self.host_routes(), self.own_interfaces)
 
     def close(self) -> None:
         self.store.close()
@@ -121,6 +178,7 @@ class Ipam:
         """One address per range set for ``(cid, ifname)``; all or nothing."""
         sets = self._need_ranges()
         wanted = self._map_requested(requested)
+        self.check_host_overlap()
         gateways = self.cfg.gateways
         leases: list[Lease] = []
         with self.store.write() as tx:
@@ -215,6 +273,7 @@ class Ipam:
         """Raise StoreError/StoreBusy if the store cannot be written, PoolExhausted if a
         range set has no free address left (ADD would fail)."""
         sets = self._need_ranges()
+        self.check_host_overlap()
         with self.store.write() as tx:
             tx.touch()
             # ADD needs one address from every range set: one full set blocks every ADD.

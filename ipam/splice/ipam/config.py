@@ -20,6 +20,10 @@ Accepted keys of the ``ipam`` object (everything else is ignored, like host-loca
 ``resolvConf``
     accepted for host-local compatibility and **ignored** (splice does not read a
     resolv.conf file into the result; use ``dns``).
+``allowOverlap``
+    ``true``: allocate even when a subnet overlaps an address or a connected route of
+    another host interface (checked only when the caller supplies the host's prefixes,
+    ``Ipam(cfg, host_routes=...)``); default ``false``: refused (HostOverlap, code 7).
 
 The ``ipRanges`` capability (``ranges_override``) replaces ``ranges`` and the legacy keys.
 
@@ -133,6 +137,7 @@ class IpamConfig:
     routes: tuple[RouteSpec, ...] = ()
     dns: dict | None = None
     resolv_conf: str | None = None  # accepted, ignored
+    allow_overlap: bool = False  # allowOverlap: skip the host interface overlap check
 
     @property
     def store_dir(self) -> str:
@@ -323,6 +328,10 @@ def parse_ipam_config(ipam: Any, network: str, ranges_override: list | None = No
     if resolv is not None and not isinstance(resolv, str):
         raise IpamConfigError(f"resolvConf: expected a path string, got {resolv!r}")
 
+    allow = ipam.get("allowOverlap", False)
+    if not isinstance(allow, bool):
+        raise IpamConfigError(f"allowOverlap: expected true or false, got {allow!r}")
+
     return IpamConfig(
         network=network,
         range_sets=tuple(sets),
@@ -330,4 +339,5 @@ def parse_ipam_config(ipam: Any, network: str, ranges_override: list | None = No
         routes=_parse_routes(ipam.get("routes")),
         dns=dns or None,
         resolv_conf=resolv,
+        allow_overlap=allow,
     )

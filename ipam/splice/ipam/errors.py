@@ -16,6 +16,11 @@ class IpamConfigError(IpamError):
     """The IPAM configuration is invalid (bad subnet, range outside subnet, ...)."""
 
 
+class HostOverlap(IpamConfigError):
+    """A subnet of the configuration overlaps an address or a connected route of another
+    host interface (refused unless the ipam config says ``"allowOverlap": true``)."""
+
+
 class PoolExhausted(IpamError):
     """No free address is left in a range set."""
 
