@@ -13,7 +13,7 @@ own (wall time, ``perf_counter``, and the calling thread's CPU time, ``thread_ti
 
 With an implementation that has ``Rtnl.batch`` a second mode, ``batched``, runs the same
 cycle with the host-side creation + port options in one batch and the whole sandbox side
-in another (one round trip each) and times the two batches.
+in another (one round trip each) and times the two batches (building the requests included).
 
 ``--baseline REV`` loads ``libnet/splice/libnet/rtnl.py`` of git revision REV (e.g. the
 pyroute2 implementation) as a second module and interleaves its cycles with the current
@@ -109,11 +109,14 @@ def cycle(mod, t: Timer, host: Netns, sandbox: Netns, i: int, batched: bool) -> 
             br = t("get_link", rt.get_link, "brb0")
             t("addresses", rt.addresses, br.index)
             if batched:
-                b = rt.batch()
-                b.add_veth(veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500, mac=mac,
-                           peer_mac=peer_mac, up=True)
-                b.set_brport(veth, alias=f"splice:bench:{i}:eth0", hairpin=True)
-                res = t("batch(add_veth+set_brport)", b.run)
+                def host_batch():
+                    b = rt.batch()
+                    b.add_veth(veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500, mac=mac,
+                               peer_mac=peer_mac, up=True)
+                    b.set_brport(veth, alias=f"splice:bench:{i}:eth0", hairpin=True)
+                    return b.run()
+
+                res = t("batch(add_veth+set_brport)", host_batch)
                 return res[0].peer_index
             v = t("add_veth", rt.add_veth, veth, tmp, peer_netns_fd=sandbox.fd, master=br.index, mtu=1500,
                   mac=mac, peer_mac=peer_mac, up=True)
@@ -126,11 +129,14 @@ def cycle(mod, t: Timer, host: Netns, sandbox: Netns, i: int, batched: bool) -> 
         rt = t("open (sandbox)", mod.Rtnl)
         try:
             if batched:
-                b = rt.batch()
-                b.add_address(idx, addr, nodad=True)
-                b.set_link(idx, name="eth0", up=True)
-                b.add_route(DEFAULT, gw=GW.ip, oif=idx)
-                t("batch(addr+rename+route)", b.run)
+                def sandbox_batch():
+                    b = rt.batch()
+                    b.add_address(idx, addr, nodad=True)
+                    b.set_link(idx, name="eth0", up=True)
+                    b.add_route(DEFAULT, gw=GW.ip, oif=idx)
+                    return b.run()
+
+                t("batch(addr+rename+route)", sandbox_batch)
                 return
             t("add_address", rt.add_address, idx, addr, nodad=True)
             t("set_link", rt.set_link, idx, name="eth0", up=True)
@@ -167,8 +173,7 @@ def main() -> int:
     if args.baseline:
         mods = {f"baseline {args.baseline}": load_baseline(args.baseline), **mods}
     modes = [(label, mod, False) for label, mod in mods.items()]
-    if hasattr(current.Rtnl, "batch"):
-        modes.append(("current batched", current, True))
+    modes += [(f"{label} batched", mod, True) for label, mod in mods.items() if hasattr(mod.Rtnl, "batch")]
 
     names = [f"spb-rtnl-{secrets.token_hex(3)}" for _ in range(2)]
     for n in names:
