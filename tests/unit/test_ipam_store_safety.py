@@ -14,7 +14,7 @@ from splice.ipam.allocator import Ipam
 from splice.ipam.config import parse_ipam_config
 from splice.ipam.errors import StoreError
 from splice.ipam.pools import POOLS_DB, PoolIpam
-from splice.ipam.store import DB_NAME, MARKER_SUFFIX
+from splice.ipam.store import DB_NAME, marker_name
 
 RANGES = [[{"subnet": "10.1.0.0/24"}]]
 
@@ -47,7 +47,7 @@ def test_new_store_is_root_only_whatever_the_umask(tmp_path, umask0):
     assert (store / (DB_NAME + "-wal")).exists() and (store / (DB_NAME + "-shm")).exists()
     assert mode(store) == 0o700 and mode(data) == 0o700
     assert mode(tmp_path / "a") == 0o755  # levels above the data directory: not ours
-    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + MARKER_SUFFIX):
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", marker_name(DB_NAME)):
         assert mode(store / name) == 0o600, name
     ipam.close()
 
@@ -77,7 +77,7 @@ def test_pool_store_is_root_only(tmp_path, umask0):
     p.request_address(pool.id)
     store = tmp_path / "pools" / "local"
     assert mode(tmp_path / "pools") == 0o700 and mode(store) == 0o700
-    for name in (POOLS_DB, POOLS_DB + "-wal", POOLS_DB + "-shm", POOLS_DB + MARKER_SUFFIX):
+    for name in (POOLS_DB, POOLS_DB + "-wal", POOLS_DB + "-shm", marker_name(POOLS_DB)):
         assert mode(store / name) == 0o600, name
     p.close()
     os.chmod(store, 0o755)
@@ -100,10 +100,11 @@ def test_deleted_store_is_refused_not_started_over(tmp_path):
     a = make(tmp_path)
     assert [str(l.address.ip) for l in a.allocate("c1", "eth0")] == ["10.1.0.2"]
     a.close()
-    _delete_db(tmp_path / "net")
+    for p in (tmp_path / "net").glob("store.db*"):  # what "rm store.db*" deletes
+        p.unlink()
     b = make(tmp_path)
     path = tmp_path / "net" / DB_NAME
-    with pytest.raises(StoreError, match=rf"IPAM store {path} is missing, but {path}{MARKER_SUFFIX} shows it "
+    with pytest.raises(StoreError, match=rf"IPAM store {path} is missing, but {path.parent / marker_name(DB_NAME)} shows it "
                                          rf"existed .*remove the whole directory {tmp_path / 'net'}"):
         b.allocate("c2", "eth0")  # before: a fresh store handed out 10.1.0.2 again
     for call in (b.status, lambda: b.get("c1", "eth0"), lambda: b.release("c1", "eth0"), lambda: b.gc(set())):
@@ -135,7 +136,7 @@ def test_replaced_store_is_refused(tmp_path):
     b.close()
     # another (empty-ish) database copied over this network's
     shutil.copy(tmp_path / "two" / "net" / DB_NAME, tmp_path / "one" / "net" / DB_NAME)
-    with pytest.raises(StoreError, match=r"is not the database .*\.id records \(generation [0-9a-f]{32}, expected "):
+    with pytest.raises(StoreError, match=r"is not the database .*/\.store\.db\.id records \(generation [0-9a-f]{32}, expected "):
         make(tmp_path / "one").allocate("c2", "eth0")
     # a backup of the same database (same generation) is accepted
     shutil.copy(tmp_path / "two" / "net" / DB_NAME, tmp_path / "backup.db")
@@ -149,7 +150,7 @@ def test_store_without_marker_is_adopted(tmp_path):
     a = make(tmp_path)
     a.allocate("c1", "eth0")
     a.close()
-    marker = tmp_path / "net" / (DB_NAME + MARKER_SUFFIX)
+    marker = tmp_path / "net" / (marker_name(DB_NAME))
     gen = marker.read_text().strip()
     marker.unlink()
     assert [str(l.address.ip) for l in make(tmp_path).allocate("c2", "eth0")] == ["10.1.0.3"]

@@ -37,7 +37,12 @@ from typing import Callable, Iterator, NamedTuple
 from splice.ipam.errors import IpamConfigError, StoreBusy, StoreError
 
 DB_NAME = "store.db"
-MARKER_SUFFIX = ".id"  # <db>.id: the generation of the database this directory holds
+# .<db>.id beside the database: its generation. Hidden and not "store.db*", so the
+# "rm store.db*" that deletes a database does not delete the evidence with it.
+def marker_name(db_name: str) -> str:
+    return f".{db_name}.id"
+
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -213,7 +218,7 @@ class Store:
     def __init__(self, directory: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.directory = directory
         self.path = os.path.join(directory, self.db_name)
-        self.marker = self.path + MARKER_SUFFIX
+        self.marker = os.path.join(directory, marker_name(self.db_name))
         self.busy_timeout = float(busy_timeout)
         self._con = None
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
@@ -234,7 +239,7 @@ class Store:
 
         Directories are created 0700, the database (and so SQLite's -wal/-shm, created
         with the database's mode) 0600; an existing store's modes are tightened.
-        The database holds a random generation, also written to ``<db>.id`` next to it.
+        The database holds a random generation, also written to ``.<db>.id`` next to it.
         A marker without its database (the database was deleted), or a database whose
         generation is not the marker's (replaced), is a StoreError: silently starting
         over would hand out addresses running containers hold. Checked and created under
@@ -243,7 +248,7 @@ class Store:
             return
         import sqlite3
 
-        self._make_dirs()
+        loose = self._make_dirs()
         dfd = self._lock_dir()
         con = None
         try:
@@ -266,7 +271,7 @@ class Store:
                     os.fchmod(fd, FILE_MODE)  # umask-proof; SQLite gives -wal/-shm this mode
                 finally:
                     os.close(fd)
-            else:
+            elif loose:  # in a 0700 directory the files' own modes expose nothing
                 for name in (self.path, self.marker, *(self.path + x for x in _SIDE_FILES)):
                     _tighten(name, FILE_MODE)
             con = sqlite3.connect(
@@ -395,9 +400,10 @@ class Store:
             raise StoreError(f"IPAM store {self.path} is {_kind(st.st_mode)}, not a database file")
         return st
 
-    def _make_dirs(self) -> None:
+    def _make_dirs(self) -> bool:
         """The store directory and its parent (the data directory) 0700 when created here,
-        higher missing levels 0755; an existing store directory is tightened to 0700."""
+        higher missing levels 0755; an existing store directory is tightened to 0700
+        (then True: its files may be loose too)."""
         d = os.path.abspath(self.directory)
         parent = os.path.dirname(d)
         missing: list[str] = []
@@ -418,8 +424,7 @@ class Store:
             except OSError as e:
                 raise StoreError(f"cannot create IPAM store directory {p}: {e.strerror or e}") from None
             _tighten(p, mode, exact=True)  # mkdir's mode is masked by the umask
-        if not missing:
-            _tighten(d, DIR_MODE)
+        return not missing and _tighten(d, DIR_MODE)
 
     def _not_a_dir(self, p: str) -> None:
         try:
@@ -552,20 +557,23 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _tighten(path: str, mode: int, exact: bool = False) -> None:
-    """chmod ``path`` to ``mode`` if it grants more (group/other bits), or ``exact``."""
+def _tighten(path: str, mode: int, exact: bool = False) -> bool:
+    """chmod ``path`` to ``mode`` if it grants more (group/other bits), or ``exact``;
+    whether it did."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     except OSError as e:
         raise StoreError(f"IPAM store path {path} unusable: {e.strerror or e}") from None
     import stat
 
     if stat.S_ISLNK(st.st_mode):
-        return
+        return False
     if exact or st.st_mode & 0o7777 & ~mode:
         try:
             os.chmod(path, mode)
         except OSError as e:
             raise StoreError(f"cannot restrict the mode of IPAM store path {path}: {e.strerror or e}") from None
+        return True
+    return False
