@@ -137,8 +137,23 @@ def _connect(path, timeout=TIMEOUT_S):
     except OSError as e:  # ENOENT (no agent), ECONNREFUSED (stale socket), EACCES (not root), ...
         s.close()
         return None, e
+    uid = _peer_uid(s)
+    if uid != 0 and uid != posix.geteuid():
+        # whoever serves this path is neither root nor us: send it nothing (not our
+        # environment, not our namespace), run in-process
+        s.close()
+        return None, PermissionError(1, "served by uid %d, not root: not trusted" % uid)
     s.settimeout(timeout)
     return s, None
+
+
+def _peer_uid(s):
+    """The uid of the process that created the listening socket (SO_PEERCRED), -1 if unknown."""
+    try:
+        creds = s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    except OSError:
+        return -1
+    return int.from_bytes(creds[4:8], sys.byteorder, signed=True)
 
 
 def no_agent_notice(kind, path, err):

@@ -6,7 +6,8 @@ pays the imports once; the executables (``client.py``) become stdlib-only client
 the call over a unix socket and print the answer.
 
 Socket. ``/run/splice/agent.sock`` by default (``--socket``, ``$SPLICE_AGENT_SOCKET`` for the
-clients), created 0600 in a 0700 directory it creates: root only. Each connection's peer
+clients), created 0600 in a 0700 directory it creates: root only (an existing directory
+must be root's and not group/other-writable, else the agent refuses to start). Each connection's peer
 is checked with ``SO_PEERCRED`` (uid 0 or the agent's own); others get a CNI error. One
 agent per socket (an ``flock`` on ``<socket>.lock``, removed on a clean exit; a stale one
 left by a killed agent is taken over; a live listener is never unlinked).
@@ -170,6 +171,17 @@ def _is_netns_fd(fd: int) -> bool:
     return check(fd)
 
 
+def _check_directory(directory: str) -> None:
+    """The socket's directory must be root's (or ours) and writable by nobody else: anyone
+    who can write there could replace the socket or plant its lock file."""
+    st = os.stat(directory)
+    if st.st_uid not in (0, os.geteuid()):
+        raise SystemExit(f"splice agent: {directory} is owned by uid {st.st_uid}, not root; refusing to serve there")
+    if st.st_mode & 0o022:
+        raise SystemExit(f"splice agent: {directory} is writable by group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):o}); refusing to serve there")
+
+
 def listen_fds() -> list[int]:
     """fds passed by systemd socket activation (sd_listen_fds), from 3 on."""
     try:
@@ -235,6 +247,7 @@ class Agent:
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)
+        _check_directory(directory)
         self._take_lock()
         try:
             st = os.lstat(self.path)
@@ -274,7 +287,12 @@ class Agent:
 
         lock = self.path + ".lock"
         for _ in range(100):
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:  # O_NOFOLLOW: a symlink planted at the lock path is refused, not followed
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise SystemExit(f"splice agent: {lock} is a symbolic link; refusing to use it") from None
+                raise SystemExit(f"splice agent: cannot open {lock}: {e.strerror}") from None
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise SystemExit(f"splice agent: {lock} exists and is not a regular file")
