@@ -9,7 +9,7 @@ An attachment is ``(network, container_id, ifname)``. From it derive:
   sha256(``network\\0cid\\0ifname``): DEL and GC find it with one lookup by name.
 * ``link_alias``: ``IFLA_IFALIAS`` of a link made for an attachment,
   ``"splice:<network>:<cid>:<ifname>"`` (at most 254 bytes: the kernel's attribute policy
-  takes IFALIASZ - 1 = 255 bytes including the terminating NUL).
+  takes IFALIASZ - 1 = 255 bytes, which an encoder that appends a NUL counts too).
 * ``owner_tag``: the comment of nftables elements/rules, ``"<net8> <cid> <ifname>"`` with
   ``net8`` = 8 hex of sha256(network), at most 127 bytes (an nft comment holds 128 bytes
   with its NUL); ``gc_prefix(network)`` is what every tag of one network starts with.
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - other interpreters
         from hashlib import sha256 as _sha256
 
 ALIAS_PREFIX = "splice:"
-MAX_ALIAS = 254  # IFLA_IFALIAS holds IFALIASZ - 1 = 255 bytes with its NUL
+MAX_ALIAS = 254  # IFLA_IFALIAS: IFALIASZ - 1 = 255 bytes, 254 when an encoder appends a NUL
 MAX_OWNER = 127  # NFT_USERDATA_MAXLEN - 1
 
 
