@@ -17,6 +17,7 @@ from splice.libnet.locks import link_lock
 from splice.libnet.netns import Netns
 from splice.plugins import driver as framework
 from splice.plugins.bridge.driver import BridgeDriver
+from splice.plugins.errors import ConfigError
 from splice.plugins.model import Attachment, IPConfig
 from splice.plugins.owners import host_veth_name, link_alias
 
@@ -242,4 +243,24 @@ def test_a_very_long_container_id_gets_a_truncated_alias(host_ns, make_ns, host)
     alias = oracle.link(host_ns.name, veth)["ifalias"]
     assert len(alias.encode()) == 254 and alias == link_alias("netA", cid, "eth0")
     d.detach(att(sb, cid), w.ips)
+    assert oracle.link_names(host_ns.name) == {"lo", BR}
+
+
+def test_a_requested_mac_already_on_the_bridge_is_refused(host_ns, make_ns, host):
+    """Issue 9 item 9: the bridge's MAC, a port's MAC or a container MAC the bridge has
+    learned is refused for a new container, with nothing left behind."""
+    a, b = make_ns(), make_ns()
+    d = bridge(host, isGateway=True)
+    wa = d.attach(Attachment("netA", "ca", "eth0", a.path, mac="02:aa:00:00:00:01"), [ip4(2)], [])
+    assert oracle.ping(a.name, "10.66.0.1")  # the bridge learns ca's MAC behind its port
+    br_mac = oracle.link(host_ns.name, BR)["address"]
+    port_mac = oracle.link(host_ns.name, host_veth_name("netA", "ca", "eth0"))["address"]
+    for mac in ("02:aa:00:00:00:01", br_mac, port_mac):
+        with pytest.raises(ConfigError, match="already used on bridge"):
+            d.attach(Attachment("netA", "cb", "eth0", b.path, mac=mac), [ip4(3)], [])
+        assert oracle.link_names(b.name) == {"lo"}
+        assert oracle.link_names(host_ns.name) == {"lo", BR, host_veth_name("netA", "ca", "eth0")}
+    wb = d.attach(Attachment("netA", "cb", "eth0", b.path, mac="02:aa:00:00:00:02"), [ip4(3)], [])
+    d.detach(att(a, "ca"), wa.ips)
+    d.detach(att(b, "cb"), wb.ips)
     assert oracle.link_names(host_ns.name) == {"lo", BR}

@@ -174,3 +174,23 @@ def test_fdb_entry_in_the_bridge_of_a_port(host_ns):
     assert run(host_ns, lambda rt: rt.fdb_del(idx, "02:00:00:00:dd:01", master=True)) is True
     run(host_ns, lambda rt: (rt.delete_link(name="vt-a"), rt.delete_link(name="br-t")))
     only_lo(host_ns)
+
+
+def test_bridge_fdb_lists_the_whole_table_of_one_bridge(make_ns):
+    """bridge_fdb(bridge): the bridge's and its ports' permanent entries in one dump, not
+    another bridge's (checked against `bridge -j fdb show br`)."""
+    import json
+
+    from splice.libnet import rtnl as R
+    from splice.libnet.netns import Netns
+
+    ns = make_ns()
+    for cmd in ("ip link add brx type bridge", "ip link add bry type bridge",
+                "ip link add vx1 type veth peer name vx2", "ip link add vy1 type veth peer name vy2",
+                "ip link set vx1 master brx", "ip link set vy1 master bry"):
+        ns.sh(*cmd.split())
+    want = {e["mac"] for e in json.loads(ns.sh("bridge", "-j", "fdb", "show", "br", "brx").stdout)}
+    with Netns.open(ns.path) as h:
+        got = R.run(h, lambda rt: {e.mac for e in rt.bridge_fdb(rt.require_link("brx").index)})
+    vy1 = json.loads(ns.sh("ip", "-j", "link", "show", "vy1").stdout)[0]["address"]
+    assert got == want and vy1 not in got

@@ -1043,22 +1043,27 @@ class Rtnl:
         means "that remote is not there (any more)"."""
         return self._run(self._fdb_op("delete", ifindex, mac, dst=dst, vni=vni, vlan=vlan, master=master))
 
-    def _fdb_dump_op(self, ifindex: int) -> _Op:
-        body = nl.encode(nl.ndmsg, family=AF_BRIDGE, ifindex=ifindex)
+    def _fdb_dump_op(self, ifindex: int, bridge: int | None = None) -> _Op:
+        if bridge is None:
+            body = nl.encode(nl.ndmsg, family=AF_BRIDGE, ifindex=ifindex)
+        else:  # every entry of the bridge's table (the kernel filters by NDA_MASTER)
+            body = nl.encode(nl.ndmsg, [("NDA_MASTER", bridge)], family=AF_BRIDGE, ifindex=0)
 
         def finish(req: nl.Request) -> list[FdbEntry]:
             if req.error:
-                raise _error(req, f"dump the FDB of link #{ifindex}")
+                raise _error(req, f"dump the FDB of link #{ifindex if bridge is None else bridge}")
             out = []
             for body in req.replies:
                 _fam, idx, state, flags, _type = _NDMSG.unpack_from(body)
-                if idx != ifindex:
-                    continue
                 a = nl.attr_map(body, 12)
+                master = a.get(NDA_MASTER)
+                if bridge is None and idx != ifindex:
+                    continue
+                if bridge is not None and not (idx == bridge or (master and nl.get_u32(master) == bridge)):
+                    continue
                 if NDA_LLADDR not in a:
                     continue
                 dst, vni, port, vlan = a.get(NDA_DST), a.get(NDA_VNI), a.get(NDA_PORT), a.get(NDA_VLAN)
-                master = a.get(NDA_MASTER)
                 out.append(FdbEntry(
                     mac=a[NDA_LLADDR].hex(":"),
                     ifindex=idx,
@@ -1078,6 +1083,11 @@ class Rtnl:
         """The FDB entries of one link (an AF_BRIDGE neighbour dump the kernel filters by
         ifindex)."""
         return self._run(self._fdb_dump_op(ifindex))
+
+    def bridge_fdb(self, bridge: int) -> list[FdbEntry]:
+        """Every entry of a bridge's forwarding table: the bridge's and its ports' own MACs
+        (permanent) and the MACs learned behind its ports (one dump)."""
+        return self._run(self._fdb_dump_op(0, bridge=bridge))
 
     # -- neighbours ----------------------------------------------------------------------
     def _neigh_op(self, how: str, ifindex: int, ip: IPAddress, mac: str | None = None) -> _Op:
@@ -1138,7 +1148,7 @@ BATCHABLE = (
     "add_link", "add_bridge", "add_veth", "move_link", "set_link", "set_brport", "delete_link",
     "bridge_vlan_add", "addresses", "add_address", "delete_address",
     "add_route", "delete_route", "routes",
-    "fdb_add", "fdb_append", "fdb_replace", "fdb_del", "fdb_dump",
+    "fdb_add", "fdb_append", "fdb_replace", "fdb_del", "fdb_dump", "bridge_fdb",
     "neigh_add", "neigh_replace", "neigh_del", "neigh_dump",
 )
 _BUILDERS: dict[str, Callable[..., _Op | None]] = {
@@ -1146,6 +1156,7 @@ _BUILDERS: dict[str, Callable[..., _Op | None]] = {
     "get_link_by_index": lambda rt, index: rt._get_link_op(index=index),
     "dump_links": lambda rt: rt._dump_links_op(),
     "ports_of": lambda rt, master: rt._dump_links_op(master),
+    "bridge_fdb": lambda rt, bridge: rt._fdb_dump_op(0, bridge=bridge),
     "fdb_add": lambda rt, *a, **kw: rt._fdb_op("add", *a, **kw),
     "fdb_append": lambda rt, *a, **kw: rt._fdb_op("append", *a, **kw),
     "fdb_replace": lambda rt, *a, **kw: rt._fdb_op("replace", *a, **kw),

@@ -286,6 +286,8 @@ class BridgeDriver:
         # removes a gateway address take it exclusively, so neither sees this ADD half-way.
         with link_lock(cfg.bridge):
             br = self._ensure_network(rt, plan.gw_addrs, prog)
+            if att.mac:
+                self._refuse_taken_mac(rt, br, plan.peer_mac)
             b = rt.batch()
             made = b.add_veth(plan.host_veth, plan.tmp, peer_netns_fd=sandbox_fd, master=br.index, mtu=cfg.mtu,
                               mac=plan.host_mac, peer_mac=plan.peer_mac, up=True)
@@ -325,6 +327,17 @@ class BridgeDriver:
         if cfg.mac_spoof_check:
             prog.spoof_added = True
             _spoofchk().add(plan.owner, plan.host_veth, plan.peer_mac)
+
+    def _refuse_taken_mac(self, rt: rtnl.Rtnl, br: rtnl.Link, mac: str) -> None:
+        """A requested container MAC must not be the bridge's, a port's, or one the bridge
+        has learned behind another port (two stations with one MAC on one segment steal
+        each other's frames). One FDB dump, only when a MAC was requested; a container
+        that has not sent a frame yet is not in the table."""
+        taken = {e.mac.lower() for e in rt.bridge_fdb(br.index)}
+        taken.add((br.mac or "").lower())
+        if mac.lower() in taken:
+            raise ConfigError(f"MAC address {mac} is already used on bridge {self.cfg.bridge!r} "
+                              "(by the bridge, one of its ports or a container behind one)")
 
     def _ensure_bridge(self, rt: rtnl.Rtnl, prog: _Progress) -> rtnl.Link:
         """The bridge, created if missing (a concurrent creator's EEXIST is fine); once per ADD."""
