@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-from ..conftest import require_tool
-from .conftest import SPLICE
+from splice.conformance import oracle
+
+from ..conftest import bin_dir, require_tool
+from .conftest import SPLICE, bridge_conflist, count_leases
 
 pytestmark = pytest.mark.root
 
@@ -113,3 +115,49 @@ def test_agent_does_not_follow_a_symlinked_lock(make_ns, tmp_path):
         assert not os.path.exists(os.path.join(d, "agent.sock"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# -- item 4: the agent gives no caller a capability it lacks -------------------------------------
+@pytest.mark.parametrize("exe", ["installed", "console-script"])
+def test_capless_root_caller_runs_in_process(exe, agent, client_bin, host_ns, sandbox_ns, ipam_dir, tmp_path):
+    """uid 0 with every capability dropped: the agent declines (one stderr line), the call
+    runs in-process where the kernel refuses it; no bridge, no veth, no lease, and the
+    caller's CNI_PATH delegate is not executed by the agent."""
+    require_tool("setpriv")
+    if exe == "console-script":  # the pip console script: cni.main runs in-process on the restored stdin
+        client_bin = bin_dir()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    marker = tmp_path / "delegate-ran"
+    (plugins / "evil-ipam").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        grep CapEff /proc/self/status >> {marker}
+        echo '{{"cniVersion": "1.0.0", "ips": [{{"address": "10.77.0.9/24"}}]}}'
+        """))
+    (plugins / "evil-ipam").chmod(0o755)
+    conf = bridge_conflist(ipam_dir, "1.0.0", ipam_type="evil-ipam")["plugins"][0] | {"cniVersion": "1.0.0",
+                                                                                      "name": "spt-net"}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "capless", "CNI_NETNS": sandbox_ns.path, "CNI_IFNAME": "eth0",
+           "CNI_PATH": f"{client_bin}:{plugins}", "SPLICE_AGENT_SOCKET": agent.socket, "PATH": "/usr/bin:/bin"}
+    p = subprocess.run(["nsenter", f"--net={host_ns.path}", "setpriv", "--inh-caps=-all", "--bounding-set=-all",
+                        str(client_bin / "splice-bridge")], input=json.dumps(conf).encode(), env=env,
+                       capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode == 1, (p.stdout, err)
+    first = err.splitlines()[0]
+    assert first.startswith("splice-bridge: the splice agent does not serve this call (") and "cap_net_admin" in first
+    assert "running in-process" in first
+    assert json.loads(p.stdout)["code"] != 0
+    assert agent.status()["served"] == 0
+    links = oracle.link_names(host_ns.name)
+    assert "sptbr0" not in links and not any(n.startswith("veth") for n in links), links
+    for line in (marker.read_text().splitlines() if marker.exists() else []):
+        assert int(line.split()[1], 16) == 0, line  # only ever ran with the caller's (no) capabilities
+    assert count_leases(ipam_dir, "spt-net") == 0
+    # a caller with its capabilities is served as before
+    p = subprocess.run(["nsenter", f"--net={host_ns.path}", str(client_bin / "splice-bridge")],
+                       input=json.dumps({**conf, "ipam": {"type": "splice-ipam", "dataDir": str(ipam_dir),
+                                                          "ranges": [[{"subnet": "10.77.0.0/24"}]]}}).encode(),
+                       env={**env, "CNI_PATH": str(client_bin)}, capture_output=True, timeout=60)
+    assert p.returncode == 0, p
+    assert agent.status()["served"] == 1

@@ -36,7 +36,10 @@ bytes of fields, each a 4-byte big-endian length plus its bytes.
 * request:  ``[b"1", kind, env, stdin]`` + one fd (the caller's netns). ``kind`` is
   ``bridge``/``ipam``/``portmap`` (``_ping`` for ``splice status``, no fd); ``env`` is
   ``KEY=VALUE`` pairs joined by NUL bytes (the whole environment: delegates get it).
-* reply:    ``[b"1", exit code (ASCII), stdout, stderr]``.
+* reply:    ``[b"1", exit code (ASCII), stdout, stderr]``; the exit code ``in-process``
+  means the agent declines this caller (serving it would give it a privilege it lacks, or
+  the agent cannot see its paths as it does): the client prints the stderr field (one
+  line), puts the stdin it read back on fd 0 (a memfd) and runs the plugin in-process.
 """
 
 import _socket
@@ -50,6 +53,7 @@ TIMEOUT_S = 180.0  # a hard deadline (as kuryr's CNI binary): a hung agent yield
 MAX_MESSAGE = 64 << 20
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 TRY_AGAIN_LATER = 11
+IN_PROCESS = b"in-process"  # the exit-code field of a reply declining the call: run it in-process
 INTERNAL = 100
 
 
@@ -165,7 +169,9 @@ def no_agent_notice(kind, path, err):
 
 
 def request(sock, kind, env_blob, stdin, fds=()):
-    """Send one request on a connected socket; ``(exit code, stdout, stderr)`` or raises."""
+    """Send one request on a connected socket; ``(exit code, stdout, stderr)`` or raises.
+    The exit code is None when the agent declines the call (``IN_PROCESS``): the caller
+    runs it in-process, after printing the agent's stderr line."""
     try:
         send_message(sock, [PROTOCOL, kind, env_blob, stdin], fds)
     except (BrokenPipeError, ConnectionResetError):
@@ -173,7 +179,26 @@ def request(sock, kind, env_blob, stdin, fds=()):
     fields = read_message(sock)
     if len(fields) != 4 or fields[0] != PROTOCOL:
         raise ValueError("unexpected reply from the agent")
+    if fields[1] == IN_PROCESS:
+        return None, fields[2], fields[3]
     return int(fields[1]), fields[2], fields[3]
+
+
+def _restore_stdin(data):
+    """Put the stdin we consumed back on fd 0 (a memfd holding it) for the in-process run."""
+    fd = posix.memfd_create("splice-stdin", 1)  # MFD_CLOEXEC; dup2 below clears it on fd 0
+    try:
+        _write_all_or_raise(fd, data)
+        posix.lseek(fd, 0, 0)
+        posix.dup2(fd, 0)
+    finally:
+        posix.close(fd)
+
+
+def _write_all_or_raise(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
 
 
 # -- the CNI executable ---------------------------------------------------------------
@@ -239,13 +264,20 @@ def call(kind, default_socket=None):
             _write_all(2, no_agent_notice(kind, path, err))
         return None
     stdin = b""
+    consumed = False
     nsfd = -1
     try:
         if not (env.get(b"CNI_COMMAND") == b"VERSION" and posix.isatty(0)):
             stdin = _read_all(0)
+            consumed = True
         nsfd = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
         env_blob = b"\0".join([k + b"=" + v for k, v in env.items()])
         rc, out, err = request(sock, kind.encode(), env_blob, stdin, (nsfd,))
+        if rc is None:  # the agent declines (it would give this caller a privilege): in-process
+            _write_all(2, err)
+            if consumed:
+                _restore_stdin(stdin)
+            return None
     except (EOFError, OSError) as e:  # incl. timeouts and resets
         return _error(TRY_AGAIN_LATER, "lost the connection to the splice agent before its answer",
                       "%s (socket %s)" % (e, path.decode(errors="replace")), stdin)

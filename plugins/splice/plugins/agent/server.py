@@ -8,7 +8,9 @@ the call over a unix socket and print the answer.
 Socket. ``/run/splice/agent.sock`` by default (``--socket``, ``$SPLICE_AGENT_SOCKET`` for the
 clients), created 0600 in a 0700 directory it creates: root only (an existing directory
 must be root's and not group/other-writable, else the agent refuses to start). Each connection's peer
-is checked with ``SO_PEERCRED`` (uid 0 or the agent's own); others get a CNI error. One
+is checked with ``SO_PEERCRED`` (uid 0 or the agent's own); others get a CNI error. A call
+that would give its caller a privilege (capabilities the caller lacks: :meth:`Agent._decline`)
+is declined: the client runs it in-process, where the kernel decides. One
 agent per socket (an ``flock`` on ``<socket>.lock``, removed on a clean exit; a stale one
 left by a killed agent is taken over; a live listener is never unlinked).
 Under systemd socket activation (``LISTEN_FDS``) the agent serves fd 3 and leaves the
@@ -111,6 +113,85 @@ def _peer_uid(conn: socket.socket) -> int:
     return uid
 
 
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux >= 6.5
+CAP_NAMES = ("chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+             "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
+             "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+             "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+             "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+             "checkpoint_restore")
+
+
+def _cap_eff(status: str) -> int:
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise ValueError("no CapEff line")
+
+
+def cap_names(mask: int) -> str:
+    return ",".join(f"cap_{CAP_NAMES[i]}" if i < len(CAP_NAMES) else f"cap_{i}"
+                    for i in range(mask.bit_length()) if mask >> i & 1)
+
+
+class PeerGone(Exception):
+    """The process at the other end is gone (or cannot be told apart from a new one)."""
+
+
+def _pidfd_pid(pidfd: int) -> int:
+    with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    raise PeerGone("no Pid in the pidfd's fdinfo")
+
+
+def peer_facts(conn: socket.socket) -> dict:
+    """What the agent needs to know about the process at the other end of ``conn``: its
+    pid, effective capabilities, mount namespace and root directory.
+
+    Race-free against pid reuse: the process is pinned by a pidfd, from the connection
+    itself when the kernel offers it (``SO_PEERPIDFD``, Linux 6.5), else ``pidfd_open``
+    of ``SO_PEERCRED``'s pid; the /proc reads count only if the pidfd still names that
+    pid afterwards (a reaped process shows ``Pid: -1``, so its pid cannot have been
+    reused in between). A connection whose peer has already hung up is refused as well.
+    """
+    pidfd = -1
+    try:
+        try:
+            pidfd = conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+            pid = _pidfd_pid(pidfd)
+        except OSError:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid = struct.unpack("3i", creds)[0]
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as e:
+                raise PeerGone(f"pid {pid}: {e.strerror}") from None
+        if pid <= 0:
+            raise PeerGone("the caller has exited")
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                cap_eff = _cap_eff(f.read())
+            mnt = os.stat(f"/proc/{pid}/ns/mnt")
+            root = os.stat(f"/proc/{pid}/root")
+        except (OSError, ValueError) as e:
+            raise PeerGone(f"pid {pid}: {e}") from None
+        if _pidfd_pid(pidfd) != pid:
+            raise PeerGone(f"pid {pid} exited while it was being checked")
+        return {"pid": pid, "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino), "root": (root.st_dev, root.st_ino)}
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def own_facts() -> dict:
+    with open("/proc/self/status") as f:
+        cap_eff = _cap_eff(f.read())
+    mnt, root = os.stat("/proc/self/ns/mnt"), os.stat("/")
+    return {"pid": os.getpid(), "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino), "root": (root.st_dev, root.st_ino)}
+
+
 def _recv_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
     """The fields of one request and the fds that came with it (caller closes them)."""
     fds: list[int] = []
@@ -165,6 +246,12 @@ def _error_reply(code: int, msg: str, details: str = "", stdin: bytes = b"") -> 
     return 1, (json.dumps(err, indent=4) + "\n").encode(), f"splice agent: error {code}: {msg}\n".encode()
 
 
+def _in_process_reply(kind: bytes, why: str) -> tuple[int, bytes, bytes]:
+    """Decline a call: the client runs it in-process after printing this one line."""
+    name = kind.decode(errors="replace") if kind else "plugin"
+    return -1, b"", f"splice-{name}: the splice agent does not serve this call ({why}): running in-process\n".encode()
+
+
 def _is_netns_fd(fd: int) -> bool:
     from splice.libnet.netns import _is_netns_fd as check
 
@@ -209,6 +296,7 @@ class Agent:
         self._sock_ino: tuple[int, int] | None = None
         self._lock_fd: int | None = None
         self._own_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._own = own_facts()
         self._stopping = threading.Event()
         self._inflight = 0
         self._served = 0
@@ -477,6 +565,11 @@ class Agent:
                     self._reply(conn, _error_reply(wire.INTERNAL, "splice agent: unreadable request", str(e)))
                 return True
             conn.settimeout(None)  # the call may take long (delegates); the client has its deadline
+            declined = self._decline(conn, fields)
+            if declined is not None:
+                self.log(declined[2].decode(errors="replace").rstrip("\n"))
+                self._reply(conn, declined)
+                return True
             reply, healthy = self._dispatch(fields, fds)
             self._reply(conn, reply)
         except Exception as e:  # never let one connection take the agent down
@@ -493,10 +586,30 @@ class Agent:
                 pass
         return healthy
 
+    def _decline(self, conn: socket.socket, fields: list[bytes]) -> tuple[int, bytes, bytes] | None:
+        """A reply declining the call (the client runs it in-process), or None to serve it.
+
+        The agent serves a call only if serving it gives the caller nothing it could not do
+        itself: the caller's effective capabilities must include the agent's own (the
+        agent would otherwise act, and exec delegates from the caller's CNI_PATH, with
+        capabilities the caller lacks). In-process, the kernel decides.
+        """
+        if len(fields) < 2 or fields[1] == PING:
+            return None
+        kind = fields[1]
+        try:
+            peer = peer_facts(conn)
+        except PeerGone as e:
+            return _in_process_reply(kind, f"cannot identify the caller: {e}")
+        missing = self._own["cap_eff"] & ~peer["cap_eff"]
+        if missing:
+            return _in_process_reply(kind, f"pid {peer['pid']} lacks capabilities the agent has: {cap_names(missing)}")
+        return None
+
     def _reply(self, conn: socket.socket, reply: tuple[int, bytes, bytes]) -> None:
         rc, out, err = reply
         try:
-            wire.send_message(conn, [wire.PROTOCOL, str(rc).encode(), out, err])
+            wire.send_message(conn, [wire.PROTOCOL, wire.IN_PROCESS if rc == -1 else str(rc).encode(), out, err])
         except OSError:
             pass  # the client is gone (killed by its runtime's timeout): nothing to tell
 
