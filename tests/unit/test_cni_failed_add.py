@@ -104,3 +104,20 @@ def test_mac_precedence_unchanged(tmp_path):
     a.config["args"] = {}
     assert container_mac(a) == "02:00:00:00:00:03"
     check_mac(a)
+
+
+@pytest.mark.parametrize("raw", ["x", "10.1.0.5/99", "10.1.0.5,nope"])
+def test_bad_cni_args_ip_is_an_environment_error(tmp_path, raw):
+    from splice.ipam.errors import IpamConfigError
+
+    with pytest.raises(IpamConfigError) as e:  # still an IPAM request error for its callers
+        ip.SpliceIpam().add(cmd(conf(tmp_path), args={"IP": raw}))
+    err = from_exception(e.value)
+    assert err.code == 4 and "CNI_ARGS IP" in err.msg, err.msg
+    assert leases(tmp_path) == []
+
+
+def test_bad_config_ips_stay_config_errors(tmp_path):
+    with pytest.raises(Exception) as e:
+        ip.SpliceIpam().add(cmd({**conf(tmp_path), "runtimeConfig": {"ips": ["x"]}}))
+    assert from_exception(e.value).code == 7

@@ -139,3 +139,53 @@ def test_depth_check_is_cheap_for_real_configs():
     for _ in range(1000):
         json_depth_exceeds(raw)
     assert time.perf_counter() - t0 < 0.05
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant):
+    body = json.dumps(conf())[:-1] + f', "mtu": {constant}}}'
+    p = FakePlugin()
+    err = run_err(p, env_for("ADD"), body, 6)
+    assert f"{constant.lstrip('-')} is not valid JSON" in err["msg"] or f"{constant} is not valid JSON" in err["msg"]
+    assert p.calls == []
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "a\\udcffb", "\\uDBFF", "x\\udc00"])
+def test_unpaired_surrogates_are_a_decoding_failure(text):
+    body = json.dumps(conf())[:-1] + f', "bridge": "{text}"}}'
+    p = FakePlugin()
+    err = run_err(p, env_for("ADD"), body, 6)
+    assert "unpaired surrogate" in err["msg"], err
+    assert p.calls == []
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine():
+    body = json.dumps(conf())[:-1] + ', "x": "\\ud83d\\ude00", "y": "\\\\ud800"}'
+    rc, out = run(FakePlugin(), env_for("ADD"), body)
+    assert rc == 0, out
+
+
+def test_text_stdin_with_surrogates_is_code_6():
+    out = io.StringIO()
+    rc = skel.run_plugin(FakePlugin(), env=env_for("ADD"), stdin=io.StringIO('{"name": "\udcff"}'), stdout=out)
+    assert rc == 1 and json.loads(out.getvalue())["code"] == 6
+
+
+@pytest.mark.parametrize("ifname", ["eth\udcff", "\ud800"])
+def test_ifname_that_is_not_utf8_is_code_4(ifname):
+    err = run_err(FakePlugin(), env_for("ADD", CNI_IFNAME=ifname), conf(), 4)
+    assert "CNI_IFNAME" in err["msg"] and "UTF-8" in err["msg"], err
+
+
+@pytest.mark.parametrize("dns,needle", [({"domain": "a\u0000b"}, "dns.domain"),
+                                        ({"nameservers": ["10.0.0.1\n"]}, "dns.nameservers[0]"),
+                                        ({"search": ["a", "b\x7f"]}, "dns.search[1]"),
+                                        ({"options": ["ndots:5\r"]}, "dns.options[0]")])
+def test_config_dns_control_characters(dns, needle):
+    from splice.plugins.cni.errors import CniError
+    from splice.plugins.cni.types import config_dns
+
+    with pytest.raises(CniError) as e:
+        config_dns(dns)
+    assert e.value.code == 6 and needle in e.value.msg and "invalid network config" in e.value.msg
+    assert config_dns({"domain": "example.org", "search": ["a.example"], "nameservers": ["10.0.0.1"]})

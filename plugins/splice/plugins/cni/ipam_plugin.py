@@ -168,6 +168,24 @@ def _as_list(value: Any, where: str) -> list[str]:
     return value
 
 
+def _env_error() -> type:
+    """An IpamConfigError that the error table maps as InvalidEnvironment (code 4): a bad
+    ``CNI_ARGS IP`` is the environment's fault, callers catching IpamConfigError still do."""
+    global _EnvIpError
+    if _EnvIpError is None:
+        from splice.ipam.errors import IpamConfigError
+        from splice.plugins.errors import InvalidEnvironment
+
+        class BadRequestedIp(InvalidEnvironment, IpamConfigError):
+            pass
+
+        _EnvIpError = BadRequestedIp
+    return _EnvIpError
+
+
+_EnvIpError: "type | None" = None
+
+
 def requested_ips(a: "CmdArgs") -> list:
     """Requested addresses (``ip_interface``) by precedence: capability ``ips`` >
     ``args.cni.ips`` > CNI_ARGS ``IP``. Each may carry a prefix length or not."""
@@ -192,6 +210,8 @@ def requested_ips(a: "CmdArgs") -> list:
         try:
             out.append(ipaddress.ip_interface(s.strip()))
         except ValueError:
+            if where == "CNI_ARGS IP":  # the environment's (code 4), not the config's (code 7)
+                raise _env_error()(f"{where}: invalid IP address {s!r}") from None
             raise IpamConfigError(f"{where}: invalid IP address {s!r}") from None
     return out
 

@@ -99,6 +99,10 @@ def validate_ifname(name: str) -> None:
     of :mod:`splice.libnet.names`; a bad CNI_IFNAME is an environment error (code 4)."""
     from splice.libnet.names import ifname_problem
 
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (os.environ's surrogateescape)
+        raise CniError(E.INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {name!r}: it is not valid UTF-8") from None
     why = ifname_problem(name)
     if why:
         raise CniError(E.INVALID_ENVIRONMENT, f"invalid CNI_IFNAME {name!r}: it {why}")
@@ -209,7 +213,7 @@ def _read_stdin(stdin) -> bytes:
                        "a CNI network config is kilobytes; splice reads at most 1 MiB from stdin")
     data = (chunks[0][:0] if chunks else b"").join(chunks)
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode(errors="surrogateescape")  # undecodable bytes fail decoding (code 6)
     return data
 
 
@@ -234,16 +238,34 @@ def json_depth_exceeds(raw: bytes, limit: int = MAX_NESTING) -> bool:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def decode_config(raw: bytes, what: str = "network config") -> object:
-    """``json.loads`` with the nesting bound: CniError code 6 for anything undecodable."""
+    """Strict ``json.loads`` with the nesting bound: CniError code 6 for anything
+    undecodable, for ``NaN``/``Infinity`` (not JSON) and for a string holding an unpaired
+    surrogate escape (``"\\ud800"``: no valid Unicode, so no interface name, path or
+    nft expression can carry it)."""
     if json_depth_exceeds(raw):
         raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: nested deeper than {MAX_NESTING} levels")
+
+    def no_constant(name: str) -> object:
+        raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: {name} is not valid JSON")
+
     try:
-        return json.loads(raw)
+        obj = json.loads(raw, parse_constant=no_constant)
     except RecursionError:  # a safety net: the depth check above comes first
         raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}", str(exc)) from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then look at every string
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start:exc.end]
+            raise CniError(E.DECODE_FAILURE, f"error unmarshalling {what}: a string holds an unpaired surrogate "
+                           f"({bad!r}), which is not valid Unicode") from None
+    return obj
 
 
 def _json_type(value: object) -> str:

@@ -165,10 +165,16 @@ def config_dns(value: object, where: str = "dns") -> dict:
     """A network config's ``dns`` (the result's DNS object, CNI SPEC) validated and
     normalised; CniError code 6 naming the config field when it is malformed."""
     try:
-        return _dns(value, where)
+        dns = _dns(value, where)
     except CniError as exc:
         msg = exc.msg.replace("invalid result: ", "", 1)
         raise CniError(exc.code, f"invalid network config: {msg}", exc.details) from None
+    for key in DNS_FIELDS:  # they end up in a resolv.conf: one line each, no control characters
+        for i, v in enumerate(dns[key] if isinstance(dns.get(key), list) else [dns.get(key)]):
+            if isinstance(v, str) and any(c < " " or c == "\x7f" for c in v):
+                at = f"{where}.{key}" + (f"[{i}]" if isinstance(dns[key], list) else "")
+                raise CniError(DECODE_FAILURE, f"invalid network config: {at}: {v!r} holds a control character")
+    return dns
 
 
 def _from_02x(result: dict) -> dict:
