@@ -194,3 +194,25 @@ def test_bad_mac_fails_before_ipam(where, cni, sandbox_ns, ipam_dir, leaks):
     bad_env = assert_error(cni.run("splice-bridge", "ADD", good, netns=sandbox_ns.path, args="MAC=01:00:00:00:00:01"), 4)
     assert "CNI_ARGS MAC" in bad_env["msg"], bad_env
     leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_route_the_kernel_refuses_leaves_nothing(version, cni, sandbox_ns, ipam_dir, leaks):
+    """``ipam.routes`` via a gateway that is not on-link: valid config, refused by the kernel
+    in the sandbox after the veth, the masquerade entry and the lease exist; all undone."""
+    good = plugin_conf(ipam_dir, version)
+    good["ipam"]["routes"] = [{"dst": "192.168.0.0/16", "gw": "10.77.0.254"}]
+    bad = json.loads(json.dumps(good))
+    bad["ipam"]["routes"] = [{"dst": "192.168.0.0/16", "gw": "10.99.0.1"}]
+    err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", bad, good, sandbox_ns, ipam_dir, leaks, 103)
+    assert "192.168.0.0/16" in err["msg"], err
+
+
+def test_bridge_name_taken_by_another_kind_leaves_nothing(cni, host_ns, sandbox_ns, ipam_dir, leaks):
+    host_ns.sh("ip", "link", "add", "sptnb0", "type", "veth", "peer", "name", "sptnb1")
+    leaks.allow |= {"sptnb0", "sptnb1"}
+    good = plugin_conf(ipam_dir, "1.1.0")
+    err = add_fails_then_fixed_add_succeeds(cni, "splice-bridge", {**good, "bridge": "sptnb0"}, good, sandbox_ns,
+                                            ipam_dir, leaks, 103)
+    assert "not a bridge" in err["msg"], err
+    assert {"sptnb0", "sptnb1"} <= oracle.link_names(host_ns.name)  # someone else's link is left alone
