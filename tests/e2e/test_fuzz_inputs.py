@@ -24,7 +24,7 @@ import pytest
 from splice.conformance import oracle
 
 from ..conftest import CniRunner, _del_ns, _new_ns, require_root, require_tool
-from .conftest import count_leases
+from .conftest import ALL_VERSIONS, count_leases
 
 pytestmark = pytest.mark.root
 
@@ -246,6 +246,17 @@ def cases() -> list[Case]:
     add(p, "runtimeConfig.portMappings.0.protocol", ["\ud800"], 7)
     add(p, "prevResult", [{"ips": [{"address": "10.0.0.2/24\ud800"}]}, {"interfaces": [{"name": "\ud800"}]}], 6)
 
+    # -- every version: the error answers in the config's version -----------------------------
+    for plugin in BASE:
+        for v in ALL_VERSIONS:
+            out.append(Case(plugin, "runtimeConfig", "x", 7, conf={**BASE[plugin], "cniVersion": v, "runtimeConfig": "x"}))
+            out.append(Case(plugin, "env:CNI_IFNAME", "a/b", 4, env={"CNI_IFNAME": "a/b"},
+                            conf={**BASE[plugin], "cniVersion": v}))
+    for v in ALL_VERSIONS:
+        out.append(Case(b, "ipam.dns", {"nameservers": "x"}, 7,
+                        conf={**BASE[b], "cniVersion": v, "ipam": {**IPAM, "dns": {"nameservers": "x"}}}))
+        out.append(Case(b, "dns", "x", 6, conf={**BASE[b], "cniVersion": v, "dns": "x"}))
+
     # -- the request itself ------------------------------------------------------------------
     for plugin in BASE:
         for name, text in (("nan", '"mtu": NaN'), ("infinity", '"mtu": Infinity'), ("neg-infinity", '"x": -Infinity')):
@@ -363,6 +374,12 @@ def check_answer(case: Case, rc: int, stdout: str, stderr: str, world: World, bo
             problems.append("no message")
         if not isinstance(err.get("cniVersion"), str):
             problems.append("no cniVersion")
+        try:
+            asked = json.loads(body).get("cniVersion")
+        except (ValueError, AttributeError, RecursionError):
+            asked = None
+        if isinstance(asked, str) and asked in ALL_VERSIONS and err.get("cniVersion") != asked:
+            problems.append(f"answered in {err.get('cniVersion')!r}, the config is {asked!r}")
     left = world.leftovers()
     if rc == 0 or left:
         world.clean(case.plugin, body)
