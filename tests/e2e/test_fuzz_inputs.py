@@ -239,7 +239,7 @@ def cases() -> list[Case]:
         add(plugin, "ipam.ranges", [[[{"subnet": "10.78.0.0/2\ud8004"}]], [[{"subnet": SUBNET, "gateway": "\u0000"}]]], 7)
         add(plugin, "ipam.dns", [{"nameservers": ["\ud800"]}], 7)
         add(plugin, "runtimeConfig.ips", [["\ud800"]], 7)
-        add(plugin, "name", ["\ud800", "n\u00e9t"], 7)
+        add(plugin, "name", ["\ud800", "n\u00e9t", "n" * 256], 7)
     add(b, "dns", [{"nameservers": ["\ud800"]}, {"domain": "a\u0000b"}], 6)
     add(p, "conditionsV4", [["ip saddr \ud800"], ["ip saddr 10.0.0.0/8\u0000"]], 7)
     add(p, "runtimeConfig.portMappings.0.hostIP", ["\ud800", "1.2.3.4\u0000"], 7)

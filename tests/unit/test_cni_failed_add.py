@@ -121,3 +121,20 @@ def test_bad_config_ips_stay_config_errors(tmp_path):
     with pytest.raises(Exception) as e:
         ip.SpliceIpam().add(cmd({**conf(tmp_path), "runtimeConfig": {"ips": ["x"]}}))
     assert from_exception(e.value).code == 7
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "STATUS", "GC"])
+def test_network_name_longer_than_a_file_name_is_a_config_error(tmp_path, command):
+    c = {**conf(tmp_path), "name": "n" * 256, "cni.dev/valid-attachments": []}
+    verb = {"ADD": "add", "DEL": "delete", "CHECK": "check", "STATUS": "status", "GC": "gc"}[command]
+    with pytest.raises(Exception) as e:
+        getattr(ip.SpliceIpam(), verb)(cmd(c, command, prev={"ips": []}))
+    err = from_exception(e.value)
+    assert err.code == 7 and "255" in err.msg, err.msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_network_name_of_255_bytes_works(tmp_path):
+    c = {**conf(tmp_path), "name": "n" * 255}
+    assert ip.SpliceIpam().add(cmd(c))["ips"]
+    ip.SpliceIpam().delete(cmd(c, "DEL"))

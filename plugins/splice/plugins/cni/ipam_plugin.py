@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from splice.plugins.cni.skel import CmdArgs
 
 
+NAME_MAX = 255  # bytes of one file name (Linux NAME_MAX): the store directory is named after the network
+
+
 def _runtime_config(a: "CmdArgs") -> dict:
     rc = a.config.get("runtimeConfig")
     return rc if isinstance(rc, dict) else {}
@@ -46,6 +49,9 @@ def _config(a: "CmdArgs", *, ranges: bool = True) -> "IpamConfig":
 
     ipam = a.config.get("ipam")
     name = a.config.get("name")
+    if isinstance(name, str) and len(name.encode(errors="surrogateescape")) > NAME_MAX:
+        raise IpamConfigError(f"network name of {len(name.encode(errors='surrogateescape'))} bytes: splice-ipam keeps "
+                              f"a network's store in <dataDir>/<name>, a file name of at most {NAME_MAX} bytes")
     override = _runtime_config(a).get("ipRanges") or None
     try:
         cfg = parse_ipam_config(ipam, name, override)
