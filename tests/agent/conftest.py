@@ -41,7 +41,7 @@ class Agent:
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
             ["nsenter", f"--net={self.ns.path}", SPLICE, "agent", "--socket", self.socket, "-v"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env, cwd=self.log.parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

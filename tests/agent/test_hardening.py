@@ -16,7 +16,7 @@ import pytest
 from splice.conformance import oracle
 
 from ..conftest import bin_dir, require_tool
-from .conftest import SPLICE, bridge_conflist, count_leases
+from .conftest import SPLICE, agent_runtime, bridge_conflist, count_leases
 
 pytestmark = pytest.mark.root
 
@@ -161,3 +161,65 @@ def test_capless_root_caller_runs_in_process(exe, agent, client_bin, host_ns, sa
                        env={**env, "CNI_PATH": str(client_bin)}, capture_output=True, timeout=60)
     assert p.returncode == 0, p
     assert agent.status()["served"] == 1
+
+
+# -- item 5: the agent never resolves the caller's paths in its own context ----------------------
+def test_netns_is_opened_by_the_caller(agent, client_bin, host_ns, tmp_path, ipam_dir):
+    """CNI_NETNS=/proc/self/ns/net names the caller's own namespace: code 8, as in-process;
+    the agent's namespace is never used as the sandbox."""
+    conf = bridge_conflist(ipam_dir, "1.0.0")["plugins"][0] | {"cniVersion": "1.0.0", "name": "spt-net"}
+    local = agent_runtime(host_ns, tmp_path / "local", client_bin, "off")
+    via = agent_runtime(host_ns, tmp_path / "via", client_bin, agent.socket)
+    for netns in ("/proc/self/ns/net", "/proc/thread-self/ns/net"):
+        a = local.call("splice-bridge", "ADD", conf, netns=netns, container_id="c", ifname="eth0")
+        b = via.call("splice-bridge", "ADD", conf, netns=netns, container_id="c", ifname="eth0")
+        assert (b.rc, b.stdout, b.stderr) == (a.rc, a.stdout, a.stderr), netns
+        assert json.loads(b.stdout)["code"] == 8
+    assert agent.status()["served"] == 2
+    assert oracle.link_names(agent.ns.name) == {"lo"}
+    assert not oracle.link_names(host_ns.name) - {"lo", "sptbr0"}
+
+
+def test_sandbox_path_reads_as_the_callers(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir, leaks):
+    """The result and CHECK's prevResult name the caller's CNI_NETNS, not the fd the agent used."""
+    link = tmp_path / "sandbox-link"
+    os.symlink(sandbox_ns.path, link)
+    conf = bridge_conflist(ipam_dir, "1.1.0")
+    via = agent_runtime(host_ns, tmp_path / "via", client_bin, agent.socket)
+    result = via.add(conf, "ctr-s", str(link))
+    assert [i.get("sandbox") for i in result["interfaces"]] == [None, None, str(link)]
+    via.check(conf, "ctr-s", str(link))
+    via.delete(conf, "ctr-s", str(link))
+    assert agent.status()["served"] == 3
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def _call_in(cwd, client_bin, host_ns, socket_path, env: dict, conf: dict) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "SPLICE_AGENT_SOCKET": socket_path, **env}
+    return subprocess.run(["nsenter", f"--net={host_ns.path}", f"--wd={cwd}", str(client_bin / "splice-bridge")],
+                          input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+
+
+def test_relative_paths_are_resolved_by_the_caller(agent, client_bin, host_ns, sandbox_ns, tmp_path):
+    """A relative dataDir or CNI_PATH means the caller's cwd: the agent declines and the call
+    runs in-process there (the store lands under the caller's cwd, not the agent's)."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    conf = {**bridge_conflist(caller, "1.0.0")["plugins"][0], "cniVersion": "1.0.0", "name": "spt-net"}
+    conf["ipam"] = {**conf["ipam"], "dataDir": "rel-store"}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr-rel", "CNI_NETNS": sandbox_ns.path, "CNI_IFNAME": "eth0",
+           "CNI_PATH": str(client_bin)}
+    p = _call_in(caller, client_bin, host_ns, agent.socket, env, conf)
+    assert p.returncode == 0, p
+    assert "relative path in dataDir" in p.stderr.decode().splitlines()[0]
+    assert (caller / "rel-store" / "spt-net").is_dir()
+    assert not (agent.log.parent / "rel-store").exists()  # the agent's cwd
+    p = _call_in(caller, client_bin, host_ns, agent.socket, {**env, "CNI_COMMAND": "DEL", "CNI_PATH": f"bin:{client_bin}"},
+                 conf)
+    assert p.returncode == 0, p
+    assert "relative path in CNI_PATH" in p.stderr.decode().splitlines()[0]
+    assert agent.status()["served"] == 0
+    relative_netns = os.path.relpath(sandbox_ns.path, caller)
+    p = _call_in(caller, client_bin, host_ns, agent.socket, {**env, "CNI_NETNS": relative_netns}, conf)
+    assert "relative path in CNI_NETNS" in p.stderr.decode().splitlines()[0], p
+    assert agent.status()["served"] == 0

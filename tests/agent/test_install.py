@@ -4,6 +4,7 @@ invisible. And the agent's lock file: gone after a clean exit, a stale one taken
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -115,11 +116,17 @@ def test_agent_from_the_copy_without_the_checkout(installed, make_ns, host_ns, s
         rt.extra_env["PATH"] = CLEAN_PATH
         conf = bridge_conflist(ipam_dir, "1.0.0")
         plugin_conf = {"cniVersion": "1.0.0", "name": conf["name"], **conf["plugins"][0]}
+        # a caller in another mount namespace (here: ours) is declined: its paths are not the agent's
+        call = rt.call("splice-bridge", "ADD", plugin_conf, container_id="ctr-a", ifname="eth0")  # no CNI_NETNS
+        assert json.loads(call.stdout)["code"] == 4 and "in another mount namespace" in call.stderr, call
+        assert rt.call("splice-bridge", "VERSION", {"cniVersion": "1.0.0"}).stderr == ""  # VERSION: served
+        # callers share the agent's mount namespace (the checkout hidden from them too)
+        rt.prefix = ["nsenter", f"--mount=/proc/{proc.pid}/ns/mnt", f"--net={host_ns.path}"]
         call = rt.call("splice-bridge", "ADD", plugin_conf, container_id="ctr-a", netns=sandbox_ns.path, ifname="eth0")
         assert call.rc == 0 and call.stderr == "", call  # served by the agent: no "no agent" notice
         assert oracle.ping(sandbox_ns.name, "10.77.0.1")
         rt.delete(conf, "ctr-a", sandbox_ns.path)
-        assert a.status()["served"] == 2
+        assert a.status()["served"] == 3  # VERSION, ADD, DEL
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         leaks.assert_clean([sandbox_ns], [ipam_dir])

@@ -23,8 +23,9 @@ A call:
    so does ``SPLICE_FAILPOINT`` (failure injection belongs to the in-process path: a
    ``:kill`` failpoint inside the agent would kill the agent).
 2. Read all of stdin, open our own network namespace (``/proc/thread-self/ns/net``) and
-   send one message, the namespace fd attached (``SCM_RIGHTS``): the agent does the
-   host-side work in *that* namespace, not its own.
+   ``$CNI_NETNS`` (when an absolute path) and send one message, the two fds attached
+   (``SCM_RIGHTS``): the agent does the host-side work in *our* namespace, not its own,
+   and uses the sandbox we opened instead of resolving the path in its own context.
 3. Wait for the reply (exit code, stdout, stderr), copy it out, exit with the code.
    A connection lost before the reply (agent killed or restarted mid-call) or a reply that
    does not parse is printed as CNI error JSON: code 11 "try again later" (the runtime
@@ -33,7 +34,8 @@ A call:
 Wire format (stream socket, both directions): a 4-byte big-endian length, then that many
 bytes of fields, each a 4-byte big-endian length plus its bytes.
 
-* request:  ``[b"1", kind, env, stdin]`` + one fd (the caller's netns). ``kind`` is
+* request:  ``[b"1", kind, env, stdin]`` + one or two fds (the caller's netns, then the
+  sandbox ``$CNI_NETNS`` names, when the client could open it). ``kind`` is
   ``bridge``/``ipam``/``portmap`` (``_ping`` for ``splice status``, no fd); ``env`` is
   ``KEY=VALUE`` pairs joined by NUL bytes (the whole environment: delegates get it).
 * reply:    ``[b"1", exit code (ASCII), stdout, stderr]``; the exit code ``in-process``
@@ -271,8 +273,17 @@ def call(kind, default_socket=None):
             stdin = _read_all(0)
             consumed = True
         nsfd = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
+        fds = [nsfd]
+        sandbox = env.get(b"CNI_NETNS")
+        if sandbox and sandbox[:1] == b"/" and env.get(b"CNI_COMMAND") != b"VERSION":
+            try:  # resolved here, as the plugin would in-process: the agent never sees the path
+                sbfd = posix.open(sandbox, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK | posix.O_NOCTTY)
+            except OSError:
+                pass  # gone (a DEL after the sandbox): the agent makes it a path that does not exist
+            else:
+                fds.append(sbfd)
         env_blob = b"\0".join([k + b"=" + v for k, v in env.items()])
-        rc, out, err = request(sock, kind.encode(), env_blob, stdin, (nsfd,))
+        rc, out, err = request(sock, kind.encode(), env_blob, stdin, fds)
         if rc is None:  # the agent declines (it would give this caller a privilege): in-process
             _write_all(2, err)
             if consumed:
@@ -286,7 +297,8 @@ def call(kind, default_socket=None):
     finally:
         sock.close()
         if nsfd >= 0:
-            posix.close(nsfd)
+            for fd in fds:
+                posix.close(fd)
     _write_all(1, out)
     if err:
         _write_all(2, err)

@@ -246,6 +246,36 @@ def _error_reply(code: int, msg: str, details: str = "", stdin: bytes = b"") -> 
     return 1, (json.dumps(err, indent=4) + "\n").encode(), f"splice agent: error {code}: {msg}\n".encode()
 
 
+def _env_value(env_blob: bytes, key: bytes) -> bytes | None:
+    prefix = key + b"="
+    for item in env_blob.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return None
+
+
+def _relative_path(env_blob: bytes, stdin: bytes) -> str | None:
+    """Which of the caller's paths the agent would resolve against its own cwd (so not as
+    the caller would): a relative CNI_NETNS, CNI_PATH entry or IPAM dataDir; else None."""
+    netns = _env_value(env_blob, b"CNI_NETNS")
+    if netns and not netns.startswith(b"/"):
+        return "CNI_NETNS"
+    path = _env_value(env_blob, b"CNI_PATH")
+    if path and any(p and not p.startswith(b"/") for p in path.split(b":")):
+        return "CNI_PATH"
+    if b"dataDir" in stdin:
+        try:
+            conf = json.loads(stdin)
+        except ValueError:
+            return None  # the plugin reports the config
+        if isinstance(conf, dict):
+            for section in (conf, conf.get("ipam")):
+                d = section.get("dataDir") if isinstance(section, dict) else None
+                if isinstance(d, str) and d and not d.startswith("/"):
+                    return "dataDir"
+    return None
+
+
 def _in_process_reply(kind: bytes, why: str) -> tuple[int, bytes, bytes]:
     """Decline a call: the client runs it in-process after printing this one line."""
     name = kind.decode(errors="replace") if kind else "plugin"
@@ -594,8 +624,8 @@ class Agent:
         agent would otherwise act, and exec delegates from the caller's CNI_PATH, with
         capabilities the caller lacks). In-process, the kernel decides.
         """
-        if len(fields) < 2 or fields[1] == PING:
-            return None
+        if len(fields) < 3 or fields[1] == PING or _env_value(fields[2], b"CNI_COMMAND") == b"VERSION":
+            return None  # no work, no paths
         kind = fields[1]
         try:
             peer = peer_facts(conn)
@@ -604,6 +634,15 @@ class Agent:
         missing = self._own["cap_eff"] & ~peer["cap_eff"]
         if missing:
             return _in_process_reply(kind, f"pid {peer['pid']} lacks capabilities the agent has: {cap_names(missing)}")
+        # paths: the agent must resolve them as the caller would
+        if peer["mnt"] != self._own["mnt"]:
+            return _in_process_reply(kind, f"pid {peer['pid']} is in another mount namespace")
+        if peer["root"] != self._own["root"]:
+            return _in_process_reply(kind, f"pid {peer['pid']} has another root directory")
+        if len(fields) == 4:
+            relative = _relative_path(fields[2], fields[3])
+            if relative:
+                return _in_process_reply(kind, f"relative path in {relative}")
         return None
 
     def _reply(self, conn: socket.socket, reply: tuple[int, bytes, bytes]) -> None:
@@ -621,7 +660,7 @@ class Agent:
         kind = kind_b.decode(errors="replace")
         if kind_b == PING:
             return (0, (json.dumps(self.status()) + "\n").encode(), b""), True
-        if len(fds) != 1 or not _is_netns_fd(fds[0]):
+        if len(fds) not in (1, 2) or not _is_netns_fd(fds[0]):
             return _error_reply(wire.INTERNAL, "splice agent: the request carries no network namespace",
                                 "the client must pass its network namespace fd (SCM_RIGHTS)", stdin), True
         try:
@@ -634,7 +673,7 @@ class Agent:
             self._inflight += 1
         healthy = True
         try:
-            reply, healthy = self._call(kind, env, stdin, fds[0])
+            reply, healthy = self._call(kind, env, stdin, fds[0], fds[1] if len(fds) > 1 else None)
         finally:
             with self._count_lock:
                 self._inflight -= 1
@@ -648,7 +687,8 @@ class Agent:
                      f"rc={reply[0]} {(time.perf_counter() - t0) * 1000:.1f} ms")
         return reply, healthy
 
-    def _call(self, kind: str, env: dict[str, str], stdin: bytes, nsfd: int) -> tuple[tuple[int, bytes, bytes], bool]:
+    def _call(self, kind: str, env: dict[str, str], stdin: bytes, nsfd: int,
+              sandbox_fd: int | None = None) -> tuple[tuple[int, bytes, bytes], bool]:
         """Run one CNI call on this thread, inside the caller's namespace ``nsfd``.
 
         The thread enters the namespace for the call and returns to the agent's own
@@ -675,17 +715,20 @@ class Agent:
                                 e.strerror or str(e), stdin), True
         from splice.plugins.cni.skel import run_plugin
 
+        sandbox = _SandboxPath(env.get("CNI_NETNS"), sandbox_fd)
         out, err = io.StringIO(), io.StringIO()
         if router is not None:
             router.local.buf = err
         try:
             # host = this thread's namespace, i.e. the caller's: host-side work runs inline
-            rc = run_plugin(plugin, env=env, stdin=io.BytesIO(stdin), stdout=out, host=Netns.current())
+            rc = run_plugin(plugin, env=sandbox.env(env), stdin=io.BytesIO(sandbox.stdin(stdin)), stdout=out,
+                            host=Netns.current())
         finally:
             if router is not None:
                 router.local.buf = None
             healthy = self._leave_namespace()
-        return (rc, out.getvalue().encode("utf-8", "surrogateescape"), err.getvalue().encode("utf-8", "replace")), healthy
+        return (rc, sandbox.output(out.getvalue().encode("utf-8", "surrogateescape"), json_text=True),
+                sandbox.output(err.getvalue().encode("utf-8", "replace"))), healthy
 
     def _leave_namespace(self) -> bool:
         try:
@@ -694,6 +737,42 @@ class Agent:
         except OSError as e:
             self.log(f"cannot return a worker to the agent's namespace ({e.strerror}); retiring it")
             return False
+
+
+class _SandboxPath:
+    """CNI_NETNS as the agent hands it to the plugin: never the caller's path (which names
+    something else in the agent's context, e.g. ``/proc/self/ns/net``) but the sandbox the
+    client opened, as ``/proc/<agent pid>/fd/<n>``: valid on the worker thread and in
+    the delegates it executes, for the duration of the call. A sandbox the client could
+    not open becomes ``/proc/<agent pid>/fd/-1`` (does not exist, as for the caller).
+
+    The plugin's view is made consistent: the caller's path in a ``prevResult``
+    (``interfaces[].sandbox``) reads as the fd path, and the fd path in the answer
+    (results, error messages) reads as the caller's path again. The "plugin's netns is
+    CNI_NETNS" check (code 8) compares the fd's namespace with the caller's, as in-process.
+    """
+
+    def __init__(self, original: str | None, fd: int | None) -> None:
+        self.original = original or None
+        self.path = f"/proc/{os.getpid()}/fd/{fd if fd is not None else -1}"
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return env if self.original is None else {**env, "CNI_NETNS": self.path}
+
+    def stdin(self, data: bytes) -> bytes:
+        if self.original is None:
+            return data
+        for quoted in {json.dumps(self.original), json.dumps(self.original, ensure_ascii=False)}:
+            data = data.replace(quoted.encode("utf-8", "surrogateescape"), json.dumps(self.path).encode())
+        return data
+
+    def output(self, data: bytes, json_text: bool = False) -> bytes:
+        if self.original is None:
+            return data
+        import re
+
+        back = (json.dumps(self.original)[1:-1] if json_text else self.original).encode("utf-8", "surrogateescape")
+        return re.sub(re.escape(self.path.encode()) + rb"(?![0-9])", lambda _m: back, data)
 
 
 def _setns(fd: int) -> None:
