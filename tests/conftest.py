@@ -247,3 +247,18 @@ def pytest_sessionfinish(session, exitstatus):
     for entry in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
         if entry.startswith(f"{NS_PREFIX}{os.getpid()}-"):
             subprocess.run(["ip", "netns", "del", entry], capture_output=True)
+
+
+def rtnl_in(ns: "Namespace", fn, *args):
+    """``fn(rt, *args)`` with a splice Rtnl inside the test namespace ``ns`` (library tests)."""
+    from splice.libnet import rtnl
+    from splice.libnet.netns import Netns
+
+    with Netns.open(ns.path) as n:
+        return rtnl.run(n, fn, *args)
+
+
+def only_lo(*nss: "Namespace") -> None:
+    """Leak check: the namespaces hold nothing but ``lo``."""
+    for ns in nss:
+        assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"

@@ -13,7 +13,7 @@ from splice.libnet import names, rtnl, sysctl
 from splice.libnet.errors import LinkExists, LinkNotFound, NetError, NotSupported
 from splice.libnet.netns import Netns
 
-from ..conftest import missing_kernel_feature, vlan_filtering_supported
+from ..conftest import missing_kernel_feature, vlan_filtering_supported, rtnl_in as run, only_lo
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(30)]
 
@@ -22,19 +22,9 @@ NET = ipaddress.ip_network
 ADDR = ipaddress.ip_address
 
 
-def run(ns, fn, *args):
-    """fn(rt, *args) with an Rtnl inside the test namespace ``ns``."""
-    with Netns.open(ns.path) as n:
-        return rtnl.run(n, fn, *args)
-
-
 def in_ns(ns, fn, *args):
     with Netns.open(ns.path) as n:
         return n.run(fn, *args)
-
-
-def only_lo(ns) -> None:
-    assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
 
 
 def test_the_echo_path_and_the_lookup_fallback(host_ns, monkeypatch):

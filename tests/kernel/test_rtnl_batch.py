@@ -11,21 +11,14 @@ from splice.libnet import rtnl
 from splice.libnet.errors import LinkExists, NetError
 from splice.libnet.netns import Netns
 
+from ..conftest import rtnl_in as run, only_lo
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
 IF = ipaddress.ip_interface
 NET = ipaddress.ip_network
 ADDR = ipaddress.ip_address
 
-
-def run(ns, fn, *args):
-    with Netns.open(ns.path) as n:
-        return rtnl.run(n, fn, *args)
-
-
-def only_lo(*nss) -> None:
-    for ns in nss:
-        assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
 
 
 class CountingSocket:

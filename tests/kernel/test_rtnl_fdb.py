@@ -15,7 +15,7 @@ from splice.conformance import oracle
 from splice.libnet import rtnl
 from splice.libnet.netns import Netns
 
-from ..conftest import has_ipv6
+from ..conftest import has_ipv6, rtnl_in as run, only_lo
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -24,15 +24,6 @@ IF = ipaddress.ip_interface
 NET = ipaddress.ip_network
 MAC_A, MAC_B = "02:00:00:00:aa:01", "02:00:00:00:bb:01"
 
-
-def run(ns, fn, *args):
-    with Netns.open(ns.path) as n:
-        return rtnl.run(n, fn, *args)
-
-
-def only_lo(*nss) -> None:
-    for ns in nss:
-        assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
 
 
 def fdb(ns, dev: str) -> list[dict]:

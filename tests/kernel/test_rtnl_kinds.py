@@ -16,21 +16,12 @@ from splice.libnet import rtnl
 from splice.libnet.errors import LinkExists, NetError, NotSupported
 from splice.libnet.netns import Netns
 
-from ..conftest import missing_kernel_feature
+from ..conftest import missing_kernel_feature, rtnl_in as run, only_lo
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
 ADDR = ipaddress.ip_address
 
-
-def run(ns, fn, *args):
-    with Netns.open(ns.path) as n:
-        return rtnl.run(n, fn, *args)
-
-
-def only_lo(*nss) -> None:
-    for ns in nss:
-        assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
 
 
 def info(ns, name: str) -> dict:
