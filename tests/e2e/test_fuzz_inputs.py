@@ -162,7 +162,8 @@ def cases() -> list[Case]:
                                     [[{"subnet": SUBNET, "gateway": "10.78.0.255"}]],
                                     [[{"subnet": SUBNET}, {"subnet": "fd00::/64"}]],
                                     [[{"subnet": SUBNET}], [{"subnet": "10.78.0.0/25"}]]], 7)
-        add(plugin, "ipam.ranges", [MISSING], 7)
+        add(plugin, "ipam.ranges", [MISSING, [[{"subnet": f"10.{i}.0.0/24"}] for i in range(257)]], 7)
+        add(plugin, "runtimeConfig.ipRanges", [[[{"subnet": f"10.{i}.0.0/24"}] for i in range(257)]], 7)
         add(plugin, "ipam.subnet", [5, "x", "10.78.0.0/31"], 7)
         add(plugin, "ipam.rangeStart", ["10.78.0.5"], 7, conf=None)
         add(plugin, "ipam.routes", ["x", 1, {}, [1], [{}], [{"dst": 5}], [{"dst": "x"}], [{"dst": "10.0.0.1/8"}],

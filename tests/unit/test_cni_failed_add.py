@@ -138,3 +138,34 @@ def test_network_name_of_255_bytes_works(tmp_path):
     c = {**conf(tmp_path), "name": "n" * 255}
     assert ip.SpliceIpam().add(cmd(c))["ips"]
     ip.SpliceIpam().delete(cmd(c, "DEL"))
+
+
+def _many_ranges(n: int) -> list:
+    import ipaddress
+
+    base = ipaddress.ip_address("10.0.0.0")
+    return [[{"subnet": f"{base + 8 * i}/29"}] for i in range(n)]
+
+
+@pytest.mark.parametrize("where", ["ipam.ranges", "runtimeConfig.ipRanges"])
+def test_too_many_ranges_are_refused_before_parsing(tmp_path, where):
+    import time
+
+    c = conf(tmp_path)
+    if where == "ipam.ranges":
+        c["ipam"]["ranges"] = _many_ranges(8000)
+    else:
+        c["runtimeConfig"] = {"ipRanges": _many_ranges(8000)}
+    t0 = time.perf_counter()
+    with pytest.raises(Exception) as e:
+        ip.SpliceIpam().add(cmd(c))
+    assert time.perf_counter() - t0 < 1.0
+    err = from_exception(e.value)
+    assert err.code == 7 and where in err.msg and "256" in err.msg, err.msg
+    assert leases(tmp_path) == []
+    ip.SpliceIpam().delete(cmd(c, "DEL"))  # DEL still finds the store
+
+
+def test_256_ranges_are_fine(tmp_path):
+    c = conf(tmp_path, ranges=[sum(_many_ranges(256), [])])
+    assert ip.SpliceIpam().add(cmd(c))["ips"]

@@ -36,6 +36,23 @@ if TYPE_CHECKING:  # pragma: no cover
 NAME_MAX = 255  # bytes of one file name (Linux NAME_MAX): the store directory is named after the network
 
 
+MAX_RANGES = 256  # ranges of one config (all range sets): real ones have a handful
+
+
+def _bound_ranges(ipam: object, override: object) -> None:
+    """IpamConfigError for more than MAX_RANGES ranges, before they are parsed (every pair
+    is checked for overlaps: a 250 KB config of 8000 ranges would cost half a minute)."""
+    from splice.ipam.errors import IpamConfigError
+
+    sets = override if override is not None else (ipam.get("ranges") if isinstance(ipam, dict) else None)
+    if not isinstance(sets, list):
+        return
+    n = sum(len(rs) if isinstance(rs, list) else 1 for rs in sets)
+    if n > MAX_RANGES:
+        where = "runtimeConfig.ipRanges" if override is not None else "ipam.ranges"
+        raise IpamConfigError(f"{where}: {n} ranges, at most {MAX_RANGES} are allowed")
+
+
 def _runtime_config(a: "CmdArgs") -> dict:
     rc = a.config.get("runtimeConfig")
     return rc if isinstance(rc, dict) else {}
@@ -54,6 +71,7 @@ def _config(a: "CmdArgs", *, ranges: bool = True) -> "IpamConfig":
                               f"a network's store in <dataDir>/<name>, a file name of at most {NAME_MAX} bytes")
     override = _runtime_config(a).get("ipRanges") or None
     try:
+        _bound_ranges(ipam, override)
         cfg = parse_ipam_config(ipam, name, override)
     except IpamConfigError:
         if ranges:
