@@ -216,3 +216,61 @@ def test_bridge_name_taken_by_another_kind_leaves_nothing(cni, host_ns, sandbox_
                                             ipam_dir, leaks, 103)
     assert "not a bridge" in err["msg"], err
     assert {"sptnb0", "sptnb1"} <= oracle.link_names(host_ns.name)  # someone else's link is left alone
+
+
+BAD_RESULT_IPAM = """#!/bin/sh
+# A delegated IPAM whose ADD succeeds (exit 0) with an answer that is no valid result.
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$(dirname "$0")/calls"
+cat > /dev/null
+if [ "$CNI_COMMAND" = ADD ]; then printf '%s' "$(cat "$(dirname "$0")/answer")"; fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("answer,code", [
+    ('{"cniVersion": "1.0.0", "ips": "x"}', 6),
+    ('{"cniVersion": "1.0.0", "ips": [{"address": "10.77.0.9"}]}', 6),
+    ('{"cniVersion": "1.0.0", "ips": [{"address": "10.77.0.9/24", "interface": 4}]}', 7),
+    ('{"cniVersion": "9.0.0"}', 1),
+    ('[1]', 6),
+    ('not json', 106),
+    ('', 106),
+])
+def test_delegated_ipam_with_a_malformed_result_is_released(answer, code, cni, sandbox_ns, ipam_dir, leaks, tmp_path):
+    """As the reference bridge (its deferred ipam.ExecDel once ExecAdd succeeded): a
+    delegate that allocated (exit 0) but answered no valid result gets its DEL."""
+    d = tmp_path / "cni-bin"
+    d.mkdir()
+    exe = d / "spt-badres"
+    exe.write_text(BAD_RESULT_IPAM)
+    exe.chmod(0o755)
+    (d / "answer").write_text(answer)
+    cni.cni_path.append(str(d))
+    good = plugin_conf(ipam_dir, "1.0.0")
+    bad = {**good, "ipam": {"type": "spt-badres"}}
+    add_fails_then_fixed_add_succeeds(cni, "splice-bridge", bad, good, sandbox_ns, ipam_dir, leaks, code)
+    assert (d / "calls").read_text().split("\n")[:2] == ["ADD c0ffee eth0", "DEL c0ffee eth0"]
+
+
+FAILING_IPAM = """#!/bin/sh
+echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME" >> "$(dirname "$0")/calls"
+cat > /dev/null
+if [ "$CNI_COMMAND" = ADD ]; then echo '{"cniVersion": "1.0.0", "code": 102, "msg": "taken"}'; exit 1; fi
+exit 0
+"""
+
+
+def test_delegated_ipam_whose_add_fails_gets_no_del(cni, sandbox_ns, ipam_dir, leaks, tmp_path):
+    """A delegate whose ADD failed cleaned up itself (or holds someone else's lease): as the
+    reference, no DEL is sent."""
+    d = tmp_path / "cni-bin"
+    d.mkdir()
+    exe = d / "spt-fails"
+    exe.write_text(FAILING_IPAM)
+    exe.chmod(0o755)
+    cni.cni_path.append(str(d))
+    bad = {**plugin_conf(ipam_dir, "1.0.0"), "ipam": {"type": "spt-fails"}}
+    err = assert_error(cni.run("splice-bridge", "ADD", bad, netns=sandbox_ns.path), 102)
+    assert err["msg"] == "taken"
+    assert (d / "calls").read_text().split("\n")[:-1] == ["ADD c0ffee eth0"]
+    leaks.assert_clean([sandbox_ns], [ipam_dir])

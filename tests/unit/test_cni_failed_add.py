@@ -169,3 +169,30 @@ def test_too_many_ranges_are_refused_before_parsing(tmp_path, where):
 def test_256_ranges_are_fine(tmp_path):
     c = conf(tmp_path, ranges=[sum(_many_ranges(256), [])])
     assert ip.SpliceIpam().add(cmd(c))["ips"]
+
+
+@pytest.mark.parametrize("rc,answer,allocated", [
+    (0, '{"cniVersion": "1.0.0", "ips": "x"}', True),
+    (0, "[1]", True),
+    (0, "not json", True),
+    (0, '{"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "interface": 3}]}', True),
+    (1, '{"cniVersion": "1.0.0", "code": 102, "msg": "taken"}', False),
+    (1, '{"cniVersion": "1.0.0", "code": 6, "msg": "delegate spt-x result: mimicry"}', True),  # its own words
+    (2, "", False),
+])
+def test_delegate_allocated_pins_the_delegate_errors(tmp_path, rc, answer, allocated):
+    """The adapter tells 'the delegate's ADD succeeded but answered no result' (send DEL)
+    from 'the delegate's ADD failed' (do not) by the errors of delegate.delegate: pinned here."""
+    from splice.plugins.cni.delegate import delegate
+    from splice.plugins.cni.main_plugin import _delegate_allocated
+
+    exe = tmp_path / "spt-x"
+    exe.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf '%s' '{answer}'\nexit {rc}\n")
+    exe.chmod(0o755)
+    a = cmd({**conf(tmp_path), "ipam": {"type": "spt-x"}})
+    a.path = [str(tmp_path)]
+    with pytest.raises(Exception) as e:
+        delegate("ADD", "spt-x", a)
+    assert _delegate_allocated(a, e.value) is allocated
+    a.config["ipam"]["type"] = "splice-ipam"
+    assert _delegate_allocated(a, e.value) is False
