@@ -274,3 +274,19 @@ def test_delegated_ipam_whose_add_fails_gets_no_del(cni, sandbox_ns, ipam_dir, l
     assert err["msg"] == "taken"
     assert (d / "calls").read_text().split("\n")[:-1] == ["ADD c0ffee eth0"]
     leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+@pytest.mark.parametrize("plugin", ["splice-bridge", "splice-ipam", "splice-portmap"])
+def test_oversized_and_deep_requests_through_the_executables(plugin, cni, sandbox_ns, ipam_dir, leaks):
+    """Issue 9 item 8: a 70 MB request and one nested 100k deep answered code 6 (they were
+    code 100), quickly, without reading the whole request."""
+    import time
+
+    head = b'{"cniVersion": "1.0.0", "name": "spt-net", "type": "' + plugin.encode() + b'", "pad": "'
+    for body, needle in ((head + b"x" * (70 << 20) + b'"}', "too large"),
+                         (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested")):
+        t0 = time.monotonic()
+        err = assert_error(cni.run(plugin, "ADD", body, netns=sandbox_ns.path), 6)
+        assert needle in err["msg"], err
+        assert time.monotonic() - t0 < 5
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
