@@ -35,12 +35,13 @@ class Agent:
     ns: Namespace
     log: Path
     env: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> "Agent":
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net={self.ns.path}", SPLICE, "agent", "--socket", self.socket, "-v"],
+            ["nsenter", f"--net={self.ns.path}", SPLICE, "agent", "--socket", self.socket, "-v", *self.args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=env, cwd=self.log.parent,
         )
         deadline = time.monotonic() + timeout
@@ -122,9 +123,10 @@ def start_agent(tmp_path, make_ns):
     require_root()
     made: list[Agent] = []
 
-    def start(env: dict | None = None, ns: Namespace | None = None, socket: str | None = None) -> Agent:
+    def start(env: dict | None = None, ns: Namespace | None = None, socket: str | None = None,
+              extra_args: list | None = None) -> Agent:
         agent = Agent(socket=socket or str(tmp_path / "run" / "agent.sock"), ns=ns or make_ns(),
-                      log=tmp_path / "agent.log", env=dict(env or {}))
+                      log=tmp_path / "agent.log", env=dict(env or {}), args=list(extra_args or []))
         made.append(agent)
         return agent.start()
 

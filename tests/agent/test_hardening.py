@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from splice.conformance import oracle
+from splice.plugins.agent import client as wire
 
 from ..conftest import bin_dir, require_tool
 from .conftest import SPLICE, agent_runtime, bridge_conflist, count_leases
@@ -223,3 +225,123 @@ def test_relative_paths_are_resolved_by_the_caller(agent, client_bin, host_ns, s
     p = _call_in(caller, client_bin, host_ns, agent.socket, {**env, "CNI_NETNS": relative_netns}, conf)
     assert "relative path in CNI_NETNS" in p.stderr.decode().splitlines()[0], p
     assert agent.status()["served"] == 0
+
+
+# -- item 2: idle and slow clients cannot starve real calls ---------------------------------------
+def _idle_connections(path: str, n: int) -> list:
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        out.append(s)
+    return out
+
+
+def _add_then_del(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir, limit: float = 15.0) -> float:
+    conf = bridge_conflist(ipam_dir, "1.0.0")
+    rt = agent_runtime(host_ns, tmp_path, client_bin, agent.socket)
+    rt.timeout = limit
+    t0 = time.monotonic()
+    rt.add(conf, "ctr-starve", sandbox_ns.path)
+    took = time.monotonic() - t0
+    rt.delete(conf, "ctr-starve", sandbox_ns.path)
+    return took
+
+
+def test_idle_connections_do_not_starve_calls(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir, leaks):
+    idle = _idle_connections(agent.socket, 200)
+    try:
+        took = _add_then_del(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir)
+        assert took < 3.0, took
+        assert agent.status()["served"] == 2
+        # the agent closes what sends no request within its deadline (declined: in-process)
+        idle[0].settimeout(15)
+        reply = wire.read_message(idle[0])
+        assert reply[1] == wire.IN_PROCESS and b"no complete request" in reply[3], reply
+    finally:
+        for s in idle:
+            s.close()
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def test_slow_clients_do_not_starve_calls(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir, leaks):
+    """32 clients sending one byte of a request now and then: real calls are still served."""
+    import threading
+
+    stop = threading.Event()
+    slow = _idle_connections(agent.socket, 32)
+    for s in slow:
+        s.send((1000).to_bytes(4, "big"))  # a request of 1000 bytes, coming one byte at a time
+
+    def drip():
+        while not stop.wait(0.5):
+            for s in slow:
+                try:
+                    s.send(b"\x00")
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    try:
+        time.sleep(1.0)
+        took = _add_then_del(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir)
+        assert took < 3.0, took
+    finally:
+        stop.set()
+        t.join()
+        for s in slow:
+            s.close()
+    assert agent.status()["served"] == 2
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def test_connection_cap_declines_to_in_process(start_agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir,
+                                               leaks):
+    agent = start_agent(extra_args=["--max-connections", "8"])
+    idle = _idle_connections(agent.socket, 8)
+    try:
+        conf = bridge_conflist(ipam_dir, "1.0.0")
+        rt = agent_runtime(host_ns, tmp_path, client_bin, agent.socket)
+        rt.timeout = 15
+        call = rt.call("splice-bridge", "ADD", {**conf["plugins"][0], "cniVersion": "1.0.0", "name": "spt-net"},
+                       netns=sandbox_ns.path, container_id="ctr-cap", ifname="eth0")
+        assert call.rc == 0, call
+        assert "8 connections open" in call.stderr.splitlines()[0] and "in-process" in call.stderr, call
+    finally:
+        for s in idle:
+            s.close()
+    time.sleep(0.5)
+    rt.delete(conf, "ctr-cap", sandbox_ns.path)  # the cap is free again: through the agent
+    assert agent.status()["served"] >= 1
+    leaks.assert_clean([sandbox_ns], [ipam_dir])
+
+
+def test_busy_workers_decline_after_the_queue_deadline(start_agent, client_bin, host_ns, sandbox_ns, tmp_path,
+                                                       ipam_dir):
+    """One worker, held by a slow delegate: a second call waits at most the queue deadline,
+    then runs in-process."""
+    import concurrent.futures
+
+    agent = start_agent(extra_args=["--workers", "1"])
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slow-ipam").write_text(
+        '#!/bin/sh\nsleep 8\necho \'{"cniVersion": "1.0.0", "code": 11, "msg": "slow"}\'\nexit 1\n')
+    (plugins / "slow-ipam").chmod(0o755)
+    conf = {**bridge_conflist(ipam_dir, "1.0.0", ipam_type="slow-ipam")["plugins"][0], "cniVersion": "1.0.0",
+            "name": "spt-net"}
+    rt = agent_runtime(host_ns, tmp_path, client_bin, agent.socket)
+    rt.cni_path = [str(client_bin), str(plugins)]
+    rt.timeout = 30
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(rt.call, "splice-bridge", "ADD", conf, netns=sandbox_ns.path, container_id="ctr-slow",
+                           ifname="eth0")
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        call = rt.call("splice-bridge", "ADD", conf, container_id="ctr-2", ifname="eth0")  # no CNI_NETNS: code 4
+        took = time.monotonic() - t0
+        assert json.loads(call.stdout)["code"] == 4, call
+        assert "workers busy" in call.stderr.splitlines()[0] and "in-process" in call.stderr, call
+        assert took < 8.0, took
+        assert json.loads(slow.result().stdout)["msg"] == "slow"

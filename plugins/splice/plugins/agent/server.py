@@ -27,10 +27,15 @@ worker that cannot return is retired and replaced. The agent's other threads nev
 (The alternative, a fresh ``Netns.run`` thread per call with ``host=Netns.from_fd(fd)``,
 costs one or two more thread wake-ups per call, which a busy machine makes expensive.)
 
-Concurrency. ``workers`` threads (default 16) each block in ``accept()`` on the listening
-socket and serve one call at a time, end to end (no hand-off between threads); further
-clients wait in the listen backlog. Calls are as independent as separate processes: IPAM
-allocations are SQLite ``BEGIN IMMEDIATE`` transactions (serialised per store, across the
+Concurrency. One reader thread accepts every connection and reads requests without
+blocking (a selector), with a total deadline per connection (``REQUEST_DEADLINE_S``) and a
+cap on open connections (``--max-connections``); only complete requests are queued for the
+``workers`` threads (default 16), which serve one call at a time. A connection with no
+complete request by its deadline, one over the cap, and a request that waited
+``QUEUE_DEADLINE_S`` for a worker are declined: the client runs the call in-process. So
+idle or slow clients hold no worker and cannot starve real calls (the hand-off costs a
+thread wake-up per call). Calls are as independent as separate processes: IPAM allocations
+are SQLite ``BEGIN IMMEDIATE`` transactions (serialised per store, across the
 agent's threads and any in-process plugin alike), netlink sockets are per call, nftables
 changes are kernel transactions checked by the ownership pairs of masq.py. The agent
 holds no state that matters: the IPAM store and the kernel (owner-tagged objects) hold
@@ -58,10 +63,12 @@ client, and everything else to the agent's own stderr (its log).
 from __future__ import annotations
 
 import array
+import collections
 import errno
 import io
 import json
 import os
+import selectors
 import signal
 import socket
 import stat
@@ -75,7 +82,10 @@ from splice.plugins.agent import client as wire
 
 DEFAULT_WORKERS = 16
 IDLE_S = 30.0  # close a shared nftables context / IPAM store after this long unused
-READ_TIMEOUT_S = 30.0  # to receive one request after connect
+REQUEST_DEADLINE_S = 5.0  # from accept to a complete request (else declined: the client runs in-process)
+QUEUE_DEADLINE_S = 5.0  # a complete request waiting for a worker (else declined the same way)
+REPLY_TIMEOUT_S = 10.0  # to hand a reply to a client that does not read it
+DEFAULT_MAX_CONNECTIONS = 256  # open connections (being read, queued, served); more are declined
 MAX_FDS = 4
 PING = b"_ping"
 
@@ -192,43 +202,6 @@ def own_facts() -> dict:
     return {"pid": os.getpid(), "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino), "root": (root.st_dev, root.st_ino)}
 
 
-def _recv_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """The fields of one request and the fds that came with it (caller closes them)."""
-    fds: list[int] = []
-    msg, anc, flags, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * 4))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
-    try:
-        if flags & socket.MSG_CTRUNC:
-            raise ValueError("too many file descriptors in the request")
-        if not msg:
-            raise EOFError("client closed the connection without a request")
-        return wire.read_message(conn, msg), fds
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-def _discard(conn: socket.socket, limit: int = 1 << 16, timeout: float = 1.0) -> None:
-    """Read and drop what a refused client sends (fds passed with it are dropped by the
-    kernel), so that closing does not reset the connection before it read our answer."""
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(timeout)
-        got = 0
-        while got < limit:
-            chunk = conn.recv(1 << 14)
-            if not chunk:
-                return
-            got += len(chunk)
-    except OSError:
-        pass
-
-
 def _config_version(stdin: bytes) -> str:
     try:
         v = json.loads(stdin).get("cniVersion")
@@ -278,8 +251,8 @@ def _relative_path(env_blob: bytes, stdin: bytes) -> str | None:
 
 def _in_process_reply(kind: bytes, why: str) -> tuple[int, bytes, bytes]:
     """Decline a call: the client runs it in-process after printing this one line."""
-    name = kind.decode(errors="replace") if kind else "plugin"
-    return -1, b"", f"splice-{name}: the splice agent does not serve this call ({why}): running in-process\n".encode()
+    name = "splice-" + kind.decode(errors="replace") if kind else "splice"
+    return -1, b"", f"{name}: the splice agent does not serve this call ({why}): running in-process\n".encode()
 
 
 def _is_netns_fd(fd: int) -> bool:
@@ -316,9 +289,13 @@ class Agent:
     """Serve CNI calls on a unix socket until :meth:`stop` (or SIGTERM/SIGINT in :func:`serve`)."""
 
     def __init__(self, path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False,
-                 log: Any = None) -> None:
+                 log: Any = None, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.path = path
         self.workers = max(1, workers)
+        self.max_connections = max(1, max_connections)
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue_cond = threading.Condition()
+        self._reader: _Reader | None = None
         self.verbose = verbose
         self.log_stream = log if log is not None else sys.stderr
         self._sock: socket.socket | None = None
@@ -484,15 +461,20 @@ class Agent:
 
     # -- serving --------------------------------------------------------------------
     def serve_forever(self) -> None:
-        """Start the workers and supervise them until :meth:`stop`; then wake them up.
+        """Start the reader and the workers and supervise them until :meth:`stop`.
 
-        Each worker blocks in ``accept()`` on the shared listening socket (the kernel
-        wakes exactly one per connection) and serves the call itself: no hand-off to
-        another thread, which costs a wake-up (up to milliseconds on a busy machine).
+        One reader thread (:class:`_Reader`, a selector) accepts every connection and
+        reads requests with deadlines, holding no worker: only complete requests go to
+        the queue the ``workers`` threads serve. Idle or slow clients therefore cannot
+        starve real calls; they are declined after ``REQUEST_DEADLINE_S``, and so is a
+        request still queued after ``QUEUE_DEADLINE_S`` (all workers busy) or one
+        arriving while ``max_connections`` are open: the client runs it in-process.
         """
         assert self._sock is not None, "bind() first"
-        self._sock.settimeout(None)
-        self.log(f"listening on {self.path} (workers {self.workers})")
+        self._reader = _Reader(self)
+        reader = threading.Thread(target=self._reader.run, name="splice-reader", daemon=True)
+        reader.start()
+        self.log(f"listening on {self.path} (workers {self.workers}, connections {self.max_connections})")
         while not self._stopping.is_set():
             with self._count_lock:
                 missing = self.workers - len(self._threads)
@@ -502,49 +484,27 @@ class Agent:
                     self._threads.add(t)
                 t.start()
             self._stopping.wait(0.5)
-        self._wake_workers()
+        reader.join(timeout=5)
+        with self._queue_cond:
+            self._queue_cond.notify_all()
 
-    def _wake_workers(self) -> None:
-        """Unblock the workers sitting in accept().
-
-        Our own socket: ``shutdown()`` makes every blocked ``accept()`` fail (EINVAL). A
-        systemd socket must stay usable for the next activation, so there each worker gets
-        one empty connection instead.
-        """
-        if self._own_socket and self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-                return
-            except OSError:
-                pass
-        try:
-            address = self._sock.getsockname() if self._sock is not None else self.path
-        except OSError:
-            address = self.path
-        with self._count_lock:
-            n = len(self._threads)
-        for _ in range(n):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(address)
-            except OSError:
-                break
-            finally:
-                s.close()
+    def _next_request(self) -> "_Request | None":
+        """The oldest queued request; None when stopping and nothing is left."""
+        with self._queue_cond:
+            while not self._queue:
+                if self._stopping.is_set():
+                    return None
+                self._queue_cond.wait(0.5)
+            return self._queue.popleft()
 
     def _worker(self) -> None:
         me = threading.current_thread()
         try:
-            while not self._stopping.is_set():
-                try:
-                    conn, _ = self._sock.accept()  # type: ignore[union-attr]
-                except OSError as e:
-                    if self._stopping.is_set() or self._sock is None or e.errno in (errno.EBADF, errno.EINVAL):
-                        return
-                    self.log(f"accept: {e.strerror or e}; backing off")
-                    time.sleep(0.1)  # EMFILE/ENFILE/ENOBUFS/ENOMEM
-                    continue
-                if not self._connection(conn):
+            while True:
+                req = self._next_request()
+                if req is None:
+                    return
+                if not self._connection(req):
                     return  # this thread could not leave a caller's namespace: replace it
         finally:
             with self._count_lock:
@@ -574,27 +534,13 @@ class Agent:
                 "served": served, "failed": failed, "python": sys.version.split()[0]}
 
     # -- one connection ---------------------------------------------------------------
-    def _connection(self, conn: socket.socket) -> bool:
-        """Serve one connection; False when this thread must end (namespace not restored)."""
-        fds: list[int] = []
+    def _connection(self, req: "_Request") -> bool:
+        """Serve one complete request; False when this thread must end (namespace not restored)."""
+        conn, fields, fds = req.conn, req.fields, req.fds
         healthy = True
         try:
-            conn.settimeout(READ_TIMEOUT_S)
-            uid = _peer_uid(conn)
-            if uid not in (0, os.geteuid()):
-                self.log(f"refused a client with uid {uid}")
-                # answer without reading the request: a non-root client learns nothing else
-                self._reply(conn, _error_reply(wire.INTERNAL, "splice agent: permission denied",
-                                               f"peer uid {uid} is not root"))
-                _discard(conn)
-                return True
-            try:
-                fields, fds = _recv_request(conn)
-            except (EOFError, OSError, ValueError) as e:
-                if not isinstance(e, EOFError):
-                    self._reply(conn, _error_reply(wire.INTERNAL, "splice agent: unreadable request", str(e)))
-                return True
-            conn.settimeout(None)  # the call may take long (delegates); the client has its deadline
+            conn.setblocking(True)
+            conn.settimeout(REPLY_TIMEOUT_S)  # for the reply: the call itself runs without a deadline
             declined = self._decline(conn, fields)
             if declined is not None:
                 self.log(declined[2].decode(errors="replace").rstrip("\n"))
@@ -605,15 +551,8 @@ class Agent:
         except Exception as e:  # never let one connection take the agent down
             self.log(f"connection failed: {e.__class__.__name__}: {e}")
         finally:
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            try:
-                conn.close()
-            except OSError:
-                pass
+            req.close()
+            self._reader.done()
         return healthy
 
     def _decline(self, conn: socket.socket, fields: list[bytes]) -> tuple[int, bytes, bytes] | None:
@@ -739,6 +678,229 @@ class Agent:
             return False
 
 
+class _Request:
+    """A connection and, once read, its request (fields and passed fds)."""
+
+    __slots__ = ("conn", "buf", "fds", "fields", "deadline", "queued_at", "draining", "drained")
+
+    def __init__(self, conn: socket.socket, deadline: float) -> None:
+        self.conn = conn
+        self.buf = bytearray()
+        self.fds: list[int] = []
+        self.fields: list[bytes] = []
+        self.deadline = deadline
+        self.queued_at = 0.0
+        self.draining = False  # answered already: reading what the client still sends, then closing
+        self.drained = 0
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class _Reader:
+    """The agent's one reading thread: accepts, reads requests without blocking (a
+    selector), enforces the deadlines and the connection cap, queues complete requests for
+    the workers. It answers on its own only refusals and declines (small replies, sent
+    without blocking), then reads what the client still sends before closing, so that the
+    client reads the answer instead of a reset."""
+
+    DRAIN_S = 1.0
+
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+        self.sel = selectors.DefaultSelector()
+        self.reading: dict[int, _Request] = {}  # fileno -> connection being read or drained
+        self.open = 0  # connections accepted and not closed yet (reading, queued, being served)
+        self.lock = threading.Lock()
+
+    def done(self) -> None:
+        with self.lock:
+            self.open -= 1
+
+    def run(self) -> None:
+        agent = self.agent
+        listener = agent._sock
+        assert listener is not None
+        listener.setblocking(False)
+        self.sel.register(listener, selectors.EVENT_READ, None)
+        try:
+            while not agent._stopping.is_set():
+                for key, _ in self.sel.select(timeout=0.25):
+                    if key.data is None:
+                        self._accept(listener)
+                    else:
+                        self._readable(key.data)
+                self._expire()
+        except Exception as e:  # noqa: BLE001 - the agent cannot serve without its reader
+            agent.log(f"reader failed: {e.__class__.__name__}: {e}; stopping")
+            agent.stop()
+        finally:
+            try:
+                self.sel.unregister(listener)
+            except (KeyError, ValueError, OSError):
+                pass
+            for req in list(self.reading.values()):
+                self._close(req)
+            self.sel.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        agent = self.agent
+        for _ in range(64):  # a burst at a time, then look at the others again
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    agent.log(f"accept: {e.strerror or e}; backing off")
+                    time.sleep(0.05)
+                return
+            conn.setblocking(False)
+            req = _Request(conn, time.monotonic() + REQUEST_DEADLINE_S)
+            with self.lock:
+                self.open += 1
+                full = self.open > agent.max_connections
+            self.reading[conn.fileno()] = req
+            self.sel.register(conn, selectors.EVENT_READ, req)
+            try:
+                uid = _peer_uid(conn)
+            except OSError:
+                uid = -1
+            if uid not in (0, os.geteuid()):
+                agent.log(f"refused a client with uid {uid}")
+                # answer without reading the request: a non-root client learns nothing else
+                self._answer(req, _error_reply(wire.INTERNAL, "splice agent: permission denied",
+                                               f"peer uid {uid} is not root"))
+            elif full:
+                agent.log(f"{agent.max_connections} connections open: declining one")
+                self._answer(req, _in_process_reply(b"", f"the agent has {agent.max_connections} connections open"))
+
+    def _readable(self, req: _Request) -> None:
+        while True:
+            try:
+                msg, anc, flags, _ = req.conn.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * 4))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(req)
+                return
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    arr = array.array("i")
+                    arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+                    req.fds.extend(arr)
+            if req.draining:
+                req.drained += len(msg)
+                if not msg or req.drained > (1 << 20):
+                    self._close(req)
+                    return
+                continue  # dropped (and any fds with it, on close)
+            if flags & socket.MSG_CTRUNC:
+                self._answer(req, _error_reply(wire.INTERNAL, "splice agent: unreadable request",
+                                               "too many file descriptors in the request"))
+                return
+            if not msg:
+                self._close(req)  # closed before a whole request: nobody to answer
+                return
+            req.buf += msg
+            problem = self._complete(req)
+            if problem:
+                self._answer(req, _error_reply(wire.INTERNAL, "splice agent: unreadable request", problem))
+                return
+            if req.fields:
+                self._queue(req)
+                return
+
+    @staticmethod
+    def _complete(req: _Request) -> str | None:
+        """Parse ``req.buf`` into ``req.fields`` once it holds a whole message; a problem, or None."""
+        if len(req.buf) < 4:
+            return None
+        size = int.from_bytes(req.buf[:4], "big")
+        if size > wire.MAX_MESSAGE:
+            return f"message of {size} bytes is too large"
+        if len(req.buf) < 4 + size:
+            return None
+        if len(req.buf) > 4 + size:
+            return "more data than announced"
+        try:
+            req.fields = wire.decode(bytes(req.buf[4:]))
+        except ValueError as e:
+            return str(e)
+        if not req.fields:
+            return "empty request"
+        req.buf = bytearray()
+        return None
+
+    def _queue(self, req: _Request) -> None:
+        self._forget(req)
+        req.queued_at = time.monotonic()
+        agent = self.agent
+        with agent._queue_cond:
+            agent._queue.append(req)
+            agent._queue_cond.notify()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for req in [r for r in self.reading.values() if r.deadline <= now]:
+            if req.draining:
+                self._close(req)
+            else:
+                self.agent.log(f"no complete request within {REQUEST_DEADLINE_S:g} s: declining the connection")
+                self._answer(req, _in_process_reply(b"", f"no complete request within {REQUEST_DEADLINE_S:g} s"))
+        agent = self.agent
+        stale: list[_Request] = []
+        with agent._queue_cond:
+            while agent._queue and now - agent._queue[0].queued_at >= QUEUE_DEADLINE_S:
+                stale.append(agent._queue.popleft())
+        for req in stale:
+            kind = req.fields[1] if len(req.fields) > 1 else b""
+            agent.log(f"a request waited {QUEUE_DEADLINE_S:g} s for a worker: declining it")
+            for fd in req.fds:
+                os.close(fd)
+            req.fds = []
+            self.reading[req.conn.fileno()] = req
+            self.sel.register(req.conn, selectors.EVENT_READ, req)
+            self._answer(req, _in_process_reply(kind, f"all {agent.workers} workers busy for {QUEUE_DEADLINE_S:g} s"))
+
+    def _answer(self, req: _Request, reply: tuple[int, bytes, bytes]) -> None:
+        """Send a small reply without blocking, then drain the connection briefly."""
+        rc, out, err = reply
+        data = wire.encode([wire.PROTOCOL, wire.IN_PROCESS if rc == -1 else str(rc).encode(), out, err])
+        try:
+            sent = req.conn.send(data)
+            if sent < len(data):
+                raise BlockingIOError
+            req.conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(req)
+            return
+        req.draining = True
+        req.buf = bytearray()
+        req.deadline = time.monotonic() + self.DRAIN_S
+
+    def _forget(self, req: _Request) -> None:
+        self.reading.pop(req.conn.fileno(), None)
+        try:
+            self.sel.unregister(req.conn)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _close(self, req: _Request) -> None:
+        self._forget(req)
+        req.close()
+        self.done()
+
+
 class _SandboxPath:
     """CNI_NETNS as the agent hands it to the plugin: never the caller's path (which names
     something else in the agent's context, e.g. ``/proc/self/ns/net``) but the sandbox the
@@ -824,12 +986,13 @@ def _warm() -> None:
         pass
 
 
-def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, grace: float = 60.0) -> int:
+def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, grace: float = 60.0,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> int:
     """``splice agent``: bind, warm up, serve until SIGTERM/SIGINT, drain, clean up."""
     if os.geteuid() != 0:
         print("splice agent: must run as root (it changes network namespaces)", file=sys.stderr)
         return 1
-    agent = Agent(path, workers=workers, verbose=verbose, log=sys.stderr)
+    agent = Agent(path, workers=workers, verbose=verbose, log=sys.stderr, max_connections=max_connections)
     sys.stderr = _StderrRouter(sys.stderr)
     agent.log_stream = sys.stderr.real
     try:

@@ -4,7 +4,7 @@ Subcommands live in :data:`COMMANDS` (name -> help, argument builder, runner); a
 imports what it needs when it runs, so ``splice status`` never loads pyroute2. Add a
 command by adding an entry.
 
-* ``splice agent [--socket PATH] [--workers N] [-v]``: the resident agent
+* ``splice agent [--socket PATH] [--workers N] [--max-connections N] [-v]``: the resident agent
   (:mod:`splice.plugins.agent.server`).
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
   exit 0 alive, 1 not.
@@ -61,13 +61,17 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", default=None, help=f"unix socket (default ${ENV_SOCKET} or {DEFAULT_SOCKET})")
     p.add_argument("--workers", type=int, default=16, help="calls served at once (default 16)")
     p.add_argument("--grace", type=float, default=60.0, help="seconds to finish calls in flight on SIGTERM")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="connections open at once (being read, queued, served); more are declined: those "
+                        "clients run in-process (default 256)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every call")
 
 
 def _agent(args: argparse.Namespace) -> int:
     from splice.plugins.agent.server import serve
 
-    return serve(args.socket or _default_socket(), workers=args.workers, verbose=args.verbose, grace=args.grace)
+    return serve(args.socket or _default_socket(), workers=args.workers, verbose=args.verbose, grace=args.grace,
+                 max_connections=args.max_connections)
 
 
 # -- status -------------------------------------------------------------------------
