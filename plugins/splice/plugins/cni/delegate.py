@@ -18,6 +18,11 @@ TIMEOUT_S = 120.0
 _DETAILS_MAX = 4000
 
 
+class BadDelegateResult(CniError):
+    """A delegate's ADD succeeded (exit 0) but printed no valid result: it holds an
+    allocation, which its DEL releases."""
+
+
 def find_in_path(plugin_type: str, path: list[str] | str) -> str:
     """The executable ``plugin_type`` in the first ``CNI_PATH`` directory that has it."""
     if isinstance(path, str):
@@ -90,14 +95,14 @@ def delegate(command: str, plugin_type: str, a) -> dict | None:
     try:
         result = json.loads(proc.stdout)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CniError(DELEGATE_FAILED, f"delegate {plugin_type} ADD printed no valid JSON result",
+        raise BadDelegateResult(DELEGATE_FAILED, f"delegate {plugin_type} ADD printed no valid JSON result",
                        _tail(f"{exc}: {proc.stdout[:_DETAILS_MAX].decode(errors='replace')}")) from None
     if not isinstance(result, dict):
-        raise CniError(DECODE_FAILURE, f"delegate {plugin_type} ADD result is not a JSON object")
+        raise BadDelegateResult(DECODE_FAILURE, f"delegate {plugin_type} ADD result is not a JSON object")
     try:
         return types.parse_result(result, a.version)
     except CniError as exc:
-        raise CniError(exc.code, f"delegate {plugin_type} result: {exc.msg}", exc.details) from None
+        raise BadDelegateResult(exc.code, f"delegate {plugin_type} result: {exc.msg}", exc.details) from None
 
 
 def _pass_stderr(data: bytes | None) -> str:

@@ -118,19 +118,13 @@ def chain(prev: dict, own: dict) -> dict:
     return out
 
 
-def _delegate_allocated(a: "CmdArgs", exc: BaseException) -> bool:
+def _delegate_allocated(exc: BaseException) -> bool:
     """Did a delegated IPAM's ADD succeed (exit 0) with an answer that is no valid result?
     It holds an allocation then, which its DEL releases. (A delegate whose ADD failed
-    cleaned up itself, or may hold another ADD's lease: no DEL, as the reference.) These
-    are the errors ``delegate.delegate`` raises after a successful exec."""
-    from splice.plugins.cni.errors import CniError
-    from splice.plugins.cni.ipam import IN_PROCESS
+    cleaned up itself, or may hold another ADD's lease: no DEL, as the reference.)"""
+    from splice.plugins.cni.delegate import BadDelegateResult
 
-    t = (a.config.get("ipam") or {}).get("type") if isinstance(a.config.get("ipam"), dict) else None
-    if not isinstance(exc, CniError) or not isinstance(t, str) or t == IN_PROCESS:
-        return False
-    return exc.msg.startswith((f"delegate {t} ADD printed no valid JSON result", f"delegate {t} ADD result is not ",
-                               f"delegate {t} result: "))
+    return isinstance(exc, BadDelegateResult)
 
 
 class MainPlugin:
@@ -169,7 +163,7 @@ class MainPlugin:
             try:
                 ipam_result = ipamc.ipam_add(a)
             except Exception as exc:
-                if _delegate_allocated(a, exc):  # as the reference's deferred ipam.ExecDel
+                if _delegate_allocated(exc):  # as the reference's deferred ipam.ExecDel
                     try:
                         ipamc.ipam_del(a)
                     except Exception as e:  # noqa: BLE001 - reported on the original error
