@@ -345,3 +345,77 @@ def test_busy_workers_decline_after_the_queue_deadline(start_agent, client_bin, 
         assert "workers busy" in call.stderr.splitlines()[0] and "in-process" in call.stderr, call
         assert took < 8.0, took
         assert json.loads(slow.result().stdout)["msg"] == "slow"
+
+
+# -- item 3: calls whose caller is gone ------------------------------------------------------------
+def _slow_ipam(plugins, name: str, sleep: float, marker=None) -> None:
+    """An IPAM delegate that takes ``sleep`` s on ADD (an address in 10.77.0.0/24) and
+    notes each of its commands in ``marker``."""
+    note = f'echo "$CNI_COMMAND $CNI_CONTAINERID" >> {marker}\n' if marker else ""
+    (plugins / name).write_text(
+        "#!/bin/sh\n" + note
+        + f'if [ "$CNI_COMMAND" = ADD ]; then\n    sleep {sleep}\n'
+        + """    echo '{"cniVersion": "1.0.0", "ips": [{"address": "10.77.0.9/24", "gateway": "10.77.0.1"}]}'\nfi\n""")
+    (plugins / name).chmod(0o755)
+
+
+def _client(host_ns, client_bin, socket_path, cid, sandbox_ns, plugins, conf) -> subprocess.Popen:
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_NETNS": sandbox_ns.path, "CNI_IFNAME": "eth0",
+           "CNI_PATH": f"{client_bin}:{plugins}", "SPLICE_AGENT_SOCKET": socket_path, "PATH": "/usr/bin:/bin"}
+    p = subprocess.Popen(["nsenter", f"--net={host_ns.path}", str(client_bin / "splice-bridge")], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(json.dumps(conf).encode())
+    p.stdin.close()
+    return p
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_add_whose_caller_left_is_undone(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir, leaks):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _slow_ipam(plugins, "slow-ipam", 2)
+    conf = {**bridge_conflist(ipam_dir, "1.0.0", ipam_type="slow-ipam")["plugins"][0], "cniVersion": "1.0.0",
+            "name": "spt-net"}
+    p = _client(host_ns, client_bin, agent.socket, "ctr-gone", sandbox_ns, plugins, conf)
+    time.sleep(0.8)
+    p.kill()  # the runtime gave up on it
+    p.wait()
+    assert _wait_for(lambda: "undone by DEL" in agent.log.read_text()), agent.log.read_text()
+    leaks.assert_clean([sandbox_ns])
+    assert not any(n.startswith("veth") for n in oracle.link_names(host_ns.name))
+
+
+def test_call_whose_caller_left_is_not_started(start_agent, client_bin, host_ns, make_ns, tmp_path, ipam_dir,
+                                               leaks):
+    agent = start_agent(extra_args=["--workers", "1"])
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    marker = tmp_path / "ran"
+    _slow_ipam(plugins, "slow-ipam", 2.5, marker)
+    conf = {**bridge_conflist(ipam_dir, "1.0.0", ipam_type="slow-ipam")["plugins"][0], "cniVersion": "1.0.0",
+            "name": "spt-net"}
+    sb1, sb2 = make_ns(), make_ns()
+    first = _client(host_ns, client_bin, agent.socket, "ctr-1", sb1, plugins, conf)  # holds the only worker
+    time.sleep(0.5)
+    second = _client(host_ns, client_bin, agent.socket, "ctr-2", sb2, plugins, conf)  # queued
+    time.sleep(0.5)
+    second.kill()
+    second.wait()
+    first.wait(timeout=30)
+    out, err = first.stdout.read(), first.stderr.read()
+    assert first.returncode == 0, (out, err)
+    assert _wait_for(lambda: "not started" in agent.log.read_text(), 5), agent.log.read_text()
+    assert marker.read_text().split("\n")[:1] == ["ADD ctr-1"] and "ctr-2" not in marker.read_text()
+    assert oracle.link_names(sb2.name) == {"lo"}
+    rt = agent_runtime(host_ns, tmp_path, client_bin, agent.socket)
+    rt.cni_path = [str(client_bin), str(plugins)]
+    rt.call("splice-bridge", "DEL", conf, netns=sb1.path, container_id="ctr-1", ifname="eth0")
+    leaks.assert_clean([sb1, sb2])

@@ -34,7 +34,9 @@ cap on open connections (``--max-connections``); only complete requests are queu
 complete request by its deadline, one over the cap, and a request that waited
 ``QUEUE_DEADLINE_S`` for a worker are declined: the client runs the call in-process. So
 idle or slow clients hold no worker and cannot starve real calls (the hand-off costs a
-thread wake-up per call). Calls are as independent as separate processes: IPAM allocations
+thread wake-up per call). A caller that hung up (its runtime gave up) before a worker took
+its request is not started; an ADD that succeeded after its caller left is undone by the
+plugin's DEL (same env and config): nobody would ever DEL a result nobody received. Calls are as independent as separate processes: IPAM allocations
 are SQLite ``BEGIN IMMEDIATE`` transactions (serialised per store, across the
 agent's threads and any in-process plugin alike), netlink sockets are per call, nftables
 changes are kernel transactions checked by the ownership pairs of masq.py. The agent
@@ -247,6 +249,15 @@ def _relative_path(env_blob: bytes, stdin: bytes) -> str | None:
                 if isinstance(d, str) and d and not d.startswith("/"):
                     return "dataDir"
     return None
+
+
+def _caller_gone(conn: socket.socket) -> bool:
+    """Has the client closed its end (hung up: its runtime gave up and killed it)?"""
+    import select
+
+    p = select.poll()
+    p.register(conn.fileno(), select.POLLHUP | select.POLLERR)
+    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
 
 
 def _in_process_reply(kind: bytes, why: str) -> tuple[int, bytes, bytes]:
@@ -541,13 +552,18 @@ class Agent:
         try:
             conn.setblocking(True)
             conn.settimeout(REPLY_TIMEOUT_S)  # for the reply: the call itself runs without a deadline
+            if _caller_gone(conn):  # gave up while its request was queued: do not start it
+                kind = fields[1].decode(errors="replace") if len(fields) > 1 else "?"
+                self.log(f"{kind}: the caller left before its call started; not started")
+                return True
             declined = self._decline(conn, fields)
             if declined is not None:
                 self.log(declined[2].decode(errors="replace").rstrip("\n"))
                 self._reply(conn, declined)
                 return True
-            reply, healthy = self._dispatch(fields, fds)
-            self._reply(conn, reply)
+            reply, healthy = self._dispatch(fields, fds, conn)
+            if reply is not None:
+                self._reply(conn, reply)
         except Exception as e:  # never let one connection take the agent down
             self.log(f"connection failed: {e.__class__.__name__}: {e}")
         finally:
@@ -584,14 +600,19 @@ class Agent:
                 return _in_process_reply(kind, f"relative path in {relative}")
         return None
 
-    def _reply(self, conn: socket.socket, reply: tuple[int, bytes, bytes]) -> None:
+    def _reply(self, conn: socket.socket, reply: tuple[int, bytes, bytes]) -> bool:
+        """Send the reply; False when the client is gone (killed by its runtime's timeout)."""
         rc, out, err = reply
         try:
             wire.send_message(conn, [wire.PROTOCOL, wire.IN_PROCESS if rc == -1 else str(rc).encode(), out, err])
+            return True
         except OSError:
-            pass  # the client is gone (killed by its runtime's timeout): nothing to tell
+            return False
 
-    def _dispatch(self, fields: list[bytes], fds: list[int]) -> tuple[tuple[int, bytes, bytes], bool]:
+    def _dispatch(self, fields: list[bytes], fds: list[int],
+                  conn: socket.socket | None = None) -> tuple[tuple[int, bytes, bytes] | None, bool]:
+        """Run the request; the reply to send, or None when it is sent already (a successful
+        ADD, answered here) or nobody is left to send it to (the ADD is then undone)."""
         if len(fields) != 4 or fields[0] != wire.PROTOCOL:
             return _error_reply(wire.INTERNAL, "splice agent: unsupported request",
                                 f"protocol {fields[0][:16]!r}, {len(fields)} fields" if fields else "empty request"), True
@@ -611,8 +632,20 @@ class Agent:
         with self._count_lock:
             self._inflight += 1
         healthy = True
+        sandbox_fd = fds[1] if len(fds) > 1 else None
+        done = False  # answered here, or nobody to answer
         try:
-            reply, healthy = self._call(kind, env, stdin, fds[0], fds[1] if len(fds) > 1 else None)
+            reply, healthy = self._call(kind, env, stdin, fds[0], sandbox_fd)
+            if conn is not None and env.get("CNI_COMMAND") == "ADD" and reply[0] == 0:
+                done = True
+                if _caller_gone(conn) or not self._reply(conn, reply):
+                    # nobody will get this result, so nobody will DEL it: undo it now (the
+                    # same env and config, as the runtime's DEL would), and answer nobody
+                    undo, ok = self._call(kind, {**env, "CNI_COMMAND": "DEL"}, stdin, fds[0], sandbox_fd)
+                    healthy = healthy and ok
+                    self.log(f"{kind} ADD {env.get('CNI_CONTAINERID', '-')}/{env.get('CNI_IFNAME', '-')}: the caller "
+                             f"left before the result; undone by DEL (rc={undo[0]})"
+                             + (f": {undo[2].decode(errors='replace').strip()}" if undo[0] else ""))
         finally:
             with self._count_lock:
                 self._inflight -= 1
@@ -624,7 +657,7 @@ class Agent:
             cmd = env.get("CNI_COMMAND", "?")
             self.log(f"{kind} {cmd} {env.get('CNI_CONTAINERID', '-')}/{env.get('CNI_IFNAME', '-')} "
                      f"rc={reply[0]} {(time.perf_counter() - t0) * 1000:.1f} ms")
-        return reply, healthy
+        return (None if done else reply), healthy
 
     def _call(self, kind: str, env: dict[str, str], stdin: bytes, nsfd: int,
               sandbox_fd: int | None = None) -> tuple[tuple[int, bytes, bytes], bool]:
