@@ -154,3 +154,10 @@ def test_install_bundle_reuses_and_prunes(tmp_path, monkeypatch):
     marker.write_text(marker.read_text() + "# changed 2\n")
     third = cli.install_bundle(str(lib), python)
     assert bundles() == {os.path.basename(second), os.path.basename(third)}  # the oldest went
+
+
+def test_client_stdin_limit_is_the_plugins():
+    """The client sends at most one byte more than a plugin accepts (skel answers code 6)."""
+    from splice.plugins.cni import skel
+
+    assert wire.MAX_STDIN == skel.MAX_REQUEST_BYTES

@@ -53,6 +53,7 @@ DEFAULT_SOCKET = "/run/splice/agent.sock"
 ENV_SOCKET = "SPLICE_AGENT_SOCKET"
 TIMEOUT_S = 180.0  # a hard deadline (as kuryr's CNI binary): a hung agent yields an error
 MAX_MESSAGE = 64 << 20
+MAX_STDIN = 1 << 20  # = splice.plugins.cni.skel.MAX_REQUEST_BYTES (a test keeps them equal)
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 TRY_AGAIN_LATER = 11
 IN_PROCESS = b"in-process"  # the exit-code field of a reply declining the call: run it in-process
@@ -204,11 +205,13 @@ def _write_all_or_raise(fd, data):
 
 
 # -- the CNI executable ---------------------------------------------------------------
-def _read_all(fd):
+def _read_all(fd, limit=None):
+    """All of ``fd``, or its first ``limit`` bytes."""
     chunks = []
-    while True:
+    got = 0
+    while limit is None or got < limit:
         try:
-            chunk = posix.read(fd, 1 << 16)
+            chunk = posix.read(fd, 1 << 16 if limit is None else min(1 << 16, limit - got))
         except OSError as e:
             if e.errno == 9:  # EBADF: no stdin at all
                 break
@@ -216,6 +219,7 @@ def _read_all(fd):
         if not chunk:
             break
         chunks.append(chunk)
+        got += len(chunk)
     return b"".join(chunks)
 
 
@@ -270,7 +274,9 @@ def call(kind, default_socket=None):
     nsfd = -1
     try:
         if not (env.get(b"CNI_COMMAND") == b"VERSION" and posix.isatty(0)):
-            stdin = _read_all(0)
+            # no plugin accepts more than MAX_STDIN bytes (skel: code 6 "too large"): one byte
+            # more is enough for the agent to say so, without reading (or sending) the rest
+            stdin = _read_all(0, MAX_STDIN + 1)
             consumed = True
         nsfd = posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC)
         fds = [nsfd]
