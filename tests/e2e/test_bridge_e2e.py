@@ -373,3 +373,30 @@ def test_vlan_gateway_add_check_del(version, runtime, host_ns, make_ns, ipam_dir
     assert len(gw_port) == 1  # the shared gateway interface stays, as the reference
     leaks.allow |= {"sptbr0.100"} | gw_port
     leaks.assert_clean([c1, c2], [ipam_dir])
+
+
+def test_a_subnet_overlapping_another_host_interface_is_refused(runtime, host_ns, make_ns, ipam_dir, leaks):
+    """Issue 9 item 9 (as Docker refuses it): the network's first ADD and every STATUS refuse
+    a subnet overlapping another host interface's connected route, code 7, nothing made;
+    ``allowOverlap: true`` opts out; the network's own bridge route is no overlap."""
+    host_ns.sh("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+    host_ns.sh("ip", "addr", "add", "10.77.0.200/25", "dev", "up0")
+    host_ns.sh("ip", "link", "set", "up0", "up")
+    leaks.allow |= {"up0", "up1"}
+    sb = make_ns()
+    conf = bridge_conflist(ipam_dir, "1.1.0")
+    with pytest.raises(CniCallError) as e:
+        runtime.add(conf, "ctr-1", sb.path)
+    assert e.value.code == 7 and "up0" in e.value.error["msg"] and "allowOverlap" in e.value.error["msg"], e.value
+    with pytest.raises(CniCallError) as e:
+        runtime.status(conf)
+    assert e.value.code == 7
+    assert oracle.link_names(sb.name) == {"lo"} and "sptbr0" not in oracle.link_names(host_ns.name)
+    conf["plugins"][0]["ipam"]["allowOverlap"] = True
+    runtime.add(conf, "ctr-1", sb.path)
+    runtime.status(conf)
+    runtime.delete(conf, "ctr-1", sb.path)
+    host_ns.sh("ip", "link", "del", "up0")
+    conf["plugins"][0]["ipam"].pop("allowOverlap")
+    runtime.status(conf)  # the bridge's own route 10.77.0.0/24 is not an overlap
+    leaks.assert_clean([sb], [ipam_dir])

@@ -27,7 +27,7 @@ TYPE_CHECKING = False  # no typing import on the VERSION path (bench/startup.py)
 from splice.plugins.cni.version import ALL_VERSIONS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Iterator
+    from typing import Any, Callable, Iterator
     from splice.ipam.allocator import Ipam, Lease
     from splice.ipam.config import IpamConfig
     from splice.plugins.cni.skel import CmdArgs
@@ -163,12 +163,59 @@ def _shared_store(directory: str) -> Any:
         return store
 
 
+def host_prefixes(a: "CmdArgs", cfg: "IpamConfig") -> "Callable[[], list[tuple[str, Any]]]":
+    """The overlap check's view of the host: the connected routes (main table, no gateway)
+    that overlap a configured subnet, with their interface names. One route dump per
+    family in the host namespace, one lookup per overlapping route."""
+
+    def read() -> "list[tuple[str, Any]]":
+        import socket
+
+        from splice.libnet import rtnl
+
+        subnets = [r.subnet for rs in cfg.range_sets for r in rs.ranges]
+        families = {socket.AF_INET6 if n.version == 6 else socket.AF_INET for n in subnets}
+
+        def part(rt: "Any") -> "list[tuple[str, Any]]":
+            out = []
+            for fam in families:
+                for r in rt.routes(fam):
+                    if r.gw is not None or r.table != rtnl.RT_TABLE_MAIN or not r.oif or r.dst.prefixlen == 0:
+                        continue
+                    if any(r.dst.version == n.version and r.dst.overlaps(n) for n in subnets):
+                        link = rt.get_link_by_index(r.oif)
+                        if link is not None:
+                            out.append((link.name, r.dst))
+            return out
+
+        return rtnl.run(a.host_ns(), part)
+
+    return read
+
+
+def own_interfaces(a: "CmdArgs") -> list[str]:
+    """The interfaces of the network itself (its bridge, a macvlan/ipvlan master), whose
+    routes are not an overlap."""
+    out = []
+    for key in ("bridge", "master"):
+        v = a.config.get(key)
+        if isinstance(v, str) and v:
+            out.append(v)
+    if not out and "bridge" in str(a.config.get("type", "")):
+        out.append("cni0")  # the bridge plugins' default bridge
+    return out
+
+
 @contextlib.contextmanager
-def _ipam(cfg: "IpamConfig") -> Iterator["Ipam"]:
-    """An Ipam for one call: on a shared store (kept open) or its own (closed at the end)."""
+def _ipam(cfg: "IpamConfig", a: "CmdArgs | None" = None, check_host: bool = False) -> Iterator["Ipam"]:
+    """An Ipam for one call: on a shared store (kept open) or its own (closed at the end).
+    ``check_host``: refuse a subnet overlapping another host interface's (allowOverlap)."""
     from splice.ipam.allocator import Ipam
 
-    ipam = Ipam(cfg)
+    if check_host and a is not None:
+        ipam = Ipam(cfg, host_routes=host_prefixes(a, cfg), own_interfaces=own_interfaces(a))
+    else:
+        ipam = Ipam(cfg)
     shared = _shared_store(cfg.store_dir) if _stores is not None else None
     if shared is not None:
         ipam.store = shared
@@ -260,9 +307,14 @@ def lease_result(cfg: "IpamConfig", leases: "list[Lease]") -> dict:
 
 def ipam_add(a: "CmdArgs") -> dict:
     """Allocate for ``(a.container_id, a.ifname)``; the canonical IPAM result."""
+    import os
+
     cfg = _config(a)
     wanted = requested_ips(a)
-    with _ipam(cfg) as ipam:
+    # The host overlap check (as Docker's at network creation) runs on the network's first
+    # ADD on this host (its store does not exist yet) and on every STATUS: not on the ADD
+    # hot path, where the routes are those the network itself made.
+    with _ipam(cfg, a, check_host=not os.path.exists(cfg.store_dir)) as ipam:
         leases = ipam.allocate(a.container_id, a.ifname, wanted)
     return lease_result(cfg, leases)
 
@@ -306,7 +358,7 @@ def ipam_check(a: "CmdArgs") -> list:
 
 
 def ipam_status(a: "CmdArgs") -> None:
-    with _open(a) as ipam:
+    with _ipam(_config(a), a, check_host=True) as ipam:
         ipam.status()
 
 
