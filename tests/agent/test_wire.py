@@ -161,3 +161,26 @@ def test_client_stdin_limit_is_the_plugins():
     from splice.plugins.cni import skel
 
     assert wire.MAX_STDIN == skel.MAX_REQUEST_BYTES
+
+
+@pytest.mark.parametrize("peerpidfd", [True, False])
+def test_peer_facts_name_the_connected_process(monkeypatch, peerpidfd):
+    """The pid, capabilities, mount namespace and root of the peer, via SO_PEERPIDFD or
+    (older kernels) SO_PEERCRED + pidfd_open; a peer that hung up is refused."""
+    import socket
+
+    from splice.plugins.agent import server
+
+    if not peerpidfd:
+        monkeypatch.setattr(server, "SO_PEERPIDFD", 0x7FFF)  # ENOPROTOOPT: the fallback
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        facts = server.peer_facts(a)
+        assert facts == {**server.own_facts(), "pid": os.getpid()}
+        b.close()
+        if not peerpidfd:
+            with pytest.raises(server.PeerGone):
+                server.peer_facts(a)
+    finally:
+        a.close()
+        b.close()

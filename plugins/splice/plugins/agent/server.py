@@ -180,6 +180,8 @@ def peer_facts(conn: socket.socket) -> dict:
                 pidfd = os.pidfd_open(pid)
             except OSError as e:
                 raise PeerGone(f"pid {pid}: {e.strerror}") from None
+            if _caller_gone(conn):  # its pid may name another process by now
+                raise PeerGone(f"pid {pid} hung up")
         if pid <= 0:
             raise PeerGone("the caller has exited")
         try:
