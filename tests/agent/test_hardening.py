@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -419,3 +420,28 @@ def test_call_whose_caller_left_is_not_started(start_agent, client_bin, host_ns,
     rt.cni_path = [str(client_bin), str(plugins)]
     rt.call("splice-bridge", "DEL", conf, netns=sb1.path, container_id="ctr-1", ifname="eth0")
     leaks.assert_clean([sb1, sb2])
+
+
+def test_caller_with_another_root_is_declined(agent, tmp_path):
+    """A caller chrooted elsewhere resolves its paths elsewhere: declined (in-process)."""
+    empty = tmp_path / "empty-root"
+    empty.mkdir()
+    probe = textwrap.dedent(f"""\
+        import os, sys
+        sys.path.insert(0, {os.path.dirname(wire.__file__)!r})
+        import client
+        nsfd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        s = client.connect({agent.socket!r}.encode())
+        if {{chroot}}:
+            os.chroot({str(empty)!r})
+        env = b"CNI_COMMAND=ADD\\0CNI_CONTAINERID=c\\0CNI_IFNAME=eth0"
+        rc, out, err = client.request(s, b"bridge", env, b'{{"cniVersion": "1.0.0"}}', (nsfd,))
+        print(rc, err.decode().strip())
+        """)
+    for chroot, want in ((True, "None splice-bridge: the splice agent does not serve this call"), (False, "1 ")):
+        p = subprocess.run([sys.executable, "-I", "-c", probe.replace("{chroot}", str(chroot))],
+                           capture_output=True, text=True, timeout=30)
+        assert p.stdout.startswith(want), p
+        if chroot:
+            assert "another root directory" in p.stdout, p
+    assert agent.status()["served"] == 1

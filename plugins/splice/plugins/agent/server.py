@@ -189,11 +189,13 @@ def peer_facts(conn: socket.socket) -> dict:
                 cap_eff = _cap_eff(f.read())
             mnt = os.stat(f"/proc/{pid}/ns/mnt")
             root = os.stat(f"/proc/{pid}/root")
+            root_path = os.readlink(f"/proc/{pid}/root")  # a chroot into a bind mount of / has its inode
         except (OSError, ValueError) as e:
             raise PeerGone(f"pid {pid}: {e}") from None
         if _pidfd_pid(pidfd) != pid:
             raise PeerGone(f"pid {pid} exited while it was being checked")
-        return {"pid": pid, "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino), "root": (root.st_dev, root.st_ino)}
+        return {"pid": pid, "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino),
+                "root": (root.st_dev, root.st_ino, root_path)}
     finally:
         if pidfd >= 0:
             os.close(pidfd)
@@ -202,8 +204,9 @@ def peer_facts(conn: socket.socket) -> dict:
 def own_facts() -> dict:
     with open("/proc/self/status") as f:
         cap_eff = _cap_eff(f.read())
-    mnt, root = os.stat("/proc/self/ns/mnt"), os.stat("/")
-    return {"pid": os.getpid(), "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino), "root": (root.st_dev, root.st_ino)}
+    mnt, root = os.stat("/proc/self/ns/mnt"), os.stat("/proc/self/root")
+    return {"pid": os.getpid(), "cap_eff": cap_eff, "mnt": (mnt.st_dev, mnt.st_ino),
+            "root": (root.st_dev, root.st_ino, os.readlink("/proc/self/root"))}
 
 
 def _config_version(stdin: bytes) -> str:
