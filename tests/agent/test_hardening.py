@@ -445,3 +445,51 @@ def test_caller_with_another_root_is_declined(agent, tmp_path):
         if chroot:
             assert "another root directory" in p.stdout, p
     assert agent.status()["served"] == 1
+
+
+def test_large_requests_do_not_grow_the_agent_without_bound(agent, client_bin, host_ns, sandbox_ns, tmp_path,
+                                                            ipam_dir, leaks):
+    """Issue 9 item 8: 40 clients each announcing a 4 MiB request and sending 3.5 MiB of it
+    (140 MiB in all): the agent holds at most HELD_MAX (64 MiB) of them and declines the
+    others at once (before any deadline), its memory stays bounded, and it still serves a
+    real call."""
+    import time
+
+    def rss_kib() -> int:
+        with open(f"/proc/{agent.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    before = rss_kib()
+    t0 = time.monotonic()
+    big = _idle_connections(agent.socket, 40)
+    chunk = b"\x00" * (1 << 20)
+    gone = 0
+    try:
+        for s in big:
+            s.settimeout(5)
+            try:
+                s.sendall((4 << 20).to_bytes(4, "big"))
+                for _ in range(3):
+                    s.sendall(chunk)
+                s.sendall(chunk[: 1 << 19])
+            except OSError:
+                gone += 1  # declined and closed by the agent already
+        declined = 0
+        for s in big:
+            s.settimeout(0.2)
+            try:
+                reply = wire.read_message(s)
+            except (OSError, ValueError):
+                continue
+            if reply and reply[1] == wire.IN_PROCESS and b"too many large requests" in reply[3]:
+                declined += 1
+        assert time.monotonic() - t0 < 4.5  # all of this before the 5 s request deadline
+        assert declined + gone >= 40 - (64 << 20) // (7 << 19), (declined, gone)
+        grown = rss_kib() - before
+        assert grown < 100 * 1024, f"agent RSS grew by {grown} KiB"
+        took = _add_then_del(agent, client_bin, host_ns, sandbox_ns, tmp_path, ipam_dir)
+        assert took < 5.0, took
+    finally:
+        for s in big:
+            s.close()
+    leaks.assert_clean([sandbox_ns], [ipam_dir])

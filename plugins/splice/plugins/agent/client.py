@@ -52,7 +52,7 @@ PROTOCOL = b"1"
 DEFAULT_SOCKET = "/run/splice/agent.sock"
 ENV_SOCKET = "SPLICE_AGENT_SOCKET"
 TIMEOUT_S = 180.0  # a hard deadline (as kuryr's CNI binary): a hung agent yields an error
-MAX_MESSAGE = 64 << 20
+MAX_MESSAGE = 4 << 20  # a request: the environment + at most MAX_STDIN of config; a reply: a result
 MAX_STDIN = 1 << 20  # = splice.plugins.cni.skel.MAX_REQUEST_BYTES (a test keeps them equal)
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 TRY_AGAIN_LATER = 11

@@ -85,6 +85,7 @@ from splice.plugins.agent import client as wire
 DEFAULT_WORKERS = 16
 IDLE_S = 30.0  # close a shared nftables context / IPAM store after this long unused
 REQUEST_DEADLINE_S = 5.0  # from accept to a complete request (else declined: the client runs in-process)
+HELD_MAX = 64 << 20  # bytes of requests held at once (being read, queued, served); more are declined
 QUEUE_DEADLINE_S = 5.0  # a complete request waiting for a worker (else declined the same way)
 REPLY_TIMEOUT_S = 10.0  # to hand a reply to a client that does not read it
 DEFAULT_MAX_CONNECTIONS = 256  # open connections (being read, queued, served); more are declined
@@ -246,8 +247,8 @@ def _relative_path(env_blob: bytes, stdin: bytes) -> str | None:
     if b"dataDir" in stdin:
         try:
             conf = json.loads(stdin)
-        except ValueError:
-            return None  # the plugin reports the config
+        except (ValueError, RecursionError):
+            return None  # the plugin reports the config (too deep: code 6)
         if isinstance(conf, dict):
             for section in (conf, conf.get("ipam")):
                 d = section.get("dataDir") if isinstance(section, dict) else None
@@ -573,7 +574,7 @@ class Agent:
             self.log(f"connection failed: {e.__class__.__name__}: {e}")
         finally:
             req.close()
-            self._reader.done()
+            self._reader.done(req)
         return healthy
 
     def _decline(self, conn: socket.socket, fields: list[bytes]) -> tuple[int, bytes, bytes] | None:
@@ -719,7 +720,7 @@ class Agent:
 class _Request:
     """A connection and, once read, its request (fields and passed fds)."""
 
-    __slots__ = ("conn", "buf", "fds", "fields", "deadline", "queued_at", "draining", "drained")
+    __slots__ = ("conn", "buf", "fds", "fields", "deadline", "queued_at", "draining", "drained", "held")
 
     def __init__(self, conn: socket.socket, deadline: float) -> None:
         self.conn = conn
@@ -728,6 +729,7 @@ class _Request:
         self.fields: list[bytes] = []
         self.deadline = deadline
         self.queued_at = 0.0
+        self.held = 0  # bytes of this request counted in the reader's budget
         self.draining = False  # answered already: reading what the client still sends, then closing
         self.drained = 0
 
@@ -758,11 +760,23 @@ class _Reader:
         self.sel = selectors.DefaultSelector()
         self.reading: dict[int, _Request] = {}  # fileno -> connection being read or drained
         self.open = 0  # connections accepted and not closed yet (reading, queued, being served)
+        self.held = 0  # bytes of their requests (HELD_MAX): the agent's memory stays bounded
         self.lock = threading.Lock()
 
-    def done(self) -> None:
+    def done(self, req: "_Request") -> None:
         with self.lock:
             self.open -= 1
+            self.held -= req.held
+            req.held = 0
+
+    def _hold(self, req: "_Request", n: int) -> bool:
+        """Count ``n`` more bytes of ``req``; False (nothing counted) past :data:`HELD_MAX`."""
+        with self.lock:
+            if self.held + n > HELD_MAX:
+                return False
+            self.held += n
+            req.held += n
+            return True
 
     def run(self) -> None:
         agent = self.agent
@@ -848,6 +862,10 @@ class _Reader:
                 return
             if not msg:
                 self._close(req)  # closed before a whole request: nobody to answer
+                return
+            if not self._hold(req, len(msg)):
+                self.agent.log(f"requests of {HELD_MAX >> 20} MiB held already: declining one")
+                self._answer(req, _in_process_reply(b"", "the agent holds too many large requests"))
                 return
             req.buf += msg
             problem = self._complete(req)
@@ -936,7 +954,7 @@ class _Reader:
     def _close(self, req: _Request) -> None:
         self._forget(req)
         req.close()
-        self.done()
+        self.done(req)
 
 
 class _SandboxPath:
