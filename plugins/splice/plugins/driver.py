@@ -34,6 +34,7 @@ IN_HOST = "host"
 
 DRIVERS: dict[str, str] = {
     "bridge": "splice.plugins.bridge.driver:BridgeDriver",
+    "macvlan": "splice.plugins.macvlan.driver:MacvlanDriver",
 }
 
 if TYPE_CHECKING:

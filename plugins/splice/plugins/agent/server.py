@@ -1029,7 +1029,8 @@ def _warm() -> None:
                 "splice.ipam.config", "splice.ipam.store", "sqlite3", "subprocess", "traceback"):
         importlib.import_module(mod)
     for mod in ("splice.plugins.cni.portmap_plugin", "splice.plugins.portmap.config", "splice.plugins.portmap.driver",
-                "splice.libnet.portmap", "splice.libnet.conntrack"):  # optional plugins
+                "splice.libnet.portmap", "splice.libnet.conntrack", "splice.plugins.cni.macvlan_plugin",
+                "splice.plugins.macvlan.config", "splice.plugins.macvlan.driver"):  # optional plugins
         try:
             importlib.import_module(mod)
         except ImportError:

@@ -9,7 +9,7 @@ command by adding an entry.
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
   exit 0 alive, 1 not.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
-  the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap`` as standalone
+  the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan`` as standalone
   thin clients (see below).
 
 Installed executables. Each is a ``#!/usr/bin/python3 -IS`` launcher of a few lines that
@@ -48,7 +48,8 @@ from typing import Callable
 
 ENV_SOCKET = "SPLICE_AGENT_SOCKET"
 DEFAULT_SOCKET = "/run/splice/agent.sock"
-CNI_EXECUTABLES = {"splice-bridge": "bridge", "splice-ipam": "ipam", "splice-portmap": "portmap"}
+CNI_EXECUTABLES = {"splice-bridge": "bridge", "splice-ipam": "ipam", "splice-portmap": "portmap",
+                   "splice-macvlan": "macvlan"}
 FALLBACK_CODE = "import sys; from splice.plugins.cni.main import in_process; sys.exit(in_process(sys.argv[1]))"
 
 

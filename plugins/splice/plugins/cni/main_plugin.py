@@ -118,6 +118,20 @@ def chain(prev: dict, own: dict) -> dict:
     return out
 
 
+def chain_on_prev_addresses(prev: dict, own: dict) -> dict:
+    """A chained ADD whose driver put prevResult's addresses and routes on its own
+    interface (a driver's ``uses_prev_result_addresses``, used without ``ipam``): prevResult
+    with our interfaces appended and its addresses now pointing at our first interface."""
+    out = dict(prev)
+    shift = len(prev.get("interfaces") or [])
+    out["interfaces"] = list(prev.get("interfaces") or []) + list(own.get("interfaces", []))
+    out["ips"] = [dict(ip, interface=shift) for ip in prev.get("ips") or []]
+    if own.get("dns"):
+        out["dns"] = own["dns"]
+    out["cniVersion"] = own.get("cniVersion", prev.get("cniVersion"))
+    return out
+
+
 def _delegate_allocated(exc: BaseException) -> bool:
     """Did a delegated IPAM's ADD succeed (exit 0) with an answer that is no valid result?
     It holds an allocation then, which its DEL releases. (A delegate whose ADD failed
@@ -183,11 +197,17 @@ class MainPlugin:
                 ips = [IPConfig(address=ip.address, gateway=ip.gateway) for ip in own.ips]
                 routes = list(own.routes)
                 dns = allocated["dns"] or config_dns
+            from_prev = not with_ipam and bool(a.prev_result) and getattr(driver, "uses_prev_result_addresses", False)
+            if from_prev:  # chained without ipam: the previous plugins' addresses go onto our link
+                prev = types.result_to_wiring(a.prev_result)
+                ips, routes = list(prev.ips), list(prev.routes)
             wiring = driver.attach(att, ips, routes)
             result = types.wiring_to_result(wiring)
             if dns:
                 result["dns"] = dns
-            if a.prev_result:
+            if from_prev:
+                result = chain_on_prev_addresses(a.prev_result, result)
+            elif a.prev_result:
                 result = chain(a.prev_result, result)
             types.convert(result, a.version)  # a result the config's version cannot express fails here
             return result

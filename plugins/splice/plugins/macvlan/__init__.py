@@ -1,0 +1,1 @@
+"""The macvlan driver (kind ``macvlan``)."""

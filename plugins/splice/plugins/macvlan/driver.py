@@ -1,0 +1,332 @@
+"""The macvlan driver: one macvlan link per attachment on a master interface.
+
+A framework driver (:mod:`splice.plugins.driver`, kind ``macvlan``), protocol-neutral.
+Behaviour follows the reference ``macvlan`` plugin (containernetworking/plugins
+plugins/main/macvlan); differences are noted where they occur.
+
+ADD (``IN_SANDBOX``): resolve the master in the host (in the sandbox with
+``linkInContainer``; without ``master``, the interface of the default route, one route
+dump as the reference's ``getDefaultRouteInterfaceName``), check it (exists, not the
+loopback, not a bridge port, ``mtu`` not above its MTU), then ONE ``RTM_NEWLINK`` that
+creates the macvlan under a temporary name directly inside the sandbox (the reference
+creates in the host and moves; creating in place saves the move), then in the sandbox one
+batch that sets the owner alias (:func:`splice.plugins.owners.link_alias`) under the
+temporary name and reads the link back, then :func:`splice.libnet.sandbox.configure`
+(addresses, rename to ``ifname`` + up, routes). ``IN_HOST``: the link stays in the host
+under its temporary name, tagged, unconfigured. Anything made is deleted on failure.
+
+DEL: the sandbox's ``ifname`` when it carries this attachment's alias, else any link in
+the sandbox with that alias (a crashed ADD's temporary name). Without the sandbox there is
+nothing to do: a macvlan dies with its namespace. GC: nothing (no host object without
+VLANs; IPAM is the adapter's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+from typing import Any
+
+from splice.libnet import rtnl, sandbox
+from splice.libnet.errors import LinkExists, Mismatch, NameTaken, NetError, NetnsNotFound, NotSupported, TryAgain
+from splice.libnet.linkinfo import Macvlan
+from splice.libnet.names import ifname_problem, normalize_mac
+from splice.libnet.netns import Netns
+from splice.plugins.driver import IN_HOST, IN_SANDBOX
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, InvalidEnvironment, KernelError
+from splice.plugins.macvlan.config import MacvlanConfig, parse_macvlan_config
+from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
+from splice.plugins.owners import Steps, link_alias
+
+IFF_LOOPBACK = 0x8
+CONTAINER_IF_INDEX = 0  # interfaces = [container] (as the reference)
+
+
+def default_route_ifindex(rt: rtnl.Rtnl) -> int | None:
+    """The outgoing interface of the main table's default route (IPv4 first, then IPv6;
+    the lowest metric), as the reference's getDefaultRouteInterfaceName."""
+    for fam, dflt in ((socket.AF_INET, ipaddress.ip_network("0.0.0.0/0")), (socket.AF_INET6, ipaddress.ip_network("::/0"))):
+        try:
+            routes = [r for r in rt.routes(fam) if r.dst == dflt and r.oif and r.table == rtnl.RT_TABLE_MAIN]
+        except NotSupported:
+            continue
+        if routes:
+            return min(routes, key=lambda r: r.priority or 0).oif
+    return None
+
+
+class MacvlanDriver:
+    """The macvlan driver (framework kind ``macvlan``)."""
+
+    kind = "macvlan"
+    parse_config = staticmethod(parse_macvlan_config)
+    installs_default_routes = False
+    # Chained without ipam: the addresses and routes of prevResult go onto the link (the
+    # adapter's hook, splice.plugins.cni.main_plugin).
+    uses_prev_result_addresses = True
+
+    def __init__(self, cfg: MacvlanConfig, host: Netns) -> None:
+        self.cfg = cfg
+        self.host = host
+
+    def ensure_network(self, gateways: Any = ()) -> None:
+        """Nothing shared to make without VLAN sub-interfaces (the master is the host's)."""
+
+    # =================================================================== master
+    def _master(self, rt: rtnl.Rtnl, where: str) -> rtnl.Link:
+        """The master link, checked; ConfigError naming what is wrong."""
+        cfg = self.cfg
+        if cfg.master is None:
+            index = default_route_ifindex(rt)
+            link = rt.get_link_by_index(index) if index else None
+            if link is None:
+                raise ConfigError(f"no master given and {where} has no default route to take it from; set \"master\"")
+        else:
+            link = rt.get_link(cfg.master)
+            if link is None:
+                raise ConfigError(f"master {cfg.master!r} not found in {where}")
+        if link.flags & IFF_LOOPBACK or link.name == "lo":
+            raise ConfigError(f"master {link.name!r} is the loopback: a macvlan needs an Ethernet master")
+        if link.master is not None:
+            raise ConfigError(f"master {link.name!r} is a port of another device (ifindex {link.master}, "
+                              f"{link.slave_kind or 'a master'}): a macvlan cannot share it")
+        if cfg.mtu and link.mtu and cfg.mtu > link.mtu:
+            raise ConfigError(f"mtu {cfg.mtu} is larger than the MTU {link.mtu} of master {link.name!r}")
+        return link
+
+    def _kernel_refused(self, e: NetError, master: rtnl.Link) -> Exception:
+        """The kernel's refusal of a new macvlan, in words."""
+        text = str(e)
+        if isinstance(e, TryAgain):  # EBUSY: another rx handler owns the master
+            return KernelError(
+                f"master {master.name!r} is in use by another kind of virtual link or port (an ipvlan, a "
+                f"bridge or bond port): the kernel refuses a macvlan on it (EBUSY; {text})")
+        if text.endswith("EINVAL") or "Invalid argument" in text:
+            if self.cfg.mode == "passthru":
+                return KernelError(
+                    f"a passthru macvlan takes master {master.name!r} alone, and it already has a macvlan "
+                    f"(the kernel answers EINVAL; {text})")
+            return KernelError(
+                f"master {master.name!r} refuses a new macvlan: it carries a passthru macvlan, which takes it "
+                f"alone (the kernel answers EINVAL; {text})")
+        return e
+
+    # =================================================================== ADD
+    def attach(self, att: Attachment, ips: list[IPConfig], routes: list[Route], *,
+               placement: str = IN_SANDBOX) -> Wiring:
+        in_sandbox = placement == IN_SANDBOX
+        if placement not in (IN_SANDBOX, IN_HOST):
+            raise ValueError(f"placement {placement!r}")
+        self._validate(att, need_netns=in_sandbox or self.cfg.link_in_container)
+        mac = att.mac or self.cfg.mac
+        if mac:
+            try:
+                mac = normalize_mac(mac)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        tmp = "sp" + secrets.token_hex(4)
+        alias = link_alias(att.network, att.container_id, att.ifname)
+        family_gw: dict[int, Any] = {}
+        out_ips = []
+        for ip in ips:
+            out_ips.append(IPConfig(address=ip.address, gateway=ip.gateway, interface=CONTAINER_IF_INDEX))
+            if ip.gateway is not None:
+                family_gw.setdefault(ip.address.version, ip.gateway)
+        made: dict[str, Any] = {}  # "ns": the Netns holding the new link, "index" there
+
+        with contextlib.ExitStack() as stack:
+            sb: Netns | None = None
+            if att.netns and (in_sandbox or self.cfg.link_in_container):
+                sb = Netns.open(att.netns)  # NetnsNotFound when gone
+                stack.callback(sb.close)
+            stack.push(lambda et, ev, tb: self._rollback(ev, made, tmp) if ev is not None else False)
+            if self.cfg.link_in_container:
+                assert sb is not None
+                link = rtnl.run(sb, self._create, tmp, alias, mac, None, f"the sandbox {att.netns}", made, sb)
+            else:
+                link = rtnl.run(self.host, self._create, tmp, alias, mac, sb.fd if in_sandbox and sb else None,
+                                "the host namespace", made, self.host)
+                if in_sandbox:
+                    assert sb is not None
+                    made["ns"] = sb
+                    link = rtnl.run(sb, self._tag, tmp, alias, made)
+            if in_sandbox:
+                try:
+                    rtnl.run(sb, sandbox.configure, link.index, tmp=tmp, ifname=att.ifname,
+                             addresses=[ip.address for ip in out_ips], routes=routes, family_gw=family_gw,
+                             where=f"the sandbox {att.netns}")
+                except NameTaken as e:
+                    raise InterfaceExists(str(e)) from None
+        iface = Interface(name=att.ifname if in_sandbox else tmp, mac=link.mac,
+                          sandbox=att.netns if in_sandbox else None, mtu=self.cfg.mtu)
+        return Wiring(interfaces=[iface], ips=out_ips, routes=list(routes))
+
+    add = attach
+
+    def _validate(self, att: Attachment, need_netns: bool) -> None:
+        if not att.container_id:
+            raise ConfigError("container id must not be empty")
+        problem = ifname_problem(att.ifname)
+        if problem:
+            raise InvalidEnvironment(f"interface name {att.ifname!r} is not valid: it {problem}")
+        if need_netns and not att.netns:
+            raise ConfigError("the sandbox network namespace path is required")
+
+    def _create(self, rt: rtnl.Rtnl, tmp: str, alias: str, mac: str | None, netns_fd: int | None,
+                where: str, made: dict, ns: Netns) -> rtnl.Link | None:
+        """Check the master and create the macvlan (in ``netns_fd`` when given). Returns the
+        tagged link, or None when it was created in another namespace."""
+        master = self._master(rt, where)
+        data = Macvlan(mode=self.cfg.mode)
+        try:
+            try:
+                link = rt.add_link("macvlan", tmp, parent=master.index, netns_fd=netns_fd, mtu=self.cfg.mtu,
+                                   mac=mac, data=data)
+            except NotSupported:
+                if netns_fd is None:
+                    raise
+                # a kernel that cannot create it in place: create here, move under the
+                # temporary name (the reference's order), rename there
+                rt.add_link("macvlan", tmp, parent=master.index, mtu=self.cfg.mtu, mac=mac, data=data)
+                made["ns"], made["name"] = ns, tmp
+                rt.move_link(rt.require_link(tmp).index, netns_fd)
+                made.pop("ns"), made.pop("name")
+                return None
+        except LinkExists:
+            raise InterfaceExists(f"a link called {tmp!r} exists in {where}") from None
+        except (TryAgain, NetError) as e:
+            if isinstance(e, (LinkExists, NotSupported)):
+                raise
+            raise self._kernel_refused(e, master) from None
+        if netns_fd is not None:
+            return None
+        made["ns"], made["name"] = ns, tmp
+        return self._tag(rt, tmp, alias, made)
+
+    @staticmethod
+    def _tag(rt: rtnl.Rtnl, tmp: str, alias: str, made: dict) -> rtnl.Link:
+        """Owner alias under the temporary name, and the link read back: one round trip."""
+        b = rt.batch()
+        b.set_brport(tmp, alias=alias)
+        got = b.get_link(tmp)
+        res = b.run(check=False)
+        link = res[got]
+        if isinstance(link, rtnl.Link):
+            made["index"] = link.index
+        elif isinstance(link, BaseException):
+            raise link
+        else:
+            raise NetError(f"the new macvlan {tmp!r} vanished")
+        if isinstance(res[0], BaseException):
+            raise res[0]
+        return link
+
+    def _rollback(self, exc: BaseException, made: dict, tmp: str) -> bool:
+        ns = made.get("ns")
+        if ns is None:
+            return False
+        index, name = made.get("index"), made.get("name", tmp)
+
+        def undo(rt: rtnl.Rtnl) -> None:
+            if index is not None:
+                rt.delete_link(index=index)
+            else:
+                rt.delete_link(name=name)
+
+        try:
+            rtnl.run(ns, undo)
+        except BaseException as e:  # noqa: BLE001 - reported on the original error
+            exc.add_note(f"rollback: delete macvlan {name!r}: {e}")
+        return False
+
+    # =================================================================== DEL
+    def detach(self, att: Attachment, ips: list[IPConfig] | None) -> None:
+        """Delete the sandbox link carrying this attachment's alias; idempotent. Without
+        the sandbox (no path, or gone) there is nothing to do."""
+        if not att.netns or ifname_problem(att.ifname) is not None:
+            return
+        alias = link_alias(att.network, att.container_id, att.ifname)
+        steps = Steps(f"DEL of {att.container_id}/{att.ifname}")
+
+        def part(rt: rtnl.Rtnl) -> None:
+            link = rt.get_link(att.ifname)
+            if link is not None and link.alias == alias:
+                rt.delete_link(index=link.index)
+                return
+            for other in rt.dump_links():  # a crashed ADD's temporary name
+                if other.alias == alias and other.kind == "macvlan":
+                    steps.run(rt.delete_link, index=other.index)
+
+        try:
+            with Netns.open(att.netns) as sb:
+                steps.run(rtnl.run, sb, part)
+        except NetnsNotFound:
+            return
+        steps.done()
+
+    delete = detach
+
+    # =================================================================== CHECK
+    def check(self, att: Attachment, expected: Wiring, own_addresses: list[Any] | None = None) -> None:
+        cfg = self.cfg
+        self._validate(att, need_netns=True)
+        ifs = expected.interfaces
+        pos = next((n for n, i in enumerate(ifs) if i.name == att.ifname and i.sandbox == att.netns), None)
+        if pos is None:
+            raise CheckFailed(f"the expected result has no interface {att.ifname!r} in sandbox {att.netns!r}")
+        exp = ifs[pos]
+        exp_ips = [ip for ip in expected.ips if ip.interface is None or ip.interface == pos]
+        family_gw: dict[int, Any] = {}
+        for ip in exp_ips:
+            if ip.gateway is not None:
+                family_gw.setdefault(ip.address.version, ip.gateway)
+        alias = link_alias(att.network, att.container_id, att.ifname)
+
+        def in_sandbox(rt: rtnl.Rtnl) -> tuple[rtnl.Link, rtnl.Link | None]:
+            link = sandbox.check(rt, att.ifname, kind="macvlan", mac=exp.mac,
+                                 addresses=[ip.address for ip in exp_ips], routes=expected.routes,
+                                 family_gw=family_gw, where=f"sandbox {att.netns}")
+            master = self._master(rt, f"the sandbox {att.netns}") if cfg.link_in_container else None
+            return link, master
+
+        with Netns.open(att.netns) as sb:  # type: ignore[arg-type]
+            try:
+                link, master = rtnl.run(sb, in_sandbox)
+            except Mismatch as e:
+                raise CheckFailed(str(e)) from None
+        if link.alias != alias:
+            raise CheckFailed(f"interface {att.ifname!r} in sandbox {att.netns} is not this attachment's macvlan "
+                              f"(alias {link.alias!r})")
+        mode = getattr(link.data, "mode", None)
+        if mode != cfg.mode:
+            raise CheckFailed(f"macvlan {att.ifname!r} is in mode {mode}, configured {cfg.mode}")
+        if master is None:
+            try:
+                master = rtnl.run(self.host, self._master, "the host namespace")
+            except ConfigError as e:
+                raise CheckFailed(str(e)) from None
+        if link.parent_index != master.index:
+            raise CheckFailed(f"macvlan {att.ifname!r} is not on master {master.name!r} "
+                              f"(its lower link is ifindex {link.parent_index})")
+        want_mtu = cfg.mtu or master.mtu
+        if want_mtu and link.mtu != want_mtu:
+            raise CheckFailed(f"macvlan {att.ifname!r} has MTU {link.mtu}, expected {want_mtu}")
+
+    # =================================================================== GC / STATUS
+    def gc(self, network: str, valid: set[tuple[str, str]]) -> None:
+        """Nothing in the host: a macvlan lives (and dies) in its sandbox."""
+
+    def status(self) -> None:
+        """The master exists, is usable and is up (with ``linkInContainer`` it lives in
+        sandboxes: nothing to look at)."""
+        if self.cfg.link_in_container:
+            return
+
+        def part(rt: rtnl.Rtnl) -> None:
+            master = self._master(rt, "the host namespace")
+            if not master.up:
+                raise KernelError(f"master {master.name!r} is down")
+
+        rtnl.run(self.host, part)
