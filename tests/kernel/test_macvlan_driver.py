@@ -203,3 +203,22 @@ def test_link_in_container(switch, host, make_ns):
     d.check(att(a, "ca"), w)
     d.detach(att(a, "ca"), None)
     assert oracle.link_names(a.name) == {"lo", "up0", "up1"}
+
+
+def test_failure_in_the_sandbox_after_the_rename_removes_the_link(host_ns, switch, host, make_ns):
+    """A route the kernel refuses (its gateway is unreachable) fails ADD after the link was
+    renamed and addressed: the link is deleted from the sandbox, nothing is left."""
+    a = make_ns()
+    bad = Route(dst=ipaddress.ip_network("10.99.0.0/24"), gw=ipaddress.ip_address("10.77.7.7"))
+    with pytest.raises(Exception):
+        macvlan(host).attach(att(a, "ca"), [ip4(2)], [bad])
+    assert oracle.link_names(a.name) == {"lo"}
+    assert oracle.link_names(host_ns.name) == {"lo", MASTER}
+
+
+def test_crashed_add_leftover_under_the_temporary_name_is_found_by_alias(host_ns, switch, host, make_ns):
+    a = make_ns()
+    host_ns.sh("ip", "link", "add", "link", MASTER, "name", "sp0badc0de", "netns", a.name, "type", "macvlan")
+    a.sh("ip", "link", "set", "sp0badc0de", "alias", link_alias("mvnet", "ca", "eth0"))
+    macvlan(host).detach(att(a, "ca"), None)
+    assert oracle.link_names(a.name) == {"lo"}
