@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -209,29 +210,46 @@ def test_errors_leave_nothing(host_ns, wire, state):
 @pytest.mark.root
 @pytest.mark.needs_vm
 @pytest.mark.timeout(240)
-def test_concurrent_users_on_one_vlan(host_ns, sandbox_ns, wire, state):
+def test_concurrent_users_on_one_vlan(host_ns, sandbox_ns, wire, state, monkeypatch):
     """8 threads ensure / add a user link / delete it / release, on one VLAN, in parallel:
     no ensure ever sees it deleted under it (the user link is always made), and at the end
-    it exists iff a user is registered."""
-    rounds, errors, kept = 6, [], []
+    it exists iff a user is registered. The windows an unlocked ensure or release would
+    lose in (between finding the link and registering; between deciding and deleting) are
+    widened with a sleep: with ``link_lock`` replaced by a no-op this test fails
+    (LinkNotFound creating the macvlan: its parent deleted under it)."""
+    rounds, errors, kept, created, deleted = 10, [], [], [], []
+    barrier = threading.Barrier(8, timeout=60)
+    for fn in ("_ensure_locked", "_host_users"):
+        orig = getattr(vlans, fn)
+
+        def slow(*a, _orig=orig):
+            out = _orig(*a)
+            time.sleep(0.02)
+            return out
+
+        monkeypatch.setattr(vlans, fn, slow)
 
     def worker(i: int, hns: Netns, sb: Netns) -> None:
         def body(rt):
             for r in range(rounds):
+                barrier.wait()  # rounds start together, staggered: users come and go with gaps
+                time.sleep(0.004 * ((i + r) % 8) * (1 + r % 3))  # in between (deletions happen)
                 user = f"net c{i} eth0"
-                link, _ = vlans.ensure(rt, "wire0", 10, user=user)
+                link, made = vlans.ensure(rt, "wire0", 10, user=user)
+                created.append(made)
                 tmp = f"sp{i:02d}{r:04d}"
                 rt.add_link("macvlan", tmp, parent=link.index, netns_fd=sb.fd, data=rtnl.Macvlan("bridge"))
                 if i % 2 == 0 and r == rounds - 1:
                     kept.append((i, tmp))  # stays: its user remains
                     return
                 run(sandbox_ns, lambda srt: srt.delete_link(name=tmp))
-                vlans.release(rt, "wire0.10", user=user)
+                deleted.append(vlans.release(rt, "wire0.10", user=user))
 
         try:
             rtnl.run(hns, body)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append((i, repr(e)))
+            barrier.abort()
 
     with Netns.open(host_ns.path) as hns, Netns.open(sandbox_ns.path) as sb:
         threads = [threading.Thread(target=worker, args=(i, hns, sb)) for i in range(8)]
@@ -240,6 +258,8 @@ def test_concurrent_users_on_one_vlan(host_ns, sandbox_ns, wire, state):
         for t in threads:
             t.join()
     assert errors == []
+    # the race was run: the sub-interface was deleted and made again while others worked
+    assert sum(created) > 1 and any(deleted), (sum(created), sum(deleted))
     assert len(kept) == 4 and "wire0.10" in host_ns.links()
     assert sandbox_ns.links() == {"lo"} | {tmp for _, tmp in kept}
     assert run(host_ns, lambda rt: vlans.users(rt, "wire0.10")) == {f"net c{i} eth0" for i, _ in kept}
@@ -270,3 +290,28 @@ def test_gc(host_ns, wire, state):
     assert run(host_ns, lambda rt: vlans.gc(rt)) == ["wire0.13"]
     assert host_links(host_ns) == {"wire0.15"}
     host_ns.sh("ip", "link", "del", "wire0.15")
+
+
+@pytest.mark.root
+def test_errors_that_need_no_8021q(host_ns, state):
+    """Checked before any VLAN link is asked for: they run on every kernel."""
+    with pytest.raises(ConfigError, match="parent link 'nosuch0' of the VLAN sub-interface 'nosuch0.10' not found"):
+        run(host_ns, lambda rt: vlans.ensure(rt, "nosuch0", 10, user="u"))
+    with pytest.raises(ConfigError, match="'lo' is the loopback"):
+        run(host_ns, lambda rt: vlans.ensure(rt, "lo", 10, user="u"))
+    for vid in (0, 4095):
+        with pytest.raises(ConfigError, match="outside 1-4094"):
+            run(host_ns, lambda rt: vlans.ensure(rt, "lo", vid, user="u"))
+    host_ns.sh("ip", "link", "add", "wire0", "type", "veth", "peer", "name", "wire1")
+    host_ns.sh("ip", "link", "add", "wire0.30", "type", "veth", "peer", "name", "other0")
+    with pytest.raises(ConfigError, match="'wire0.30' exists but is not the 802.1Q sub-interface of 'wire0'.*a veth"):
+        run(host_ns, lambda rt: vlans.ensure(rt, "wire0", 30, user="u"))
+    # release and gc never touch a link without splice's alias, whatever its name
+    assert run(host_ns, lambda rt: vlans.release(rt, "wire0.30", user="u")) is False
+    assert run(host_ns, lambda rt: vlans.gc(rt)) == []
+    assert run(host_ns, lambda rt: vlans.release(rt, "nosuch0.10")) is False
+    assert host_ns.links() == {"lo", "wire0", "wire1", "wire0.30", "other0"}
+    host_ns.sh("ip", "link", "del", "wire0")
+    host_ns.sh("ip", "link", "del", "wire0.30")
+    only_lo(host_ns)
+    assert registrations(state) == []
