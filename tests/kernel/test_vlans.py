@@ -163,6 +163,11 @@ def test_made_shared_tagged_and_removed_by_last_user(host_ns, sandbox_ns, wire, 
     assert run(host_ns, lambda rt: vlans.release(rt, "wire0.10", user="net-b c2 eth0")) is False
     assert "wire0.10" in host_ns.links()
     host_ns.sh("ip", "link", "del", "mvh")
+    # so does a bridge it was added to
+    host_ns.sh("ip", "link", "add", "brx", "type", "bridge")
+    host_ns.sh("ip", "link", "set", "wire0.10", "master", "brx")
+    assert run(host_ns, lambda rt: vlans.release(rt, "wire0.10")) is False
+    host_ns.sh("ip", "link", "del", "brx")
     # the last user is gone: deleted; releasing again is a no-op
     assert run(host_ns, lambda rt: vlans.release(rt, "wire0.10")) is True
     assert run(host_ns, lambda rt: vlans.release(rt, "wire0.10", user="net-b c2 eth0")) is False

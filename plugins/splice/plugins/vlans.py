@@ -15,7 +15,8 @@ Docker network id), as a file under ``/run/splice/vlans`` (``SPLICE_VLAN_DIR`` o
 is never reused within a boot and the ifindex changes when the link is re-created, so a
 registration can only ever count for the link it was made for; a reboot empties ``/run``
 together with the links. Before deleting, the host namespace is also dumped for links whose
-parent is the sub-interface (a user made by someone else in the host keeps it).
+parent is the sub-interface (a user made by someone else in the host keeps it), and a
+sub-interface enslaved to a bridge or bond is in use too.
 
 Concurrency: :func:`ensure` (find or create, then register the user) and :func:`release`
 (unregister, then decide and delete) each run under ``link_lock(<name>, exclusive=True)``
@@ -273,7 +274,7 @@ def ensure(rt: Rtnl, parent: str, vid: int, user: str | None = None) -> tuple[Li
 def release(rt: Rtnl, name: str, user: str | None = None) -> bool:
     """Unregister ``user`` (when given), then delete the sub-interface ``name`` if splice made
     it and nothing uses it any more: no registered user, no link of this namespace on top of
-    it. True when it was deleted now. Idempotent; never deletes a sub-interface without
+    it, no master (a bridge or bond it was added to). True when it was deleted now. Idempotent; never deletes a sub-interface without
     splice's alias."""
     with locks.link_lock(name, exclusive=True):
         cookie = _cookie()
@@ -284,6 +285,8 @@ def release(rt: Rtnl, name: str, user: str | None = None) -> bool:
             _prune(cookie, name, None)
             return False
         if not is_ours(link):
+            return False
+        if link.master is not None:  # enslaved (a bridge or bond port): in use
             return False
         if any(_users_of(p) for i, p in _entries(cookie, name) if i == link.index):
             return False
