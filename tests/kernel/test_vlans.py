@@ -320,3 +320,15 @@ def test_errors_that_need_no_8021q(host_ns, state):
     host_ns.sh("ip", "link", "del", "wire0.30")
     only_lo(host_ns)
     assert registrations(state) == []
+
+
+@pytest.mark.root
+@pytest.mark.needs_vm
+def test_registration_counts_only_for_the_link_it_was_made_for(host_ns, wire, state):
+    first, _ = run(host_ns, lambda rt: vlans.ensure(rt, "wire0", 10, user="old"))
+    host_ns.sh("ip", "link", "del", "wire0.10")  # deleted behind splice's back (its users die with it)
+    second, created = run(host_ns, lambda rt: vlans.ensure(rt, "wire0", 10))
+    assert created and second.index != first.index
+    assert run(host_ns, lambda rt: vlans.users(rt, "wire0.10")) == set()
+    assert run(host_ns, lambda rt: vlans.release(rt, "wire0.10")) is True
+    assert host_links(host_ns) == set()
