@@ -79,6 +79,21 @@ if TYPE_CHECKING:
             """Raise when an attach could not succeed now."""
 
 
+def validate_attachment(att: "Attachment", need_netns: bool) -> None:
+    """What every driver requires of an attachment: a container id, an interface name the
+    kernel takes (code 4), and a sandbox path when the link goes into the sandbox."""
+    from splice.libnet.names import ifname_problem
+    from splice.plugins.errors import ConfigError, InvalidEnvironment
+
+    if not att.container_id:
+        raise ConfigError("container id must not be empty")
+    problem = ifname_problem(att.ifname)
+    if problem:
+        raise InvalidEnvironment(f"interface name {att.ifname!r} is not valid: it {problem}")
+    if need_netns and not att.netns:
+        raise ConfigError("the sandbox network namespace path is required")
+
+
 def driver_class(kind: str) -> "type[Driver]":
     """The driver class registered as ``kind`` (KeyError naming the known kinds)."""
     try:

@@ -48,8 +48,8 @@ from splice.libnet.names import ifname_problem, normalize_mac, random_mac
 from splice.libnet.netns import Netns
 from splice.plugins import failpoint
 from splice.plugins.bridge.config import BridgeConfig, parse_bridge_config
-from splice.plugins.driver import IN_HOST, IN_SANDBOX
-from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, InvalidEnvironment, KernelError
+from splice.plugins.driver import IN_HOST, IN_SANDBOX, validate_attachment
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
 from splice.plugins.owners import (
     Steps,
@@ -223,14 +223,7 @@ class BridgeDriver:
 
     add = attach  # the CNI verb's name
 
-    def _validate(self, att: Attachment, need_netns: bool) -> None:
-        if not att.container_id:
-            raise ConfigError("container id must not be empty")
-        problem = ifname_problem(att.ifname)
-        if problem:
-            raise InvalidEnvironment(f"interface name {att.ifname!r} is not valid: it {problem}")
-        if need_netns and not att.netns:
-            raise ConfigError("the sandbox network namespace path is required")
+    _validate = staticmethod(validate_attachment)
 
     def _plan(self, att: Attachment, ips: list[IPConfig], routes: list[Route]) -> _Plan:
         cfg = self.cfg

@@ -25,6 +25,13 @@ from splice.plugins.errors import (  # noqa: F401  (re-exported: the CNI codes)
     UNSUPPORTED_FIELD,
 )
 
+__all__ = [
+    "ADDRESS_UNAVAILABLE", "CHECK_FAILED", "DECODE_FAILURE", "DELEGATE_FAILED", "INCOMPATIBLE_VERSION",
+    "INTERFACE_EXISTS", "INTERNAL", "INVALID_CONFIG", "INVALID_ENVIRONMENT", "IO_FAILURE", "KERNEL",
+    "POOL_EXHAUSTED", "PORT_IN_USE", "TRY_AGAIN_LATER", "UNKNOWN_CONTAINER", "UNSUPPORTED_FIELD",
+    "INVALID_NETNS", "NOT_AVAILABLE", "NOT_AVAILABLE_LIMITED", "CniError", "from_exception",
+]
+
 INVALID_NETNS = 8  # libcni only: the plugin's own netns is CNI_NETNS
 NOT_AVAILABLE = 50  # STATUS
 NOT_AVAILABLE_LIMITED = 51  # STATUS: existing containers may have limited connectivity

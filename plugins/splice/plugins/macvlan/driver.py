@@ -34,8 +34,8 @@ from splice.libnet.errors import LinkExists, Mismatch, NameTaken, NetError, Netn
 from splice.libnet.linkinfo import Macvlan
 from splice.libnet.names import ifname_problem, normalize_mac
 from splice.libnet.netns import Netns
-from splice.plugins.driver import IN_HOST, IN_SANDBOX
-from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, InvalidEnvironment, KernelError
+from splice.plugins.driver import IN_HOST, IN_SANDBOX, validate_attachment
+from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.macvlan.config import MacvlanConfig, parse_macvlan_config
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
 from splice.plugins.owners import Steps, link_alias
@@ -165,14 +165,7 @@ class MacvlanDriver:
 
     add = attach
 
-    def _validate(self, att: Attachment, need_netns: bool) -> None:
-        if not att.container_id:
-            raise ConfigError("container id must not be empty")
-        problem = ifname_problem(att.ifname)
-        if problem:
-            raise InvalidEnvironment(f"interface name {att.ifname!r} is not valid: it {problem}")
-        if need_netns and not att.netns:
-            raise ConfigError("the sandbox network namespace path is required")
+    _validate = staticmethod(validate_attachment)
 
     def _create(self, rt: rtnl.Rtnl, tmp: str, alias: str, mac: str | None, netns_fd: int | None,
                 where: str, made: dict, ns: Netns) -> rtnl.Link | None:
@@ -182,8 +175,8 @@ class MacvlanDriver:
         data = Macvlan(mode=self.cfg.mode)
         try:
             try:
-                link = rt.add_link("macvlan", tmp, parent=master.index, netns_fd=netns_fd, mtu=self.cfg.mtu,
-                                   mac=mac, data=data)
+                rt.add_link("macvlan", tmp, parent=master.index, netns_fd=netns_fd, mtu=self.cfg.mtu,
+                            mac=mac, data=data)
             except NotSupported:
                 if netns_fd is None:
                     raise
