@@ -184,3 +184,28 @@ def test_deleted_pool_store_is_refused(tmp_path):
     with pytest.raises(StoreError, match="is missing"):
         p.get_pool(pool.id)
     p.close()
+
+
+def test_a_store_directory_made_concurrently_is_no_error(tmp_path, monkeypatch):
+    """Another process creates the store directory between our "is it a directory?" and
+    "does anything exist there?" looks: that is a directory, not an unusable location
+    (seen with 16 processes opening a new store at once)."""
+    import splice.ipam.store as store_mod
+
+    d = tmp_path / "data" / "net"
+    real_isdir = os.path.isdir
+    raced = []
+
+    def isdir(p):
+        if os.path.abspath(p) == str(d) and not raced:
+            raced.append(p)
+            os.makedirs(d, 0o700)  # the other process wins here
+            return False
+        return real_isdir(p)
+
+    monkeypatch.setattr(store_mod.os.path, "isdir", isdir)
+    ipam = make(tmp_path / "data")
+    leases = ipam.allocate("c1", "eth0")
+    ipam.close()
+    monkeypatch.undo()
+    assert raced and str(leases[0].address) == "10.1.0.2/24"

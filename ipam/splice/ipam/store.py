@@ -410,6 +410,8 @@ class Store:
         p = d
         while not os.path.isdir(p):
             if os.path.lexists(p) or os.path.dirname(p) == p:
+                if os.path.isdir(p):
+                    break  # a concurrent opener made it between the two looks
                 self._not_a_dir(p)
             missing.append(p)
             p = os.path.dirname(p)
