@@ -132,8 +132,9 @@ def test_mac_and_mtu_as_configured(runtime, switch, make_ns, ipam_dir, mvleaks):
     ({"master": "nope0"}, 7, "master 'nope0' not found"),
     ({"master": "lo"}, 7, "loopback"),
     ({"mtu": 9000}, 7, "larger than the MTU 1500"),
-    ({"master": "mv0.10"}, 2, "VLAN sub-interfaces"),
-    ({"vlan": 10}, 2, "VLAN sub-interfaces"),
+    ({"master": "mv0.4095"}, 7, "outside 1-4094"),
+    ({"master": "mv0.10", "vlan": 20}, 7, "names VLAN 10 but vlan is 20"),
+    ({"master": "nope0", "vlan": 10}, 7, "parent link 'nope0' of the VLAN sub-interface 'nope0.10' not found"),
     ({"mode": "nope"}, 7, "mode must be one of"),
 ])
 def test_errors_leave_nothing(opts, code, msg, runtime, host_ns, switch, sandbox_ns, ipam_dir, mvleaks):

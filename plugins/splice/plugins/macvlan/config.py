@@ -8,26 +8,26 @@ at ADD, in the sandbox with ``linkInContainer``), ``mode`` (``bridge`` default,
 the master's, checked at ADD), ``mac`` (the lowest-precedence container MAC: the
 runtime's ``runtimeConfig.mac`` / ``args.cni.mac`` / ``CNI_ARGS MAC`` win, as the
 reference's loadConf), ``linkInContainer`` (the master lives in the sandbox), ``ipam``
-(the adapter's). Other keys are ignored, as CNI configurations carry extra ones.
-
-Not yet: 802.1Q sub-interfaces (a ``master`` written ``<parent>.<vid>``, or ``vlan``):
-UnsupportedField. ``source`` mode is not offered by the reference either.
+(the adapter's), ``vlan`` (an 802.1Q VID: the master is the sub-interface
+``<master>.<vid>``; a ``master`` written ``<parent>.<vid>`` means the same, see
+:func:`splice.plugins.vlans.parse_master`; ``0``/absent: none). The sub-interface is made at
+ADD when missing (:mod:`splice.plugins.vlans`), so it is not looked at here. Other keys are
+ignored, as CNI configurations carry extra ones. ``source`` mode is not offered by the
+reference either.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from splice.libnet.names import ifname_problem, normalize_mac
+from splice.plugins import vlans
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 MODES = ("bridge", "private", "vepa", "passthru")
 MIN_MTU = 68
 MAX_MTU = 65535
-_VLAN_MASTER = re.compile(r".+\.\d+")
-VLAN_LATER = "VLAN sub-interfaces are not supported by the macvlan driver yet (they come next)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class MacvlanConfig:
     mtu: int | None = None  # None: the master's
     mac: str | None = None  # normalized; the runtime's MAC (att.mac) wins
     link_in_container: bool = False
+    # 802.1Q: master is then the sub-interface "<vlan_parent>.<vlan>", made at ADD when missing
+    vlan_parent: str | None = None
+    vlan: int | None = None
 
 
 def _fmt(value: Any) -> str:
@@ -56,10 +59,18 @@ def parse_macvlan_config(conf: dict) -> MacvlanConfig:
         problem = ifname_problem(master)
         if problem:
             raise ConfigError(f"master {_fmt(master)} is not a valid interface name: it {problem}")
-        if _VLAN_MASTER.fullmatch(master):
-            raise UnsupportedField(f"master {master!r} is written <parent>.<vid>: {VLAN_LATER}")
-    if conf.get("vlan") not in (None, 0):
-        raise UnsupportedField(f"vlan {_fmt(conf.get('vlan'))}: {VLAN_LATER}")
+    vlan = conf.get("vlan")
+    if vlan == 0 and not isinstance(vlan, bool):
+        vlan = None  # 0: no VLAN (as mtu 0)
+    parent = vid = None
+    if master is not None:
+        parent, vid = vlans.parse_master(master, vlan)
+        if vid is not None:
+            master = vlans.subif_name(parent, vid)
+        else:
+            parent = None
+    elif vlan is not None:
+        raise ConfigError(f"vlan {_fmt(vlan)} needs a master: the 802.1Q sub-interface is made on it")
 
     mode = conf.get("mode")
     if mode in (None, ""):
@@ -91,4 +102,8 @@ def parse_macvlan_config(conf: dict) -> MacvlanConfig:
         lic = False
     if not isinstance(lic, bool):
         raise ConfigError(f"linkInContainer must be a boolean, got {_fmt(lic)}")
-    return MacvlanConfig(master=master, mode=mode, mtu=mtu or None, mac=mac, link_in_container=lic)
+    if lic and vid is not None:
+        raise UnsupportedField(f"linkInContainer with an 802.1Q master ({master!r}): splice makes and shares "
+                               f"sub-interfaces in the host only")
+    return MacvlanConfig(master=master, mode=mode, mtu=mtu or None, mac=mac, link_in_container=lic,
+                         vlan_parent=parent, vlan=vid)

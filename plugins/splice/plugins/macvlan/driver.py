@@ -17,8 +17,15 @@ under its temporary name, tagged, unconfigured. Anything made is deleted on fail
 
 DEL: the sandbox's ``ifname`` when it carries this attachment's alias, else any link in
 the sandbox with that alias (a crashed ADD's temporary name). Without the sandbox there is
-nothing to do: a macvlan dies with its namespace. GC: nothing (no host object without
-VLANs; IPAM is the adapter's).
+nothing to do: a macvlan dies with its namespace.
+
+802.1Q (``master`` ``<parent>.<vid>`` or ``vlan``): ADD first runs
+:func:`splice.plugins.vlans.ensure` in the host with the attachment's owner tag as its user
+(the sub-interface is made when missing and this user registered, under its lock), then
+creates the macvlan on it; a failure after that deletes the macvlan and releases the user.
+DEL releases the user once the macvlan is gone (or its sandbox is), in every form; the last
+release of a splice-made sub-interface deletes it. GC releases this network's users that
+are not valid any more, then :func:`splice.plugins.vlans.gc`.
 """
 
 from __future__ import annotations
@@ -34,11 +41,12 @@ from splice.libnet.errors import LinkExists, Mismatch, NameTaken, NetError, Netn
 from splice.libnet.linkinfo import Macvlan
 from splice.libnet.names import ifname_problem, normalize_mac
 from splice.libnet.netns import Netns
+from splice.plugins import vlans
 from splice.plugins.driver import IN_HOST, IN_SANDBOX, validate_attachment
 from splice.plugins.errors import CheckFailed, ConfigError, InterfaceExists, KernelError
 from splice.plugins.macvlan.config import MacvlanConfig, parse_macvlan_config
 from splice.plugins.model import Attachment, Interface, IPConfig, Route, Wiring
-from splice.plugins.owners import Steps, link_alias
+from splice.plugins.owners import Steps, gc_prefix, link_alias, owner_tag
 
 IFF_LOOPBACK = 0x8
 CONTAINER_IF_INDEX = 0  # interfaces = [container] (as the reference)
@@ -72,7 +80,16 @@ class MacvlanDriver:
         self.host = host
 
     def ensure_network(self, gateways: Any = ()) -> None:
-        """Nothing shared to make without VLAN sub-interfaces (the master is the host's)."""
+        """Nothing shared to make ahead: an 802.1Q sub-interface is made (and registered)
+        by the ADD that uses it, so that its last DEL can remove it."""
+
+    def _vlan_user(self, att: Attachment) -> str:
+        return owner_tag(att.network, att.container_id, att.ifname)
+
+    def _release_vlan(self, user: str) -> None:
+        name = self.cfg.master
+        assert name is not None
+        rtnl.run(self.host, lambda rt: vlans.release(rt, name, user=user))
 
     # =================================================================== master
     def _master(self, rt: rtnl.Rtnl, where: str) -> rtnl.Link:
@@ -134,7 +151,7 @@ class MacvlanDriver:
             out_ips.append(IPConfig(address=ip.address, gateway=ip.gateway, interface=CONTAINER_IF_INDEX))
             if ip.gateway is not None:
                 family_gw.setdefault(ip.address.version, ip.gateway)
-        made: dict[str, Any] = {}  # "ns": the Netns holding the new link, "index" there
+        made: dict[str, Any] = {}  # "ns": the Netns holding the new link, "index" there; "vlan": user
 
         with contextlib.ExitStack() as stack:
             sb: Netns | None = None
@@ -142,6 +159,11 @@ class MacvlanDriver:
                 sb = Netns.open(att.netns)  # NetnsNotFound when gone
                 stack.callback(sb.close)
             stack.push(lambda et, ev, tb: self._rollback(ev, made, tmp) if ev is not None else False)
+            if self.cfg.vlan is not None:  # the sub-interface (made when missing), this user registered
+                user = self._vlan_user(att)
+                parent, vid = self.cfg.vlan_parent, self.cfg.vlan
+                rtnl.run(self.host, lambda rt: vlans.ensure(rt, parent, vid, user=user))
+                made["vlan"] = user
             if self.cfg.link_in_container:
                 assert sb is not None
                 link = rtnl.run(sb, self._create, tmp, alias, mac, None, f"the sandbox {att.netns}", made, sb)
@@ -217,9 +239,19 @@ class MacvlanDriver:
         return link
 
     def _rollback(self, exc: BaseException, made: dict, tmp: str) -> bool:
+        self._rollback_link(exc, made, tmp)
+        user = made.get("vlan")
+        if user is not None:  # after the macvlan is gone: the last user deletes a sub-interface it made
+            try:
+                self._release_vlan(user)
+            except BaseException as e:  # noqa: BLE001 - reported on the original error
+                exc.add_note(f"rollback: release the 802.1Q sub-interface {self.cfg.master!r}: {e}")
+        return False
+
+    def _rollback_link(self, exc: BaseException, made: dict, tmp: str) -> None:
         ns = made.get("ns")
         if ns is None:
-            return False
+            return
         index, name = made.get("index"), made.get("name", tmp)
 
         def undo(rt: rtnl.Rtnl) -> None:
@@ -232,16 +264,22 @@ class MacvlanDriver:
             rtnl.run(ns, undo)
         except BaseException as e:  # noqa: BLE001 - reported on the original error
             exc.add_note(f"rollback: delete macvlan {name!r}: {e}")
-        return False
+            made["vlan"] = None  # still on the sub-interface: keep its user registered
 
     # =================================================================== DEL
     def detach(self, att: Attachment, ips: list[IPConfig] | None) -> None:
         """Delete the sandbox link carrying this attachment's alias; idempotent. Without
-        the sandbox (no path, or gone) there is nothing to do."""
-        if not att.netns or ifname_problem(att.ifname) is not None:
-            return
-        alias = link_alias(att.network, att.container_id, att.ifname)
+        the sandbox (no path, or gone) there is nothing to do there. With 802.1Q, then
+        release this attachment's registration on the sub-interface (every DEL form)."""
         steps = Steps(f"DEL of {att.container_id}/{att.ifname}")
+        if att.netns and ifname_problem(att.ifname) is None:
+            self._detach_link(att, steps)
+        if self.cfg.vlan is not None and not steps.errors:  # the macvlan is gone (else: kept registered)
+            steps.run(self._release_vlan, self._vlan_user(att))
+        steps.done()
+
+    def _detach_link(self, att: Attachment, steps: Steps) -> None:
+        alias = link_alias(att.network, att.container_id, att.ifname)
 
         def part(rt: rtnl.Rtnl) -> None:
             link = rt.get_link(att.ifname)
@@ -253,11 +291,10 @@ class MacvlanDriver:
                     steps.run(rt.delete_link, index=other.index)
 
         try:
-            with Netns.open(att.netns) as sb:
+            with Netns.open(att.netns) as sb:  # type: ignore[arg-type]
                 steps.run(rtnl.run, sb, part)
         except NetnsNotFound:
             return
-        steps.done()
 
     delete = detach
 
@@ -309,7 +346,24 @@ class MacvlanDriver:
 
     # =================================================================== GC / STATUS
     def gc(self, network: str, valid: set[tuple[str, str]]) -> None:
-        """Nothing in the host: a macvlan lives (and dies) in its sandbox."""
+        """A macvlan lives (and dies) in its sandbox; in the host, the 802.1Q registrations
+        of this network's users that are not in ``valid`` are released, then every
+        splice-made sub-interface that nothing uses is deleted (:func:`vlans.gc`)."""
+        prefix = gc_prefix(network)
+        keep = {owner_tag(network, cid, ifname) for cid, ifname in valid}
+        steps = Steps(f"GC of network {network!r}")
+
+        def part(rt: rtnl.Rtnl) -> None:
+            for link in rt.dump_links():
+                if not vlans.is_ours(link):
+                    continue
+                for user in sorted(vlans.users(rt, link.name)):
+                    if user.startswith(prefix) and user not in keep:
+                        steps.run(vlans.release, rt, link.name, user=user)
+            steps.run(vlans.gc, rt)
+
+        steps.run(rtnl.run, self.host, part)
+        steps.done()
 
     def status(self) -> None:
         """The master exists, is usable and is up (with ``linkInContainer`` it lives in
@@ -318,6 +372,16 @@ class MacvlanDriver:
             return
 
         def part(rt: rtnl.Rtnl) -> None:
+            if self.cfg.vlan is not None:  # the sub-interface is made by the first ADD: its parent
+                parent = rt.get_link(self.cfg.vlan_parent)
+                if parent is None:
+                    raise ConfigError(f"parent link {self.cfg.vlan_parent!r} of the VLAN sub-interface "
+                                      f"{self.cfg.master!r} not found in the host namespace")
+                if parent.flags & IFF_LOOPBACK:
+                    raise ConfigError(f"parent link {parent.name!r} is the loopback: it cannot carry 802.1Q VLANs")
+                if not parent.up:
+                    raise KernelError(f"parent link {parent.name!r} of the VLAN sub-interface {self.cfg.master!r} is down")
+                return
             master = self._master(rt, "the host namespace")
             if not master.up:
                 raise KernelError(f"master {master.name!r} is down")
