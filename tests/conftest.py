@@ -262,3 +262,24 @@ def only_lo(*nss: "Namespace") -> None:
     """Leak check: the namespaces hold nothing but ``lo``."""
     for ns in nss:
         assert ns.links() == {"lo"}, f"leftover links in {ns.name}: {ns.links()}"
+
+
+def vlan_supported(ns: "Namespace") -> bool:
+    """Probe (not a version check): can ``ip link add`` make an 802.1Q link in ``ns``?"""
+    ns.sh("ip", "link", "add", "probe1", "type", "veth", "peer", "name", "probe2")
+    try:
+        return ns.sh("ip", "link", "add", "link", "probe1", "name", "probe0", "type", "vlan", "id", "5",
+                     check=False).returncode == 0
+    finally:
+        ns.sh("ip", "link", "del", "probe1")
+
+
+def make_switch(host_ns: "Namespace", make_ns, master: str, address: str) -> "Namespace":
+    """A "switch" namespace on the other end of a veth wire: ``master`` (up) in the host,
+    ``sw0`` with ``address``/24 in the switch."""
+    sw = make_ns()
+    host_ns.sh("ip", "link", "add", master, "type", "veth", "peer", "name", "sw0", "netns", sw.name)
+    host_ns.sh("ip", "link", "set", master, "up")
+    sw.sh("ip", "link", "set", "sw0", "up")
+    sw.sh("ip", "addr", "add", f"{address}/24", "dev", "sw0")
+    return sw

@@ -12,6 +12,7 @@ import pytest
 from splice.conformance import oracle
 from splice.conformance.runtime import CniCallError
 
+from ..conftest import make_switch
 from .conftest import ALL_VERSIONS, Leaks, count_leases, vt
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
@@ -23,12 +24,7 @@ NET = "spt-mv"
 
 @pytest.fixture
 def switch(host_ns, make_ns):
-    sw = make_ns()
-    host_ns.sh("ip", "link", "add", MASTER, "type", "veth", "peer", "name", "sw0", "netns", sw.name)
-    host_ns.sh("ip", "link", "set", MASTER, "up")
-    sw.sh("ip", "link", "set", "sw0", "up")
-    sw.sh("ip", "addr", "add", f"{SWITCH_IP}/24", "dev", "sw0")
-    return sw
+    return make_switch(host_ns, make_ns, MASTER, SWITCH_IP)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from splice.plugins.macvlan.driver import MacvlanDriver
 from splice.plugins.model import Attachment, IPConfig, Route
 from splice.plugins.owners import link_alias, owner_tag
 
-from ..conftest import missing_kernel_feature, only_lo
+from ..conftest import missing_kernel_feature, only_lo, vlan_supported, make_switch
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
@@ -35,12 +35,7 @@ def host(host_ns):
 
 @pytest.fixture
 def switch(host_ns, make_ns):
-    sw = make_ns()
-    host_ns.sh("ip", "link", "add", MASTER, "type", "veth", "peer", "name", "sw0", "netns", sw.name)
-    host_ns.sh("ip", "link", "set", MASTER, "up")
-    sw.sh("ip", "link", "set", "sw0", "up")
-    sw.sh("ip", "addr", "add", f"{SWITCH_IP}/24", "dev", "sw0")
-    return sw
+    return make_switch(host_ns, make_ns, MASTER, SWITCH_IP)
 
 
 def macvlan(host: Netns, network: str = "mvnet", **conf):
@@ -266,16 +261,6 @@ def registrations(d) -> list[str]:
     if not os.path.isdir(d):
         return []
     return sorted(f"{e}/{f}" for e in os.listdir(d) for f in os.listdir(os.path.join(d, e)))
-
-
-def vlan_supported(ns) -> bool:
-    """Probe (not a version check): can ``ip link add`` make an 802.1Q link here?"""
-    ns.sh("ip", "link", "add", "probe1", "type", "veth", "peer", "name", "probe2")
-    try:
-        return ns.sh("ip", "link", "add", "link", "probe1", "name", "probe0", "type", "vlan", "id", "5",
-                     check=False).returncode == 0
-    finally:
-        ns.sh("ip", "link", "del", "probe1")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from splice.libnet.netns import Netns
 from splice.plugins import vlans
 from splice.plugins.errors import ConfigError
 
-from ..conftest import missing_kernel_feature, only_lo, rtnl_in as run
+from ..conftest import missing_kernel_feature, only_lo, rtnl_in as run, vlan_supported
 
 
 # -- parse_master (no kernel) ----------------------------------------------------------------------
@@ -78,16 +78,6 @@ def state(tmp_path, monkeypatch):
 
 def registrations(d) -> list[str]:
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
-
-
-def vlan_supported(ns) -> bool:
-    """Probe (not a version check): can ``ip link add`` make an 802.1Q link here?"""
-    ns.sh("ip", "link", "add", "probe1", "type", "veth", "peer", "name", "probe2")
-    try:
-        return ns.sh("ip", "link", "add", "link", "probe1", "name", "probe0", "type", "vlan", "id", "5",
-                     check=False).returncode == 0
-    finally:
-        ns.sh("ip", "link", "del", "probe1")
 
 
 def require_8021q(host_ns) -> None:
