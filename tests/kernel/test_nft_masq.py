@@ -374,7 +374,8 @@ def _connect(container, outside, timeout: float) -> tuple[bool, str]:
     return cli.returncode == 0, out.strip()
 
 
-def test_masquerade_real_traffic(make_ns):
+def nat_topology(make_ns):
+    """container (10.99.0.2, default via the host) -- host (forwarding) -- outside (192.0.2.2)."""
     container, host, outside = make_ns(), make_ns(), make_ns()
     for argv in (
         ["ip", "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", container.name],
@@ -391,6 +392,11 @@ def test_masquerade_real_traffic(make_ns):
     container.sh("ip", "route", "add", "default", "via", "10.99.0.1")
     outside.sh("ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
     outside.sh("ip", "link", "set", "eth0", "up")
+    return container, host, outside
+
+
+def test_masquerade_real_traffic(make_ns):
+    container, host, outside = nat_topology(make_ns)
     assert oracle.sysctl(host.name, "net.ipv4.ip_forward") == "1"
     assert oracle.routes(outside.name) and not any(
         r.get("dst") in ("default", "10.99.0.0/24") for r in oracle.routes(outside.name))
@@ -526,22 +532,7 @@ def test_upgrade_keeps_legacy_entries_working_until_removed(make_ns):
     """A table of the earlier layout: its containers keep their NAT through the first ADD of
     this version, CHECK accepts them, DEL and GC remove them, and GC then drops the legacy
     objects."""
-    container, host, outside = make_ns(), make_ns(), make_ns()
-    for argv in (
-        ["ip", "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", container.name],
-        ["ip", "link", "add", "vo", "type", "veth", "peer", "name", "eth0", "netns", outside.name],
-        ["ip", "addr", "add", "10.99.0.1/24", "dev", "vc"],
-        ["ip", "addr", "add", "192.0.2.1/24", "dev", "vo"],
-        ["ip", "link", "set", "vc", "up"],
-        ["ip", "link", "set", "vo", "up"],
-        ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
-    ):
-        host.sh(*argv)
-    container.sh("ip", "addr", "add", "10.99.0.2/24", "dev", "eth0")
-    container.sh("ip", "link", "set", "eth0", "up")
-    container.sh("ip", "route", "add", "default", "via", "10.99.0.1")
-    outside.sh("ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
-    outside.sh("ip", "link", "set", "eth0", "up")
+    container, host, outside = nat_topology(make_ns)
     outside.sh("ip", "route", "add", "10.99.0.0/24", "via", "192.0.2.1")
     old, stale = "n9 c-old eth0", "n9 c-stale eth0"
     _legacy_table(host, {"10.99.0.2": old, "fd00:99::2": old, "10.99.0.7": stale})

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Union
 
-from splice.ipam.config import IpamConfig, Range, RangeSet
+from splice.ipam.config import IpamConfig, Range, RangeSet, ip_of
 from splice.ipam.errors import AddressUnavailable, HostOverlap, IpamConfigError, PoolExhausted
 from splice.ipam.store import DEFAULT_BUSY_TIMEOUT, Row, Store, Txn
 
@@ -44,16 +44,10 @@ def _lease(row: Row) -> Lease:
 
 
 def _as_ip(value) -> IPAddress:
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return value
-    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        return value.ip
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_interface(value.strip()).ip
-        except ValueError:
-            raise IpamConfigError(f"requested address {value!r} is not an IP address") from None
-    raise IpamConfigError(f"requested address {value!r} is not an IP address")
+    ip = ip_of(value)
+    if ip is None:
+        raise IpamConfigError(f"requested address {value!r} is not an IP address")
+    return ip
 
 
 def host_overlap(cfg: IpamConfig, prefixes: Iterable[tuple[str, Any]], own_interfaces: Iterable[str] = ()) -> None:

@@ -52,6 +52,22 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _ROUTE_INT_FIELDS = ("mtu", "advmss", "priority", "table", "scope")
 
 
+
+def ip_of(value: Any) -> "IPAddress | None":
+    """``value`` as an address: an address, an interface (its address) or a string
+    ``"a.b.c.d"`` / ``"a.b.c.d/len"``; None when it is none of these."""
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return value.ip
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_interface(value.strip()).ip
+        except ValueError:
+            return None
+    return None
+
+
 @dataclass(frozen=True)
 class Range:
     """One contiguous pool ``[range_start, range_end]`` inside ``subnet``."""

@@ -70,6 +70,7 @@ from splice.ipam.errors import (
     PoolNotFound,
     PoolOverlaps,
 )
+from splice.ipam.config import ip_of
 from splice.ipam.store import DEFAULT_BUSY_TIMEOUT, Store, Txn, join, split
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -193,16 +194,10 @@ def _net(value: Any, what: str) -> IPNetwork:
 def _addr(value: Any) -> IPAddress | None:
     if value is None or value == "":
         return None
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return value
-    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        return value.ip
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_interface(value.strip()).ip
-        except ValueError:
-            pass
-    raise InvalidRequest(f"{value!r} is not an IP address")
+    ip = ip_of(value)
+    if ip is None:
+        raise InvalidRequest(f"{value!r} is not an IP address")
+    return ip
 
 
 def _ip(fam: int, addr: int) -> IPAddress:
