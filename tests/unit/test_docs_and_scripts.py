@@ -21,7 +21,8 @@ def test_readme_first_table_is_one_table():
             break
         rows.append(line)
     names = [r.split("|")[1].strip() for r in rows[2:]]
-    assert names == ["`splice-bridge`", "`splice-ipam`", "`splice-portmap`", "`splice-macvlan`", "`splice agent`", "`splice-conformance`"]
+    assert names == ["`splice-bridge`", "`splice-ipam`", "`splice-portmap`", "`splice-macvlan`", "`splice-ipvlan`",
+                     "`splice agent`", "`splice-conformance`"]
 
 
 def test_docs_point_nowhere_outside_the_repository():

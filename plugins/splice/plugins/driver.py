@@ -35,6 +35,7 @@ IN_HOST = "host"
 DRIVERS: dict[str, str] = {
     "bridge": "splice.plugins.bridge.driver:BridgeDriver",
     "macvlan": "splice.plugins.macvlan.driver:MacvlanDriver",
+    "ipvlan": "splice.plugins.ipvlan.driver:IpvlanDriver",
 }
 
 if TYPE_CHECKING:

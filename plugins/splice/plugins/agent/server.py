@@ -1030,7 +1030,9 @@ def _warm() -> None:
         importlib.import_module(mod)
     for mod in ("splice.plugins.cni.portmap_plugin", "splice.plugins.portmap.config", "splice.plugins.portmap.driver",
                 "splice.libnet.portmap", "splice.libnet.conntrack", "splice.plugins.cni.macvlan_plugin",
-                "splice.plugins.macvlan.config", "splice.plugins.macvlan.driver"):  # optional plugins
+                "splice.plugins.macvlan.config", "splice.plugins.macvlan.driver", "splice.plugins.lowerdev",
+                "splice.plugins.cni.ipvlan_plugin", "splice.plugins.ipvlan.config",
+                "splice.plugins.ipvlan.driver"):  # optional plugins
         try:
             importlib.import_module(mod)
         except ImportError:

@@ -9,8 +9,8 @@ command by adding an entry.
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
   exit 0 alive, 1 not.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
-  the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan`` as standalone
-  thin clients (see below).
+  the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan``,
+  ``splice-ipvlan`` as standalone thin clients (see below).
 
 Installed executables. Each is a ``#!/usr/bin/python3 -IS`` launcher of a few lines that
 imports ``splice/plugins/agent/client.py`` (its cached bytecode, cheaper than compiling the
@@ -49,7 +49,7 @@ from typing import Callable
 ENV_SOCKET = "SPLICE_AGENT_SOCKET"
 DEFAULT_SOCKET = "/run/splice/agent.sock"
 CNI_EXECUTABLES = {"splice-bridge": "bridge", "splice-ipam": "ipam", "splice-portmap": "portmap",
-                   "splice-macvlan": "macvlan"}
+                   "splice-macvlan": "macvlan", "splice-ipvlan": "ipvlan"}
 FALLBACK_CODE = "import sys; from splice.plugins.cni.main import in_process; sys.exit(in_process(sys.argv[1]))"
 
 

@@ -11,7 +11,7 @@ dataclasses/ipaddress): it costs the plugin module's import plus
 that fails to import still answers with CNI error JSON on stdout, never a bare traceback.
 
 ``python -m splice.plugins.cni.main [--in-process] KIND`` runs one plugin by kind
-(``bridge``, ``ipam``, ``portmap``, ``macvlan``); the thin executables written by
+(``bridge``, ``ipam``, ``portmap``, ``macvlan``, ``ipvlan``); the thin executables written by
 ``splice install-cni`` exec ``in_process(KIND)`` (``python -I -c ...``) when there is no
 agent.
 """
@@ -27,6 +27,7 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "ipam": ("splice.plugins.cni.ipam_plugin", "SpliceIpam"),
     "portmap": ("splice.plugins.cni.portmap_plugin", "PortmapPlugin"),
     "macvlan": ("splice.plugins.cni.macvlan_plugin", "MacvlanPlugin"),
+    "ipvlan": ("splice.plugins.cni.ipvlan_plugin", "IpvlanPlugin"),
 }
 
 
@@ -98,6 +99,10 @@ def portmap() -> None:
 
 def macvlan() -> None:
     sys.exit(run("macvlan"))
+
+
+def ipvlan() -> None:
+    sys.exit(run("ipvlan"))
 
 
 def _module_main(argv: list[str]) -> int:

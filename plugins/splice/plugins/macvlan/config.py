@@ -47,7 +47,9 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_macvlan_config(conf: dict) -> MacvlanConfig:
+def parse_lower_common(conf: dict) -> dict[str, Any]:
+    """The keys every link-on-a-master driver shares (macvlan, ipvlan): ``master``/``vlan``
+    (802.1Q), ``mtu``, ``linkInContainer``; a dict of the config's fields."""
     if not isinstance(conf, dict):
         raise ConfigError(f"the network configuration must be a JSON object, got {_fmt(conf)}")
     master = conf.get("master")
@@ -72,12 +74,6 @@ def parse_macvlan_config(conf: dict) -> MacvlanConfig:
     elif vlan is not None:
         raise ConfigError(f"vlan {_fmt(vlan)} needs a master: the 802.1Q sub-interface is made on it")
 
-    mode = conf.get("mode")
-    if mode in (None, ""):
-        mode = "bridge"
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {_fmt(mode)}")
-
     mtu = conf.get("mtu", 0)
     if mtu is None:
         mtu = 0
@@ -86,6 +82,29 @@ def parse_macvlan_config(conf: dict) -> MacvlanConfig:
     if mtu and not MIN_MTU <= mtu <= MAX_MTU:
         raise ConfigError(f"mtu must be between {MIN_MTU} and {MAX_MTU} (or 0 for the master's), got {mtu}")
 
+    lic = conf.get("linkInContainer", False)
+    if lic is None:
+        lic = False
+    if not isinstance(lic, bool):
+        raise ConfigError(f"linkInContainer must be a boolean, got {_fmt(lic)}")
+    if lic and vid is not None:
+        raise UnsupportedField(f"linkInContainer with an 802.1Q master ({master!r}): splice makes and shares "
+                               f"sub-interfaces in the host only")
+    return {"master": master, "mtu": mtu or None, "link_in_container": lic, "vlan_parent": parent, "vlan": vid}
+
+
+def parse_choice(conf: dict, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = conf.get(key)
+    if value in (None, ""):
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_fmt(value)}")
+    return value
+
+
+def parse_macvlan_config(conf: dict) -> MacvlanConfig:
+    common = parse_lower_common(conf)
+    mode = parse_choice(conf, "mode", MODES, "bridge")
     mac = conf.get("mac")
     if mac in (None, ""):
         mac = None
@@ -96,14 +115,4 @@ def parse_macvlan_config(conf: dict) -> MacvlanConfig:
             mac = normalize_mac(mac)
         except ValueError as e:
             raise ConfigError(f"mac: {e}") from None
-
-    lic = conf.get("linkInContainer", False)
-    if lic is None:
-        lic = False
-    if not isinstance(lic, bool):
-        raise ConfigError(f"linkInContainer must be a boolean, got {_fmt(lic)}")
-    if lic and vid is not None:
-        raise UnsupportedField(f"linkInContainer with an 802.1Q master ({master!r}): splice makes and shares "
-                               f"sub-interfaces in the host only")
-    return MacvlanConfig(master=master, mode=mode, mtu=mtu or None, mac=mac, link_in_container=lic,
-                         vlan_parent=parent, vlan=vid)
+    return MacvlanConfig(mode=mode, mac=mac, **common)

@@ -1,0 +1,1 @@
+"""The ipvlan driver (framework kind ``ipvlan``) and its configuration."""
