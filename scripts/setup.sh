@@ -17,6 +17,7 @@ APT_PACKAGES=(
   iproute2 util-linux procps iputils-ping conntrack  # ip/bridge (oracle), nsenter, ping
   containernetworking-plugins                        # the Go reference plugins, compared against
   podman runc containerd busybox-static              # real clients (tests/clients) + their image
+  docker.io                                          # dockerd 20.10 + /usr/bin/docker (tests/docker)
   kmod                                               # modprobe/insmod for the UML guest (scripts/vm-run.sh)
 )
 missing=()
@@ -35,7 +36,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup.sh: apt-get update: a lock is held, retrying in 5 s" >&2
     sleep 5
   done
+  # The tests start private daemons only: keep the packages' own services (dockerd with its
+  # docker0 bridge and iptables rules, containerd) from being started by the install, unless
+  # the machine already has a policy-rc.d (Debian's hook; exit 101 = do not start).
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # The CNI executables' interpreter is the venv's python, a symlink to Debian's
