@@ -15,9 +15,12 @@ from ..conftest import REFERENCE_PLUGINS, bin_dir, require, require_root
 BROKEN = Path(__file__).resolve().parent / "broken"
 
 
-def run_kit(plugin: str, ipam: str | None, cni_path: list, checks: list[str] | None = None) -> dict[str, kit.Outcome]:
-    """Run the kit (all checks, or the ids/globs in ``checks``): outcomes by check id."""
-    cfg = kit.KitConfig(cni_path=[str(p) for p in cni_path], plugin=plugin, ipam=ipam)
+def run_kit(plugin: str, ipam: str | None, cni_path: list, checks: list[str] | None = None, *,
+            master: str | None = None, plugin_class: str | None = None) -> dict[str, kit.Outcome]:
+    """Run the kit (all checks, or the ids/globs in ``checks``): outcomes by check id. The
+    plugin class follows the plugin's name unless ``plugin_class`` is given."""
+    cfg = kit.KitConfig(cni_path=[str(p) for p in cni_path], plugin=plugin, ipam=ipam, master=master,
+                        plugin_class=plugin_class)
     _, outcomes = kit.run(cfg, checks)
     return {o.id: o for o in outcomes}
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from ..conftest import bin_dir, require_root
+from splice.conformance import kit
+
+from ..conftest import REFERENCE_PLUGINS, bin_dir, require, require_root
 from .conftest import BROKEN
 
 CLI = [str(bin_dir() / "splice-conformance")]
@@ -66,3 +69,60 @@ def test_python_dash_m_and_a_config_template(tmp_path):
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.splitlines()[-1].startswith("4 passed")
+
+
+def test_master_usage_errors():
+    assert run(*SPLICE, "--master", "spcm0").returncode == 2  # the bridge class has no master
+    p = run("--cni-path", str(bin_dir()), "--plugin", "splice-macvlan", "--master", "x" * 16)
+    assert p.returncode == 2 and "longer than 15" in p.stderr
+
+
+@pytest.mark.root
+def test_macvlan_class_by_name_with_a_master():
+    require_root()
+    p = run("--cni-path", str(bin_dir()), "--plugin", "splice-macvlan", "--ipam", "splice-ipam",
+            "--master", "spcm7", "-k", "RES-1.0.0", "-k", "CHK-09", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["class"] == "macvlan" and rep["master"] == "spcm7"
+    assert rep["summary"] == {"passed": 1, "failed": 0, "skipped": 1}
+    assert "no firewall/NAT state" in {r["id"]: r for r in rep["results"]}["CHK-09"]["reason"]
+
+
+def _kernel_has(kind: str) -> bool:
+    """Independent probe: can `ip link add` make a ``kind`` link on a veth in a throwaway namespace?"""
+    name = f"spt-{os.getpid()}-kind"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        sh = ["ip", "-n", name, "link", "add"]
+        subprocess.run([*sh, "v0", "type", "veth", "peer", "name", "v1"], check=True, capture_output=True)
+        return subprocess.run([*sh, "k0", "link", "v0", "type", kind], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_ipvlan_class_says_when_the_kernel_lacks_ipvlan():
+    """On a kernel without ipvlan (this machine's) the run stops before any check, saying so; on
+    one with it (the UML guest) it runs."""
+    require_root()
+    require(os.access(os.path.join(REFERENCE_PLUGINS, "ipvlan"), os.X_OK),
+            f"the Go reference ipvlan in {REFERENCE_PLUGINS} (Debian containernetworking-plugins)")
+    p = run("--cni-path", REFERENCE_PLUGINS, "--plugin", "ipvlan", "-k", "VER-01")
+    if _kernel_has("ipvlan"):
+        assert p.returncode == 0 and p.stdout.splitlines()[-1].startswith("1 passed"), p.stdout + p.stderr
+    else:
+        assert p.returncode == 1 and "VER-01" not in p.stdout, p.stdout
+        assert "lacks ipvlan" in p.stderr and "vm-run.sh" in p.stderr, p.stderr
+
+
+@pytest.mark.root
+def test_a_kernel_without_the_class_link_kind_stops_the_run(monkeypatch):
+    require_root()
+    monkeypatch.setattr(kit.PLUGIN_CLASSES["macvlan"], "kind", "spcnosuchkind")
+    try:
+        kit.run(kit.KitConfig(cni_path=[str(bin_dir())], plugin="splice-macvlan"), ["VER-01"])
+    except SystemExit as e:
+        assert "lacks spcnosuchkind" in str(e)
+    else:
+        raise AssertionError("the run went on without the class's link kind")

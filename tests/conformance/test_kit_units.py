@@ -113,3 +113,36 @@ def test_every_check_has_an_id_statements_and_a_quote():
     covered = {s for c in checks for s in c.statements}
     # 54 is the runtime's contract (runtime.py), not a plugin property
     assert set(range(1, 54)) - covered == set(), sorted(set(range(1, 54)) - covered)
+
+
+def test_plugin_class_by_name_and_override():
+    assert profiles.class_for("splice-macvlan") == "macvlan" and profiles.class_for("macvlan") == "macvlan"
+    assert profiles.class_for("splice-ipvlan") == "ipvlan" and profiles.class_for("/opt/cni/bin/ipvlan") == "ipvlan"
+    assert profiles.class_for("bridge") == profiles.class_for("splice-bridge") == "bridge"
+    assert kit.KitConfig(cni_path=[], plugin="broken-macvlan-leaky").plugin_class == "macvlan"
+    assert kit.KitConfig(cni_path=[], plugin="my-macvlan", plugin_class="bridge").plugin_class == "bridge"
+
+
+def test_master_classes_config_and_not_applicable_checks():
+    mv = profiles.make_class("macvlan", "splice-macvlan", master="spcm9")
+    ipam = profiles.ipam_profile("splice-ipam").section("/tmp/d")
+    p = mv.plugin(ipam, bridge=profiles.BRIDGE2)  # the bridge class's second-network key means nothing here
+    assert p == {"type": "splice-macvlan", "master": "spcm9", "ipam": ipam}
+    assert mv.host_links(p) == {"spcm9"} and mv.kind == "macvlan"
+    assert mv.skip_reason("CHK-09") and mv.skip_reason("DEL-07") and mv.skip_reason("CHK-05") is None
+    iv = profiles.make_class("ipvlan", "ipvlan")
+    assert iv.master == profiles.DEFAULT_MASTER and "MAC" in iv.skip_reason("CHK-05")
+    assert profiles.make_class("bridge", "bridge").skip_reason("CHK-09") is None
+    # a template's master is the one the kit makes, unless --master names another; its options stay
+    tmpl = {"plugins": [{"type": "macvlan", "master": "eth7", "mode": "private", "ipam": {"type": "host-local"}}]}
+    t = profiles.make_class("macvlan", "macvlan", tmpl)
+    assert t.master == "eth7" and t.plugin(ipam)["mode"] == "private"
+    assert profiles.make_class("macvlan", "macvlan", tmpl, "spcm1").plugin(ipam)["master"] == "spcm1"
+    for bad in ("a" * 16, "a/b", "a b", "..", ""):
+        assert profiles.ifname_problem(bad), bad
+    try:
+        profiles.make_class("ipvlan", "ipvlan", master="x" * 16)
+    except ValueError as e:
+        assert "longer than 15" in str(e)
+    else:
+        raise AssertionError("a 16-byte master was accepted")

@@ -1,7 +1,13 @@
 """``splice-conformance`` / ``python -m splice.conformance``: run the kit on a plugin.
 
     splice-conformance --cni-path DIR[:DIR...] --plugin TYPE [--ipam TYPE] [--config FILE]
+                       [--class bridge|macvlan|ipvlan] [--master IF]
                        [--check ID|GLOB ...] [--json] [--list] [--statements]
+
+The plugin class (config template, host objects, checks that apply) follows the plugin's
+name (``*macvlan*``, ``*ipvlan*``, else bridge) unless ``--class`` says otherwise. For
+macvlan/ipvlan, ``--master IF`` names the master the kit makes in every throwaway host
+namespace (a veth whose peer is in a throwaway "switch" namespace).
 
 Prints one row per check (id, result, statement numbers, reason) and
 ``N passed, N failed, N skipped``; ``--json`` prints a machine-readable report instead.
@@ -16,6 +22,7 @@ import sys
 import time
 
 from splice.conformance import kit, statements
+from splice.conformance.profiles import DEFAULT_MASTER, class_for
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +35,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="directory holding the plugin binaries (repeatable, or ':'-separated)")
     p.add_argument("--plugin", help="main plugin type under test (binary name in --cni-path), e.g. bridge")
     p.add_argument("--ipam", help="IPAM plugin type it delegates to, e.g. host-local")
-    p.add_argument("--class", dest="plugin_class", default="bridge", choices=sorted(kit.PLUGIN_CLASSES),
-                   help="plugin class (config template); default bridge")
+    p.add_argument("--class", dest="plugin_class", default=None, choices=sorted(kit.PLUGIN_CLASSES),
+                   help="plugin class (config template, checks that apply); default: by the plugin's name "
+                        "(*macvlan* -> macvlan, *ipvlan* -> ipvlan, else bridge)")
+    p.add_argument("--master", metavar="IF",
+                   help=f"macvlan/ipvlan: name of the master interface the kit makes in each throwaway host "
+                        f"namespace (default: the --config template's master, else {DEFAULT_MASTER})")
     p.add_argument("--config", help="JSON conflist template replacing the class's built-in one")
     p.add_argument("--check", "-k", action="append", default=[], metavar="ID",
                    help="run only these checks (ids or globs like 'DEL-*'; repeatable)")
@@ -61,13 +72,21 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--cni-path and --plugin are required")
     if not checks:
         _parser().error(f"no check matches {args.check}")
+    plugin_class = args.plugin_class or class_for(args.plugin)
+    if args.master is not None and plugin_class not in ("macvlan", "ipvlan"):
+        _parser().error(f"--master applies to the macvlan and ipvlan classes, not {plugin_class}")
     cni_path = [d for entry in args.cni_path for d in entry.split(":") if d]
     template = None
     if args.config:
         with open(args.config) as f:
             template = json.load(f)
-    cfg = kit.KitConfig(cni_path=cni_path, plugin=args.plugin, ipam=args.ipam, plugin_class=args.plugin_class,
-                        template=template, timeout=args.timeout)
+    try:
+        pcls = kit.make_class(plugin_class, args.plugin, template, args.master)
+    except ValueError as e:
+        _parser().error(str(e))
+    master = getattr(pcls, "master", None)
+    cfg = kit.KitConfig(cni_path=cni_path, plugin=args.plugin, ipam=args.ipam, plugin_class=plugin_class,
+                        template=template, timeout=args.timeout, master=args.master)
     width = max(len(c.id) for c in checks)
     t0 = time.perf_counter()
 
@@ -77,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.json:
         print(f"splice-conformance: plugin {args.plugin}" + (f" + IPAM {args.ipam}" if args.ipam else "")
-              + f" from {':'.join(cni_path)}", flush=True)
+              + f" from {':'.join(cni_path)} (class {pcls.name}"
+              + (f", master {master}" if master else "") + ")", flush=True)
     session, outcomes = kit.run(cfg, args.check or None, progress)
     seconds = time.perf_counter() - t0
     s = kit.summary(outcomes)

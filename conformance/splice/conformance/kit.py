@@ -29,6 +29,8 @@ from splice.conformance.profiles import (
     NETWORK,
     PLUGIN_CLASSES,
     PREV_PLUGIN,
+    class_for,
+    make_class,
     SUBNET,
     IpamProfile,
     fake_ipam_section,
@@ -106,9 +108,16 @@ class KitConfig:
     cni_path: list[str]
     plugin: str
     ipam: str | None = None
-    plugin_class: str = "bridge"
+    plugin_class: str | None = None  # None: by the plugin's name (profiles.class_for)
     template: dict | None = None
     timeout: float = 60.0
+    master: str | None = None  # macvlan/ipvlan: the master the kit makes in every host namespace
+
+    def __post_init__(self) -> None:
+        if self.plugin_class is None:
+            self.plugin_class = class_for(self.plugin)
+        if self.plugin_class not in PLUGIN_CLASSES:
+            raise ValueError(f"unknown plugin class {self.plugin_class!r} (known: {', '.join(PLUGIN_CLASSES)})")
 
 
 class Session:
@@ -119,7 +128,7 @@ class Session:
         self.helper_dir = Path(tempfile.mkdtemp(prefix="spc-helpers-"))
         self._install_helpers()
         self.cni_path = [*cfg.cni_path, str(self.helper_dir)]
-        self.plugin_class = PLUGIN_CLASSES[cfg.plugin_class](cfg.plugin, cfg.template)
+        self.plugin_class = make_class(cfg.plugin_class, cfg.plugin, cfg.template, cfg.master)
         self.ipam: IpamProfile | None = ipam_profile(cfg.ipam)
         self.main_versions: tuple[str, ...] = ()
         self.ipam_versions: tuple[str, ...] = ()
@@ -134,7 +143,13 @@ class Session:
             f.chmod(0o755)
 
     def probe(self) -> None:
-        """Ask the plugins for their versions (inside a throwaway namespace)."""
+        """Make sure the kernel has the class's link kind; ask the plugins for their versions
+        (inside throwaway namespaces)."""
+        if self.plugin_class.kind:
+            with harness.NamespaceSet() as nss:
+                problem = self.plugin_class.kernel_problem(nss.new)
+            if problem:
+                raise SystemExit(f"splice-conformance: {problem}")
         with harness.NamespaceSet() as nss:
             host = nss.new()
             rt = Runtime(self.cni_path, prefix=host.nsenter(), timeout=self.cfg.timeout)
@@ -181,6 +196,9 @@ class Session:
         return v in self.versions
 
     def skip_reason(self, chk: Check) -> str | None:
+        not_applicable = self.plugin_class.skip_reason(chk.id)
+        if not_applicable:
+            return not_applicable
         if not self.versions:
             return self.version_error or "no spec version supported by both the plugin and its IPAM"
         for need in chk.needs:
@@ -230,11 +248,15 @@ class Ctx:
         self.tmp = Path(tempfile.mkdtemp(prefix="spc-check-"))
         self.data_dir = self.tmp / "ipam"
         self.data_dir.mkdir()
-        self.host = self.nss.new()
-        self.rt = self.runtime_for(self.host)
-        self.version: str = session.primary or ALL_VERSIONS[-1]
         self.tokens: set[str] = set()
         self.allow_links: set[str] = set()
+        try:
+            self.host = self._new_host_ns()
+        except BaseException:
+            self.close()
+            raise
+        self.rt = self.runtime_for(self.host)
+        self.version: str = session.primary or ALL_VERSIONS[-1]
         self.hosts: list[harness.Namespace] = [self.host]
         self.networks: set[tuple[str, str | None]] = set()  # (network name, ipam type) used
         self.sandboxes: list[harness.Namespace] = []
@@ -246,8 +268,14 @@ class Ctx:
         return Runtime(self.s.cni_path, cache_dir=str(self.tmp / f"cache-{host.name}"), prefix=host.nsenter(),
                        timeout=self.s.cfg.timeout)
 
-    def new_host(self) -> tuple[harness.Namespace, Runtime]:
+    def _new_host_ns(self) -> harness.Namespace:
+        """A fresh host namespace with what the plugin class needs there (e.g. a master)."""
         h = self.nss.new()
+        self.allow_links |= self.s.plugin_class.prepare_host(self.nss.new, h)
+        return h
+
+    def new_host(self) -> tuple[harness.Namespace, Runtime]:
+        h = self._new_host_ns()
         self.hosts.append(h)
         return h, self.runtime_for(h)
 
@@ -552,8 +580,9 @@ def run_check(session: Session, chk: Check) -> Outcome:
     reason = session.skip_reason(chk)
     if reason:
         return Outcome(chk.id, chk.title, chk.spec, "skip", reason, level=chk.level)
-    ctx = Ctx(session, chk)
+    ctx = None
     try:
+        ctx = Ctx(session, chk)
         chk.fn(ctx)
         if chk.leak_check:
             ctx.assert_clean()
@@ -567,7 +596,8 @@ def run_check(session: Session, chk: Check) -> Outcome:
     except Exception as e:  # noqa: BLE001 - a kit error is reported, never hidden
         out = Outcome(chk.id, chk.title, chk.spec, "fail", f"kit error: {e.__class__.__name__}: {e}")
     finally:
-        ctx.close()
+        if ctx is not None:
+            ctx.close()
     out.seconds = time.perf_counter() - t0
     out.level = chk.level
     return out
@@ -600,6 +630,7 @@ def json_report(session: Session, outcomes: list[Outcome], seconds: float) -> di
     s = summary(outcomes)
     return {
         "plugin": session.cfg.plugin, "ipam": session.cfg.ipam, "class": session.cfg.plugin_class,
+        "master": getattr(session.plugin_class, "master", None),
         "cniPath": session.cfg.cni_path,
         "supportedVersions": {"plugin": list(session.main_versions), "ipam": list(session.ipam_versions)},
         "versions": list(session.versions),

@@ -1,6 +1,6 @@
 """Shared plumbing of the deliberately broken plugins (stdlib only; run by /usr/bin/python3).
 
-Each broken plugin wraps the real ``splice-bridge`` found in CNI_PATH (skipping this
+Each broken plugin wraps the real ``splice-bridge`` (or the plugin it sets ``REAL`` to) found in CNI_PATH (skipping this
 directory), runs it and then misbehaves in exactly one way. State that must survive
 between calls lives under ``$TMPDIR/spc-broken-state`` (keys include the container id,
 which the kit makes unique per check).
@@ -20,7 +20,9 @@ REAL = "splice-bridge"
 STATE = os.path.join(tempfile.gettempdir(), "spc-broken-state")
 
 
-def real_binary(name: str = REAL) -> str:
+def real_binary(name: str | None = None) -> str:
+    """The wrapped plugin (``REAL``, which a wrapper may set) found in CNI_PATH."""
+    name = name or REAL
     for d in os.environ.get("CNI_PATH", "").split(":"):
         if not d or os.path.realpath(d) == HERE:
             continue
