@@ -174,6 +174,39 @@ class BridgeDriver:
                 rt.set_link(br.index, mac=br.mac)
         return br
 
+    def remove_network(self, gateways: list[Any] = ()) -> bool:  # type: ignore[assignment]
+        """Undo :meth:`ensure_network` once no container port is left (the Docker front-end's
+        DeleteNetwork; the CNI side never deletes bridges). A bridge splice created (alias
+        ``splice-bridge``) is deleted with its VLAN gateway ports; on a bridge someone else
+        made only ``gateways`` are removed. Returns False (nothing removed) while a port
+        other than splice's VLAN gateway ports is on the bridge. Idempotent; holds the
+        bridge's lock exclusively, as GC."""
+        gateways = list(gateways)
+
+        def part(rt: rtnl.Rtnl) -> bool:
+            with link_lock(self.cfg.bridge, exclusive=True):
+                br = rt.get_link(self.cfg.bridge)
+                if br is None or br.kind != "bridge":
+                    return True
+                ports = rt.ports_of(br.index)
+                gw_ports = [p for p in ports if (p.alias or "").startswith(GW_ALIAS_PREFIX)]
+                if len(gw_ports) != len(ports):
+                    return False
+                if br.alias == BRIDGE_ALIAS:
+                    for p in gw_ports:
+                        rt.delete_link(index=p.index)  # takes <bridge>.<vlan> with it
+                    rt.delete_link(index=br.index)
+                    return True
+                target = rt.get_link(self.cfg.vlan_gateway_ifname) if self.cfg.vlan else br
+                if target is not None:
+                    have = {a.iface for a in rt.addresses(target.index)}
+                    for g in gateways:
+                        if g in have:
+                            rt.delete_address(target.index, g)
+                return True
+
+        return rtnl.run(self.host, part)
+
     def _gateway_done(self, rt: rtnl.Rtnl, br: rtnl.Link, gw_addrs: list[Any], prog: _Progress) -> None:
         versions = {a.version for a in gw_addrs}
         if 4 in versions:

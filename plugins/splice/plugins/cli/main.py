@@ -6,6 +6,8 @@ command by adding an entry.
 
 * ``splice agent [--socket PATH] [--workers N] [--max-connections N] [-v]``: the resident agent
   (:mod:`splice.plugins.agent.server`).
+* ``splice driver [--plugins-dir DIR] [--state-dir DIR] [--ipam-dir DIR] [-v]``: the Docker
+  remote network + IPAM driver daemon (:mod:`splice.plugins.cnm.daemon`).
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
   exit 0 alive, 1 not.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
@@ -73,6 +75,36 @@ def _agent(args: argparse.Namespace) -> int:
 
     return serve(args.socket or _default_socket(), workers=args.workers, verbose=args.verbose, grace=args.grace,
                  max_connections=args.max_connections)
+
+
+# -- driver (Docker) ------------------------------------------------------------------
+def _driver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins-dir", default="/run/docker/plugins",
+                   help="where the plugin sockets go (default /run/docker/plugins): splice-bridge.sock, ... and "
+                        "splice.sock (IPAM only)")
+    p.add_argument("--state-dir", default="/var/lib/splice/cnm",
+                   help="networks and endpoints (default /var/lib/splice/cnm)")
+    p.add_argument("--ipam-dir", default="/var/lib/splice/ipam", help="the pool IPAM store (default /var/lib/splice/ipam)")
+    p.add_argument("--default-address-pool", action="append", default=None, metavar="base=CIDR,size=N",
+                   help="default pools of the IPAM driver, as dockerd's flag (repeatable; default "
+                        "base=10.200.0.0/16,size=24 and this host's ULA /48 in /64s)")
+    p.add_argument("--drivers", default=None, help="comma-separated driver kinds to serve (default: all known)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every call")
+
+
+def _driver(args: argparse.Namespace) -> int:
+    from splice.plugins.cnm.daemon import parse_pool, serve
+
+    pools = None
+    if args.default_address_pool:
+        try:
+            pools = [parse_pool(t) for t in args.default_address_pool]
+        except ValueError as e:
+            print(f"splice driver: --default-address-pool: {e}", file=sys.stderr)
+            return 2
+    kinds = [k.strip() for k in args.drivers.split(",") if k.strip()] if args.drivers else None
+    return serve(args.plugins_dir, args.state_dir, args.ipam_dir, verbose=args.verbose, default_pools=pools,
+                 kinds=kinds)
 
 
 # -- status -------------------------------------------------------------------------
@@ -372,6 +404,8 @@ def _install(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "agent": ("run the resident agent the CNI executables talk to", _agent_args, _agent),
     "status": ("ask the agent whether it is alive", _status_args, _status),
+    "driver": ("run the Docker remote network and IPAM driver (splice-bridge, splice-macvlan, ... sockets)",
+               _driver_args, _driver),
     "install-cni": ("write the thin-client CNI executables into a CNI bin directory, self-contained: with a copy "
                     "of splice in DIR/.splice, so they do not depend on this checkout or its .venv",
                     _install_args, _install),

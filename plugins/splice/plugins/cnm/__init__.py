@@ -1,0 +1,1 @@
+"""The CNM front-end: Docker's remote network and IPAM driver (``splice driver``)."""
