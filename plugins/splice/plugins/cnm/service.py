@@ -117,6 +117,8 @@ def _map(b: dict, key: str) -> dict:
 def _iface(value: Any, what: str, version: int | None = None) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be a string, got {type(value).__name__}")
+    if "/" not in value:
+        raise ConfigError(f"{what} {value[:80]!r} has no prefix length (address/length)")
     try:
         iface = ipaddress.ip_interface(value)
     except ValueError:
@@ -451,7 +453,12 @@ class Service:
         for key, version in (("Address", 4), ("AddressIPv6", 6)):
             value = iface.get(key)
             if value not in (None, ""):
-                addrs.append(_iface(value, f"Interface.{key}", version))
+                a = _iface(value, f"Interface.{key}", version)
+                pools = [ipaddress.ip_network(d["pool"]) for d in net["ipv4" if version == 4 else "ipv6"]]
+                if pools and not any(a.network == p for p in pools):
+                    raise ConfigError(f"Interface.{key} {value!r} is not in a subnet of network {nid[:12]} "
+                                      f"({', '.join(map(str, pools))})")
+                addrs.append(a)
         mac = iface.get("MacAddress") or None
         if mac is not None:
             if not isinstance(mac, str):

@@ -91,6 +91,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "splice-driver"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # answers to malformed requests get a status line too
     server: "PluginServer"
 
     def setup(self) -> None:
@@ -132,6 +133,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, headers over its limits):
+        JSON like every other answer, then the connection is closed."""
+        self.close_connection = True
+        msg = f"bad request: {message or self.responses.get(code, ('',))[0]}"
+        if explain and explain not in msg:
+            msg += f" ({explain})"
+        try:
+            self._reply(code, {"Err": msg, "Error": msg})
+        except OSError:
+            pass
+        log.info("%s: refused a request: %d %s", self.server.name, code, msg)
 
     def _error(self, status: int, msg: str) -> None:
         self._reply(status, {"Err": msg, "Error": msg})
