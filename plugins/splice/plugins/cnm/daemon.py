@@ -29,7 +29,7 @@ DEFAULT_PLUGINS_DIR = "/run/docker/plugins"
 DEFAULT_STATE_DIR = "/var/lib/splice/cnm"
 DEFAULT_IPAM_DIR = "/var/lib/splice/ipam"
 IPAM_PLUGIN = "splice"
-JANITOR_S = 1.0
+JANITOR_S = 0.5  # the watchdog's tick (request deadlines)
 NFT_IDLE_S = 30.0
 
 

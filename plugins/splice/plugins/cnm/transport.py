@@ -34,9 +34,20 @@ log = logging.getLogger("splice.driver")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 MAX_BODY = 4 << 20  # 4 MiB: the largest Docker body (CreateNetwork with options) is kilobytes
-IDLE_TIMEOUT_S = 60.0  # between requests on a kept-alive connection
-REQUEST_TIMEOUT_S = 10.0  # first byte of a request to its whole body
-MAX_CONNECTIONS = 256
+
+
+def _env(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# Tunables (environment, read at start; the tests shorten them)
+IDLE_TIMEOUT_S = _env("SPLICE_DRIVER_IDLE_TIMEOUT", 60.0)  # between requests on a kept-alive connection
+REQUEST_TIMEOUT_S = _env("SPLICE_DRIVER_REQUEST_TIMEOUT", 10.0)  # first byte of a request to its whole body
+MAX_CONNECTIONS = int(_env("SPLICE_DRIVER_MAX_CONNECTIONS", 256))
 MAX_NESTING = 64  # JSON depth (checked before decoding)
 
 Handler = Callable[[str, Any], "tuple[int, Any]"]
@@ -180,7 +191,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             try:
                 raw = self._read_body()
             finally:
-                self.server.unwatch(self.connection)  # the call itself may take its time
+                cut = not self.server.unwatch(self.connection)  # the call itself may take its time
+            if cut:  # the watchdog closed it: what was read is no request
+                self.close_connection = True
+                return
             body = decode_body(raw)
         except BadRequest as e:
             self._error(e.status, e.msg)
@@ -225,6 +239,7 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self._open = 0
         self._lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}
+        self._cut: set[socket.socket] = set()  # connections the watchdog shut down
         old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
             super().__init__(path, _RequestHandler, bind_and_activate=True)
@@ -248,15 +263,29 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             with self._lock:
                 self._open -= 1
                 self._deadlines.pop(request, None)
+                self._cut.discard(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection's failure: one line for a client that went away, the traceback
+        (in the log, never to a client) for anything else."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("%s: connection lost: %s", self.name, exc)
+        else:
+            log.exception("%s: connection failed", self.name)
 
     # -- request deadlines
     def watch(self, conn: socket.socket) -> None:
         with self._lock:
             self._deadlines[conn] = time.monotonic() + REQUEST_TIMEOUT_S
 
-    def unwatch(self, conn: socket.socket) -> None:
+    def unwatch(self, conn: socket.socket) -> bool:
+        """Stop the deadline; False when the watchdog had already cut the connection."""
         with self._lock:
             self._deadlines.pop(conn, None)
+            return conn not in self._cut
 
     def reap(self) -> None:
         """Shut down connections whose request is not in by its deadline (watchdog tick)."""
@@ -265,6 +294,7 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             late = [c for c, d in self._deadlines.items() if d < now]
             for c in late:
                 del self._deadlines[c]
+                self._cut.add(c)
         for c in late:
             log.warning("%s: a request was not complete within %.0f s: closing its connection",
                         self.name, REQUEST_TIMEOUT_S)
