@@ -19,7 +19,8 @@ Implementations:
 
 It prints ADD/DEL p50/p99 and throughput with the splice/Go ratios, per worker count.
 
-Usage (root):  .venv/bin/python bench/compare.py [-n 200] [-w 1 -w 8] [--repeat 1] [--conf bridge]
+Usage (root):  .venv/bin/python bench/compare.py [-n 200] [-w 1 -w 8] [--repeat 1] [--rounds 1]
+               [--conf bridge|bridge-nomasq|macvlan|ipvlan]
                [--impl go --impl splice-agent --impl splice-noagent]
                [--cnibench ../shared/bench/cnibench.py] [--out report.json]
 """
@@ -49,6 +50,24 @@ CONFS = {
         "splice": {"type": "splice-bridge", "ipam": "splice-ipam"},
         "plugin": {"bridge": "pfbr0", "isGateway": True, "ipMasq": True, "hairpinMode": True},
         "ipam": {"ranges": [[{"subnet": "10.231.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]},
+    },
+    # macvlan/ipvlan + IPAM on a master "bm0": a veth whose peer sits in a switch namespace
+    # holding the gateway, so cnibench's ping to the gateway leaves the master
+    "macvlan": {
+        "go": {"type": "macvlan", "ipam": "host-local"},
+        "splice": {"type": "splice-macvlan", "ipam": "splice-ipam"},
+        "plugin": {"master": "bm0", "mode": "bridge"},
+        "ipam": {"ranges": [[{"subnet": "10.232.0.0/16", "gateway": "10.232.0.1"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}]},
+        "switch": "10.232.0.1/16",
+    },
+    "ipvlan": {  # the host kernel may lack ipvlan: run it in the guest (scripts/vm-run.sh)
+        "go": {"type": "ipvlan", "ipam": "host-local"},
+        "splice": {"type": "splice-ipvlan", "ipam": "splice-ipam"},
+        "plugin": {"master": "bm0", "mode": "l2"},
+        "ipam": {"ranges": [[{"subnet": "10.232.0.0/16", "gateway": "10.232.0.1"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}]},
+        "switch": "10.232.0.1/16",
     },
     "bridge-nomasq": {
         "go": {"type": "bridge", "ipam": "host-local"},
@@ -97,19 +116,30 @@ def stop_agent(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_cnibench(args, build_conf, impl: str, workers: int, label: str, prefix: str = "pfsp") -> dict:
+def run_cnibench(args, build_conf, impl: str, workers: int, label: str, prefix: str = "pfsp",
+                 switch: str | None = None) -> dict:
     """One cnibench run of ``build_conf(data_dir)`` for ``impl`` in a fresh spb-* host namespace.
 
     ``impl``: ``go``; ``splice-agent`` (installed thin clients + an agent started here);
     ``splice-noagent`` (the same clients, nothing on their socket); ``splice-direct`` (the
-    venv console scripts with the agent switched off).
+    venv console scripts with the agent switched off). ``switch``: an address/prefix; the
+    host namespace then gets a master ``bm0``, a veth whose peer ``bm1`` holds that address
+    in a second throwaway namespace.
     """
     ns = f"spb-{secrets.token_hex(3)}"
     tmp = Path(tempfile.mkdtemp(prefix="splice-bench-"))
     subprocess.run(["ip", "netns", "add", ns], check=True)
     agent = None
+    sw = f"{ns}-sw" if switch else None
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        if sw:
+            subprocess.run(["ip", "netns", "add", sw], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "add", "bm0", "type", "veth", "peer", "name", "bm1", "netns", sw],
+                           check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "bm0", "up"], check=True)
+            subprocess.run(["ip", "-n", sw, "link", "set", "bm1", "up"], check=True)
+            subprocess.run(["ip", "-n", sw, "addr", "add", switch, "dev", "bm1"], check=True)
         conf = tmp / f"{impl}.conflist"
         conf.write_text(json.dumps(build_conf(str(tmp / "ipam"))))
         env = dict(os.environ)
@@ -140,12 +170,30 @@ def run_cnibench(args, build_conf, impl: str, workers: int, label: str, prefix: 
         if agent is not None:
             stop_agent(agent)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if sw:
+            subprocess.run(["ip", "netns", "del", sw], capture_output=True)
         subprocess.run(["rm", "-rf", str(tmp)])
 
 
 def run_one(args, kind: str, impl: str, workers: int) -> dict:
     return run_cnibench(args, lambda data_dir: conflist(kind, impl, data_dir), impl, workers,
-                        f"{impl}-{kind}-w{workers}")
+                        f"{impl}-{kind}-w{workers}", switch=CONFS[kind].get("switch"))
+
+
+def merge(reports: dict, key, report: dict) -> None:
+    """Add one run's rounds to ``reports[key]``; the summary is the median over all rounds."""
+    import statistics
+
+    have = reports.get(key)
+    if have is None:
+        reports[key] = report
+        return
+    have["rounds"] = have.get("rounds", []) + report.get("rounds", [])
+    for k, v in (report.get("summary") or {}).items():
+        if isinstance(v, dict) and "median" in v:
+            vals = have["summary"].setdefault(k, {}).setdefault("_all", [have["summary"][k].get("median")])
+            vals.append(v["median"])
+            have["summary"][k]["median"] = statistics.median(x for x in vals if x is not None)
 
 
 ROWS = [("ADD p50 ms", "add_ms_p50"), ("ADD p99 ms", "add_ms_p99"), ("DEL p50 ms", "del_ms_p50"),
@@ -158,7 +206,7 @@ def get(r: dict, key: str) -> float:
 
 
 def table(reports: dict, impls: list[str], workers: int, args) -> str:
-    lines = [f"conflist {args.conf}, N={args.n}, workers={workers}, repeats={args.repeat}"]
+    lines = [f"conflist {args.conf}, N={args.n}, workers={workers}, repeats={args.repeat}, rounds={args.rounds}"]
     head = ["metric"] + impls + [f"{i}/go" for i in impls if i != "go" and "go" in impls]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -186,7 +234,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("-w", type=int, action="append", help="worker counts (repeatable; default 1 and 8)")
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="cnibench rounds per run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved runs (go, splice, go, splice, ...); the summary is the median over all")
     ap.add_argument("--conf", default="bridge", choices=sorted(CONFS))
     ap.add_argument("--impl", action="append", choices=IMPLS, help="implementations (repeatable; default all)")
     ap.add_argument("--cnibench", default=str(REPO.parent / "shared" / "bench" / "cnibench.py"))
@@ -196,10 +246,12 @@ def main() -> int:
         raise SystemExit("run as root")
     workers = args.w or [1, 8]
     impls = args.impl or list(IMPLS)
-    reports = {}
-    for w in workers:
-        for impl in impls:
-            reports[(impl, w)] = run_one(args, args.conf, impl, w)
+    reports: dict = {}
+    # interleaved: each repeat runs every implementation once, so drift and load hit all alike
+    for _ in range(args.rounds):
+        for w in workers:
+            for impl in impls:
+                merge(reports, (impl, w), run_one(args, args.conf, impl, w))
     if args.out:
         Path(args.out).write_text(json.dumps({f"{i}-w{w}": r for (i, w), r in reports.items()}, indent=1))
     for w in workers:

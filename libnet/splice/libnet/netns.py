@@ -14,10 +14,11 @@ the host).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import NetnsNotFound, NetError
 
@@ -75,6 +76,49 @@ def run_private(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     (gone when the thread's last reference to it is), e.g. to let libnftables parse
     something without touching any real ruleset."""
     return on_thread(_unshare_net, "create a private network namespace", fn, *args, **kwargs)
+
+
+_tl = threading.local()  # .cur: the fd of this thread's namespace under inline_switching; .broken
+
+
+@contextlib.contextmanager
+def inline_switching(fd: int) -> Iterator[None]:
+    """On the calling thread, :meth:`Netns.run` enters other namespaces INLINE (``setns``
+    there, ``fn``, ``setns`` back) instead of on a helper thread: for a long-lived worker
+    thread that owns its namespace membership (the agent's), saving a thread start per
+    namespace visit. ``fd`` is the namespace the thread is in now, kept open by the caller
+    for the duration. Nested runs return to the namespace they left. If a return fails the
+    thread is in the wrong namespace: every later :meth:`Netns.run` on it raises NetError
+    (:func:`thread_broken` tells the owner to retire the thread)."""
+    old = getattr(_tl, "cur", None)
+    _tl.cur = fd
+    try:
+        yield
+    finally:
+        _tl.cur = old
+
+
+def thread_broken() -> bool:
+    """True when an inline return to a namespace failed on this thread (see
+    :func:`inline_switching`): the thread must not do namespace work any more."""
+    return bool(getattr(_tl, "broken", False))
+
+
+def _run_inline(cur: int, fd: int, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        _setns(fd)
+    except OSError as e:
+        raise NetError(f"cannot {what}: {e.strerror}") from None
+    _tl.cur = fd
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        try:
+            _setns(cur)
+        except OSError as e:
+            _tl.broken = True
+            raise NetError(f"cannot return to the calling thread's network namespace: {e.strerror}") from None
+        _tl.cur = cur
 
 
 def _setns(fd: int) -> None:
@@ -153,9 +197,14 @@ class Netns:
         """
         if self._closed:
             raise NetError(f"network namespace handle {self.path or self!r} used after close()")
+        if getattr(_tl, "broken", False):
+            raise NetError("this thread could not return to its network namespace: it must not do namespace work")
         if self.fd is None:
             return fn(*args, **kwargs)
         fd = self.fd
+        cur = getattr(_tl, "cur", None)
+        if cur is not None:
+            return _run_inline(cur, fd, f"enter network namespace {self.path or fd}", fn, *args, **kwargs)
         return on_thread(lambda: _setns(fd), f"enter network namespace {self.path or fd}", fn, *args, **kwargs)
 
     def close(self) -> None:

@@ -179,14 +179,20 @@ class LowerDevDriver:
                 link = rtnl.run(self.host, self._create, tmp, alias, mac, sb.fd if in_sandbox and sb else None,
                                 "the host namespace", made, self.host)
                 if in_sandbox:
-                    assert sb is not None
                     made["ns"] = sb
-                    link = rtnl.run(sb, self._tag, tmp, alias, made)
             if in_sandbox:
+                assert sb is not None
+                made_here = link
+
+                def in_sb(rt: rtnl.Rtnl) -> rtnl.Link:  # one visit: tag (made from the host) and configure
+                    new = made_here if made_here is not None else self._tag(rt, tmp, alias, made)
+                    sandbox.configure(rt, new.index, tmp=tmp, ifname=att.ifname,
+                                      addresses=[ip.address for ip in out_ips], routes=routes, family_gw=family_gw,
+                                      where=f"the sandbox {att.netns}")
+                    return new
+
                 try:
-                    rtnl.run(sb, sandbox.configure, link.index, tmp=tmp, ifname=att.ifname,
-                             addresses=[ip.address for ip in out_ips], routes=routes, family_gw=family_gw,
-                             where=f"the sandbox {att.netns}")
+                    link = rtnl.run(sb, in_sb)
                 except NameTaken as e:
                     raise InterfaceExists(str(e)) from None
         iface = Interface(name=att.ifname if in_sandbox else tmp, mac=link.mac,

@@ -674,7 +674,7 @@ class Agent:
         its caller's namespace first anyway, so a thread that failed to return could not
         act in a wrong namespace, but it is retired all the same (False).
         """
-        from splice.libnet.netns import Netns
+        from splice.libnet.netns import Netns, inline_switching, thread_broken
         from splice.plugins.cni import main as cni_main
 
         if kind not in cni_main.PLUGINS:
@@ -698,13 +698,15 @@ class Agent:
         if router is not None:
             router.local.buf = err
         try:
-            # host = this thread's namespace, i.e. the caller's: host-side work runs inline
-            rc = run_plugin(plugin, env=sandbox.env(env), stdin=io.BytesIO(sandbox.stdin(stdin)), stdout=out,
-                            host=Netns.current())
+            # host = this thread's namespace, i.e. the caller's: host-side work runs inline,
+            # and so do visits to the sandbox (setns there and back on this worker thread)
+            with inline_switching(nsfd):
+                rc = run_plugin(plugin, env=sandbox.env(env), stdin=io.BytesIO(sandbox.stdin(stdin)), stdout=out,
+                                host=Netns.current())
         finally:
             if router is not None:
                 router.local.buf = None
-            healthy = self._leave_namespace()
+            healthy = self._leave_namespace() and not thread_broken()
         return (rc, sandbox.output(out.getvalue().encode("utf-8", "surrogateescape"), json_text=True),
                 sandbox.output(err.getvalue().encode("utf-8", "replace"))), healthy
 
