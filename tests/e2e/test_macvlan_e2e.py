@@ -240,3 +240,43 @@ def test_install_cni_installs_splice_macvlan(tmp_path):
     p = subprocess.run([str(exe)], input=json.dumps({"cniVersion": "1.0.0"}), env={"CNI_COMMAND": "VERSION"},
                        capture_output=True, text=True)
     assert "1.1.0" in json.loads(p.stdout)["supportedVersions"], p.stdout + p.stderr
+
+
+@pytest.mark.needs_vm
+def test_eight_parallel_add_del_on_one_vlan(runtime, host_ns, switch, make_ns, ipam_dir, mvleaks):
+    """8 containers ADD and DEL in parallel, twice, through splice-macvlan on ``mv0.10``:
+    every ADD finds the sub-interface (made once, never deleted from under a new user) and
+    reaches the switch's VLAN 10; the last DEL removes it."""
+    import threading
+
+    from ..conftest import missing_kernel_feature, vlan_supported
+
+    if not vlan_supported(host_ns):
+        missing_kernel_feature("802.1Q VLAN links (8021q)")
+    switch.sh("ip", "link", "add", "link", "sw0", "name", "sw0.10", "type", "vlan", "id", "10")
+    switch.sh("ip", "link", "set", "sw0.10", "up")
+    switch.sh("ip", "addr", "add", "10.88.10.254/24", "dev", "sw0.10")
+    conf = conflist(ipam_dir, master="mv0.10")
+    conf["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.88.10.0/24", "gateway": "10.88.10.254"}]]
+    sandboxes = [make_ns() for _ in range(8)]
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        try:
+            for rnd in range(2):
+                cid = f"ctr-{i}-{rnd}"
+                runtime.add(conf, cid, sandboxes[i].path)
+                if not oracle.ping(sandboxes[i].name, "10.88.10.254", count=1, timeout=3):
+                    errors.append(f"{cid}: no reply from the switch's VLAN 10")
+                runtime.delete(conf, cid, sandboxes[i].path)
+        except Exception as e:  # noqa: BLE001 - collected, asserted below
+            errors.append(f"worker {i}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert oracle.link_names(host_ns.name) == {"lo", MASTER}  # the last DEL removed mv0.10
+    clean(mvleaks, ipam_dir, *sandboxes)
