@@ -26,12 +26,15 @@ Isolation (nothing here touches the machine's own interfaces, routes, nftables o
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import os
 import shlex
 import signal
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -260,20 +263,25 @@ class Driver(Daemon):
     """``splice driver`` serving <base>/plugins (= /run/docker/plugins for our dockerd)."""
 
     name = "splice driver"
-    SOCKETS = ("splice-bridge.sock", "splice-macvlan.sock")
+    SOCKETS = ("splice-bridge.sock", "splice-macvlan.sock", "splice.sock")  # splice.sock: IPAM only
 
     def __init__(self, holder: Holder, base: Path, splice: str):
         super().__init__(holder, base, base / "driver.log")
         self.splice = splice
         self.plugins_dir = base / "plugins"
         self.state_dir = base / "driver-state"
+        self.ipam_dir = base / "driver-ipam"
 
     def argv(self) -> list[str]:
         return [self.splice, "driver", "--plugins-dir", str(self.plugins_dir), "--state-dir", str(self.state_dir),
-                "-v"]
+                "--ipam-dir", str(self.ipam_dir), "-v"]
 
     def sock(self, name: str = "splice-bridge") -> Path:
         return self.plugins_dir / f"{name}.sock"
+
+    def socket_paths(self) -> list[Path]:
+        """Every socket the driver serves (splice-ipvlan.sock too, ...)."""
+        return sorted(self.plugins_dir.glob("*.sock"))
 
     def ready(self) -> bool:
         for name in self.SOCKETS:
@@ -328,3 +336,59 @@ def retry(fn, attempts: int = 3, delay: float = 0.5):
             if i == attempts - 1:
                 raise
             time.sleep(delay)
+
+
+class _DownHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        self.server.calls.append(self.path)
+        data = json.dumps({"Err": "splice driver is down (test tombstone)"}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/vnd.docker.plugins.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")  # no kept-alive connection outlives the tombstone
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+
+class _DownServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class Tombstone:
+    """Stands in for a dead driver on its sockets: every call gets HTTP 503 with an Err.
+
+    A dead socket makes dockerd retry each call for 15 s (1+2+4+8 s backoff) before giving up,
+    ~60 s for one ``docker rm -f``; an error status is not retried. Either way the driver sees
+    none of the calls and dockerd removes the container anyway, which is what the tests are
+    about, so the tombstone keeps them fast. ``calls`` lists what dockerd tried.
+    """
+
+    def __init__(self, sockets: list[Path]):
+        self.sockets = sockets
+        self.servers: list[_DownServer] = []
+        self.calls: list[str] = []
+
+    def __enter__(self) -> "Tombstone":
+        for path in self.sockets:
+            path.unlink(missing_ok=True)  # the killed driver's stale socket
+            srv = _DownServer(str(path), _DownHandler)
+            srv.calls = self.calls
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            self.servers.append(srv)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for srv in self.servers:
+            srv.shutdown()
+            srv.server_close()
+        for path in self.sockets:
+            path.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ def _ns(pid: int | str, kind: str) -> str:
 
 def test_dockerd_runs_in_private_namespaces(docker_env):
     d = docker_env
+    links_before = d.links()
     pid = d.dockerd.proc.pid
     assert _ns(pid, "net") == os.readlink(f"/proc/{d.holder.proc.pid}/ns/net")
     assert os.stat(d.host.path).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino, "dockerd is not in the host netns"
@@ -38,7 +39,7 @@ def test_dockerd_runs_in_private_namespaces(docker_env):
         marker.unlink()
     out = d("run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link").stdout
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
-    assert d.links() == {"lo"}
+    assert d.links() == links_before
     assert d.machine_untouched() == d.machine_before
 
 
@@ -72,6 +73,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def test_dockerd_discovers_plugins_in_our_directory(docker_env):
     """A remote driver socket in <base>/plugins is what dockerd finds at /run/docker/plugins."""
     d = docker_env
+    links_before = d.links()
     sock = d.base / "plugins" / "spdstub.sock"
     srv = _Server(str(sock), _Stub)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -86,5 +88,5 @@ def test_dockerd_discovers_plugins_in_our_directory(docker_env):
         srv.shutdown()
         srv.server_close()
         sock.unlink(missing_ok=True)
-    assert d.links() == {"lo"}
+    assert d.links() == links_before
     assert d.machine_untouched() == d.machine_before
