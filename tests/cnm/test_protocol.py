@@ -78,7 +78,8 @@ def test_observed_sequence(driver, make_ns):
     ans = c.ok("NetworkDriver.CreateEndpoint", {"EndpointID": EID1, "NetworkID": NID, "Interface": {
         "Address": a["Address"], "AddressIPv6": "", "MacAddress": ""}, "Options": {
         "com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}})
-    mac1 = ans["Interface"]["MacAddress"]  # Docker gave none: the driver says which it chose
+    mac1 = ans["Interface"]["MacAddress"]  # Docker gave none: the driver says which it chose,
+    assert mac1 == "02:42:0a:fa:00:02"  # Docker's own: 02:42 + the IPv4 address
     join = c.ok("NetworkDriver.Join", {"EndpointID": EID1, "NetworkID": NID, "Options": {
         "com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []},
         "SandboxKey": "/var/run/docker/netns/3362f2c85c62"})
@@ -321,3 +322,46 @@ def test_ipam(driver):
     again = c.ok("IpamDriver.RequestPool", {"AddressSpace": SPACE, "Pool": "", "SubPool": "", "V6": False})
     assert again["Pool"] == "10.200.0.0/24"
     c.ok("IpamDriver.ReleasePool", {"PoolID": again["PoolID"]})
+
+
+def test_published_port_reached_from_the_host(driver, make_ns):
+    """-p 127.0.0.1:18080:80 and -p 18081:80: a TCP server in the container answers through
+    both, from the host namespace (localhost DNAT) and from the bridge's gateway address."""
+    import subprocess
+    import sys
+    import time
+
+    c = driver.client()
+    net = create_network(c, NID, "10.250.5.0/24")
+    sb = make_ns()
+    a = c.ok("IpamDriver.RequestAddress", {"Address": "", "Options": None, "PoolID": net["pools"][0]})
+    ports = PORTS + [{"HostIP": "", "HostPort": 18081, "HostPortEnd": 18081, "IP": "", "Port": 80, "Proto": 6}]
+    c.ok("NetworkDriver.CreateEndpoint", {"EndpointID": EID1, "NetworkID": NID, "Interface": {"Address": a["Address"]},
+                                          "Options": {"com.docker.network.portmap": ports}})
+    join = c.ok("NetworkDriver.Join", {"EndpointID": EID1, "NetworkID": NID, "SandboxKey": sb.path, "Options": {}})
+    libnetwork_move_in(driver.host, join["InterfaceName"]["SrcName"], sb, "eth0", [a["Address"]], join["Gateway"])
+    c.ok("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": EID1, "NetworkID": NID,
+                                                       "Options": {"com.docker.network.portmap": ports}})
+    server = subprocess.Popen(["nsenter", f"--net={sb.path}", sys.executable, "-I", "-c",
+                               "import socket\ns=socket.create_server(('0.0.0.0', 80))\n"
+                               "while True:\n c,_=s.accept(); c.sendall(b'splice-ok'); c.close()"])
+    probe = ("import socket,sys\ns=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+             "print(s.recv(100).decode())")
+    try:
+        for host, port in (("127.0.0.1", 18080), ("10.250.5.1", 18081)):
+            deadline = time.monotonic() + 5
+            while True:
+                p = driver.host.sh(sys.executable, "-I", "-c", probe, host, str(port), check=False)
+                if p.stdout.strip() == "splice-ok":
+                    break
+                assert time.monotonic() < deadline, (host, port, p.stderr)
+                time.sleep(0.1)
+    finally:
+        server.kill()
+        server.wait()
+    c.ok("NetworkDriver.RevokeExternalConnectivity", {"EndpointID": EID1, "NetworkID": NID})
+    c.ok("NetworkDriver.Leave", {"EndpointID": EID1, "NetworkID": NID})
+    c.ok("NetworkDriver.DeleteEndpoint", {"EndpointID": EID1, "NetworkID": NID})
+    c.ok("IpamDriver.ReleaseAddress", {"Address": a["Address"].split("/")[0], "PoolID": net["pools"][0]})
+    delete_network(c, NID, net)
+    assert_clean(driver)

@@ -436,7 +436,8 @@ class Service:
 
     def _attachment(self, net: dict, ep: dict, in_host: bool = False) -> Attachment:
         return Attachment(network=net["id"], container_id=ep["id"], ifname=IFNAME,
-                          netns=self.host_netns_path if in_host else None, mac=ep.get("mac_requested"))
+                          netns=self.host_netns_path if in_host else None,
+                          mac=ep.get("mac_wanted", ep.get("mac_requested")))
 
     @staticmethod
     def _gateway(net: dict, address: Any) -> Any:
@@ -476,8 +477,12 @@ class Service:
                     return self._create_answer(old)  # a repeated call
                 raise Conflict(f"endpoint {eid} already exists with other settings")
             ips = [IPConfig(address=a, gateway=self._gateway(net, a)) for a in addrs]
+            wanted = mac
+            v4 = next((a for a in addrs if a.version == 4), None)
+            if wanted is None and v4 is not None and kind.report_mac:
+                wanted = mac_from_ip(v4.ip)
             rec = {"id": eid, "network": nid, "addresses": [str(a) for a in addrs], "mac_requested": mac,
-                   "joined": False, "sandbox": None, "ports": [], "created": time.time()}
+                   "mac_wanted": wanted, "joined": False, "sandbox": None, "ports": [], "created": time.time()}
             self._wire(net, rec, ips)
             try:
                 self.state.put("endpoints", eid, rec)
@@ -783,6 +788,13 @@ class Service:
                         n += 1
                         break
         return n
+
+
+def mac_from_ip(ip: Any) -> str:
+    """Docker's MAC for an endpoint that was given none: ``02:42`` + the IPv4 address
+    (libnetwork's GenerateMACFromIP). An address that moves to another endpoint keeps its
+    MAC, so the peers' neighbour entries stay right without a gratuitous ARP."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
 def served_kinds() -> dict[str, Kind]:
