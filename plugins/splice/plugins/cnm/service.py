@@ -530,7 +530,7 @@ class Service:
         ips = [IPConfig(address=ipaddress.ip_interface(a)) for a in ep["addresses"]]
         steps = Steps(f"DeleteEndpoint {ep['id'][:12]}")
         if ep.get("ports"):
-            steps.run(self.portmap.unpublish, att, None, None)
+            steps.run(self._unpublish, net, ep)
         steps.run(self._driver(net).detach, att, ips)
         steps.done()
         self.state.delete("endpoints", ep["id"])
@@ -675,6 +675,21 @@ class Service:
         return [dict(pb, HostPort=m.host_port, HostPortEnd=m.host_port,
                      HostIP=str(m.host_ip) if m.host_ip is not None else "") for pb, m in chosen]
 
+    def _unpublish(self, net: dict, ep: dict) -> None:
+        """Remove the endpoint's publications: by what was published (one transaction), else
+        (a record without its ports) every element of the attachment, by owner."""
+        att = self._attachment(net, ep)
+        try:
+            mappings = [PortMapping(p["HostPort"], p["Port"], PROTOS[p["Proto"]], p["HostIP"] or None)
+                        for p in ep.get("ports") or []]
+        except (KeyError, TypeError, ValueError):
+            mappings = []
+        addrs = [ipaddress.ip_interface(a) for a in ep["addresses"]]
+        if mappings and addrs:
+            self.portmap.unpublish(att, mappings, addrs, host_ifaces=ep.get("host_ifaces", []))
+        else:
+            self.portmap.unpublish(att, None, None)
+
     def revoke_external(self, kind: Kind, b: dict) -> dict:
         nid, eid = _id(b, "NetworkID"), _id(b, "EndpointID")
         with self.stripe(eid):
@@ -683,7 +698,7 @@ class Service:
                 return {}
             net, ep = self._endpoint(kind, nid, eid)
             if ep.get("ports"):
-                self.portmap.unpublish(self._attachment(net, ep), None, None)
+                self._unpublish(net, ep)
                 ep["ports"] = []
                 self.state.put("endpoints", eid, ep)
         return {}
