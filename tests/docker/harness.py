@@ -219,8 +219,12 @@ class Dockerd(Daemon):
         self.storage = storage
         self.socket = base / "docker.sock"
         self.config = base / "daemon.json"
-        self.config.write_text(json.dumps({"live-restore": True}))  # see test_dockerd_restart
+        self.set_live_restore(True)  # see test_dockerd_restart
         (base / "cli").mkdir(exist_ok=True)
+
+    def set_live_restore(self, on: bool) -> None:
+        """For the next start (containers keep running across a restart when on)."""
+        self.config.write_text(json.dumps({"live-restore": on}))
 
     def argv(self) -> list[str]:
         b = self.base

@@ -8,7 +8,10 @@ element, no network or endpoint left in the driver's state, the machine's namesp
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import signal
+import threading
 import subprocess
 import sys
 import time
@@ -17,7 +20,7 @@ import pytest
 
 from splice.conformance import oracle
 
-from ..conftest import make_switch
+from ..conftest import has_ipv6, make_switch
 from .conftest import IMAGE
 from .harness import Tombstone, wait_until
 
@@ -107,8 +110,9 @@ def test_network_create_inspect_rm(dk):
     assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [subnet(1)]
     assert info["Options"].get("com.docker.network.bridge.name") == "spdbr1"
     assert f"{nid}.json" in state_records(dk).get("networks", []), state_records(dk)
-    # the network driver's name as dockerd lists it
+    # the names dockerd registered (remote plugins show up in `docker info` once activated)
     assert "n1" in dk("network", "ls", "--filter", f"driver={BR}", "--format", "{{.Name}}").stdout.split()
+    assert BR in json.loads(dk("info", "--format", "{{json .Plugins.Network}}").stdout)
     dk("network", "rm", "n1")
     assert "n1" not in dk("network", "ls", "--format", "{{.Name}}").stdout.split()
     assert_all_clean(dk)
@@ -196,6 +200,86 @@ def test_connect_and_disconnect_a_second_network(dk):
     assert_all_clean(dk)
 
 
+def test_default_pools_and_overlap(dk):
+    """Without --subnet the IPAM driver picks a pool of its default range, another one for the next
+    network; an explicit subnet overlapping a network of the driver is refused, nothing made."""
+    dk.network_create("p1")
+    dk.network_create("p2")
+    pools = [ipaddress.ip_network(dk.net_inspect(n)["IPAM"]["Config"][0]["Subnet"]) for n in ("p1", "p2")]
+    assert not pools[0].overlaps(pools[1]), pools
+    dk.run("cp", "p1")
+    assert ipaddress.ip_address(dk.container_ip("cp", "p1")) in pools[0]
+    links = dk.links()
+    for taken in (pools[0], pools[0].supernet(new_prefix=pools[0].prefixlen - 4)):
+        p = dk("network", "create", "-d", BR, "--ipam-driver", BR, "--subnet", str(taken), "p3", check=False)
+        assert p.returncode != 0 and ("overlap" in p.stderr or "already allocated" in p.stderr), p.stderr
+        assert "p3" not in dk("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert dk.links() == links
+    dk("rm", "-f", "cp")
+    dk("network", "rm", "p1", "p2")
+    assert_all_clean(dk)
+
+
+def test_internal_network(dk):
+    """--internal: no default route in the container, peers still reach each other."""
+    dk.network_create("ni", "--internal", "--subnet", subnet(12))
+    dk.run("ci", "ni")
+    dk.run("cj", "ni")
+    assert "default" not in dk.exec("ci", "ip", "route").stdout
+    assert dk.ping("ci", dk.container_ip("cj", "ni"))
+    dk("rm", "-f", "ci", "cj")
+    dk("network", "rm", "ni")
+    assert_all_clean(dk)
+
+
+def test_ipv6_dual_stack(dk):
+    if not has_ipv6():
+        return
+    dk.network_create("n13", "--ipv6", "--subnet", subnet(13), "--subnet", "fd00:214:13::/64")
+    dk.run("c6", "n13")
+    dk.run("c7", "n13")
+    net = dk.inspect("c7")["NetworkSettings"]["Networks"]["n13"]
+    v6 = net["GlobalIPv6Address"]
+    assert ipaddress.ip_address(v6) in ipaddress.ip_network("fd00:214:13::/64"), net
+    out = dk.exec("c7", "ip", "-o", "-6", "addr", "show", "dev", "eth0").stdout
+    assert f"{v6}/64" in out, out
+    ok = any(dk.exec("c6", "ping", "-6", "-c", "1", "-W", "2", v6, check=False).returncode == 0 for _ in range(3))
+    assert ok, "c6 -> c7 over IPv6 (3 tries: DAD)"
+    dk("rm", "-f", "c6", "c7")
+    dk("network", "rm", "n13")
+    assert_all_clean(dk)
+
+
+def test_parallel_runs(dk):
+    """Six `docker run` at once on one network: distinct addresses, all attached, all removed."""
+    dk.network_create("n14", "--subnet", subnet(14))
+    names = [f"par{i}" for i in range(6)]
+    errors: list[str] = []
+
+    def run(name: str) -> None:
+        p = dk("run", "-d", "--name", name, "--network", "n14", IMAGE, "sleep", "3600", check=False)
+        if p.returncode != 0:
+            errors.append(f"{name}: {p.stderr}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, f"{errors}\n--- driver log:\n{dk.driver_log()}"
+    ips = {dk.container_ip(n, "n14") for n in names}
+    assert len(ips) == len(names), ips
+    assert all(dk.ping(n, addr(14, 1)) for n in names)
+    assert len(ports_on(dk, bridge_holding(dk, addr(14, 1)))) == len(names)
+    threads = [threading.Thread(target=dk, args=("rm", "-f", n)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    dk("network", "rm", "n14")
+    assert_all_clean(dk)
+
+
 def test_moved_address_is_reachable_at_once(dk):
     """An address that moves to a new endpoint (disconnect + connect --ip, or a container
     replaced by one with the same --ip) is reachable at once from a peer that talked to the old
@@ -258,6 +342,27 @@ def test_dockerd_restart(dk):
     assert dk.ping("cc", dk.container_ip("cb", "n8"))
     dk("rm", "-f", "ca", "cb", "cc")
     dk("network", "rm", "n8")
+    assert_all_clean(dk)
+
+
+def test_dockerd_restart_without_live_restore(dk):
+    """A plain dockerd restart stops the containers (Leave, DeleteEndpoint) and starts the
+    --restart=always one again on a new endpoint: the network is known to the driver from its
+    own state (dockerd does not replay RequestPool)."""
+    dk.network_create("n15", "--subnet", subnet(15))
+    dk.run("ra", "n15", "--restart", "always")
+    dk.dockerd.set_live_restore(False)
+    try:
+        dk.dockerd.restart()
+        wait_until(lambda: dk.inspect("ra")["State"]["Running"], timeout=30, what="ra to be restarted")
+        assert dk.ping("ra", addr(15, 1)), dk.driver_log()
+        dk.run("rb", "n15")
+        assert dk.ping("rb", dk.container_ip("ra", "n15"))
+    finally:
+        dk.dockerd.set_live_restore(True)
+        dk("rm", "-f", "ra", "rb", check=False)
+        dk.dockerd.restart()
+    dk("network", "rm", "n15")
     assert_all_clean(dk)
 
 
