@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,19 @@ def run_kit(plugin: str, ipam: str | None, cni_path: list, checks: list[str] | N
                         plugin_class=plugin_class)
     _, outcomes = kit.run(cfg, checks)
     return {o.id: o for o in outcomes}
+
+
+def kernel_has(kind: str) -> bool:
+    """Probe independent of the kit: can ``ip link add`` make a ``kind`` link on a veth in a
+    throwaway namespace?"""
+    name = f"spt-{os.getpid()}-kind"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        sh = ["ip", "-n", name, "link", "add"]
+        subprocess.run([*sh, "v0", "type", "veth", "peer", "name", "v1"], check=True, capture_output=True)
+        return subprocess.run([*sh, "k0", "link", "v0", "type", kind], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def failed(outcomes: dict[str, kit.Outcome]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from splice.conformance import kit
 
 from ..conftest import REFERENCE_PLUGINS, bin_dir, require, require_root
-from .conftest import BROKEN
+from .conftest import BROKEN, kernel_has
 
 CLI = [str(bin_dir() / "splice-conformance")]
 SPLICE = ["--cni-path", str(bin_dir()), "--plugin", "splice-bridge", "--ipam", "splice-ipam"]
@@ -89,18 +89,6 @@ def test_macvlan_class_by_name_with_a_master():
     assert "no firewall/NAT state" in {r["id"]: r for r in rep["results"]}["CHK-09"]["reason"]
 
 
-def _kernel_has(kind: str) -> bool:
-    """Independent probe: can `ip link add` make a ``kind`` link on a veth in a throwaway namespace?"""
-    name = f"spt-{os.getpid()}-kind"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        sh = ["ip", "-n", name, "link", "add"]
-        subprocess.run([*sh, "v0", "type", "veth", "peer", "name", "v1"], check=True, capture_output=True)
-        return subprocess.run([*sh, "k0", "link", "v0", "type", kind], capture_output=True).returncode == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
 @pytest.mark.root
 def test_ipvlan_class_says_when_the_kernel_lacks_ipvlan():
     """On a kernel without ipvlan (this machine's) the run stops before any check, saying so; on
@@ -109,7 +97,7 @@ def test_ipvlan_class_says_when_the_kernel_lacks_ipvlan():
     require(os.access(os.path.join(REFERENCE_PLUGINS, "ipvlan"), os.X_OK),
             f"the Go reference ipvlan in {REFERENCE_PLUGINS} (Debian containernetworking-plugins)")
     p = run("--cni-path", REFERENCE_PLUGINS, "--plugin", "ipvlan", "-k", "VER-01")
-    if _kernel_has("ipvlan"):
+    if kernel_has("ipvlan"):
         assert p.returncode == 0 and p.stdout.splitlines()[-1].startswith("1 passed"), p.stdout + p.stderr
     else:
         assert p.returncode == 1 and "VER-01" not in p.stdout, p.stdout
