@@ -82,6 +82,11 @@ def host_wget(dk, port: int, host: str = "127.0.0.1", timeout: int = 5) -> subpr
                       check=False, timeout=timeout + 10)
 
 
+def container_http_get(dk, name: str, host: str, port: int) -> subprocess.CompletedProcess:
+    """HTTP/1.0 GET with busybox nc inside a container (the static busybox's wget crashes here)."""
+    return dk.exec(name, "sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}", check=False)
+
+
 def state_records(dk) -> dict[str, list[str]]:
     """Network and endpoint records in the driver's state directory (JSON files)."""
     out = {}
@@ -174,6 +179,44 @@ def test_published_port_reached_from_the_host(dk):
     assert host_wget(dk, 18080, timeout=2).returncode != 0
     assert not oracle.nft_references(dk.host.name, {"18080"})
     dk("network", "rm", "n4")
+    assert_all_clean(dk)
+
+
+def test_published_port_on_all_addresses(dk):
+    """-p PORT:80 (no host address): reached from the host on 127.0.0.1, and from another
+    container through the gateway address (hairpin through the host)."""
+    dk.network_create("n16", "--subnet", subnet(16))
+    dk.run("web", "n16", "-p", "18085:80", cmd=HTTPD)
+    dk.run("cli", "n16")
+    wait_until(lambda: host_wget(dk, 18085).stdout.strip() == "splice-ok", timeout=10,
+               what=f"http://127.0.0.1:18085/ from the host namespace\n--- driver log:\n{dk.driver_log()}")
+    p = container_http_get(dk, "cli", addr(16, 1), 18085)
+    assert p.stdout.rstrip().endswith("splice-ok"), f"{p.stdout}{p.stderr}\n{oracle.nft_text(dk.host.name)}"
+    dk("rm", "-f", "web", "cli")
+    assert not oracle.nft_references(dk.host.name, {"18085"})
+    dk("network", "rm", "n16")
+    assert_all_clean(dk)
+
+
+def test_bridge_options(dk):
+    """com.docker.network.driver.mtu and com.docker.network.bridge.enable_icc=false honoured;
+    a bad option value is refused with the driver's message and nothing is made."""
+    dk.network_create("n17", "--subnet", subnet(17), "-o", "com.docker.network.driver.mtu=1400",
+                      "-o", "com.docker.network.bridge.enable_icc=false")
+    dk.run("cm", "n17")
+    dk.run("cn", "n17")
+    words = dk.exec("cm", "ip", "-o", "link", "show", "dev", "eth0").stdout.split()
+    assert words[words.index("mtu") + 1] == "1400"
+    assert dk.ping("cm", addr(17, 1)), "the gateway stays reachable without ICC"
+    assert not dk.ping("cm", dk.container_ip("cn", "n17")), "enable_icc=false: containers must not talk"
+    dk("rm", "-f", "cm", "cn")
+    dk("network", "rm", "n17")
+    links = dk.links()
+    p = dk("network", "create", "-d", BR, "--ipam-driver", BR, "--subnet", subnet(17),
+           "-o", "com.docker.network.driver.mtu=lots", "n18", check=False)
+    assert p.returncode != 0 and "mtu" in p.stderr.lower(), p.stderr
+    assert "n18" not in dk("network", "ls", "--format", "{{.Name}}").stdout.split()
+    assert dk.links() == links
     assert_all_clean(dk)
 
 
