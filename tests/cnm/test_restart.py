@@ -167,3 +167,45 @@ def test_crash_leftovers_without_a_record_are_collected(driver):
     c.ok("IpamDriver.ReleaseAddress", {"Address": a["Address"].split("/")[0], "PoolID": net["pools"][0]})
     delete_network(c, NID, net)
     assert_clean(driver)
+
+
+def test_a_network_killed_while_being_created_is_removed_at_start(driver):
+    """CreateNetwork writes its record (pending) before it makes the bridge: a daemon killed
+    in between leaves a record the next start removes with the bridge; dockerd never got an
+    answer, so the network does not exist for it."""
+    import json
+
+    c = driver.client()
+    h = driver.host.name
+    net = create_network(c, NID, "10.250.0.0/24")
+    assert "br-" + NID[:12] in oracle.link_names(h)
+    driver.kill()
+    path = driver.state_dir / "networks" / f"{NID}.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), pending=True)))
+    driver.start()
+    assert oracle.link_names(h) == {"lo"}
+    assert state_files(driver) == []
+    c = driver.client()
+    for pid, gw in zip(net["pools"], net["gateways"]):
+        c.ok("IpamDriver.ReleaseAddress", {"Address": gw.split("/")[0], "PoolID": pid})
+        c.ok("IpamDriver.ReleasePool", {"PoolID": pid})
+    c.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})  # dockerd's view: idempotent
+    assert_clean(driver)
+
+
+def test_repeated_join(driver, make_ns):
+    """A second Join of a joined endpoint answers the same (same sandbox) or 409 (another
+    one), and never re-wires the container end that is in the sandbox."""
+    c = driver.client()
+    c.host = driver.host
+    net = create_network(c, NID, "10.250.0.0/24")
+    sb = make_ns()
+    a, src = _endpoint(c, net["pools"][0], EID1, sb)
+    again = c.ok("NetworkDriver.Join", {"EndpointID": EID1, "NetworkID": NID, "Options": {}, "SandboxKey": sb.path})
+    assert again["InterfaceName"]["SrcName"] == src
+    status, answer = c.call("NetworkDriver.Join", {"EndpointID": EID1, "NetworkID": NID, "SandboxKey": "/x/y"})
+    assert status == 409 and "already joined" in answer["Err"]
+    assert oracle.ping(sb.name, "10.250.0.1")
+    _remove(c, net["pools"][0], EID1, a, sb, src)
+    delete_network(c, NID, net)
+    assert_clean(driver)

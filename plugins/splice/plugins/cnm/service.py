@@ -356,15 +356,19 @@ class Service:
                 raise Conflict(f"network {nid} already exists with other settings")
             self._check_conflicts(kind, rec)
             driver = cls(cfg, self.host)
-            made = False
+            driver.status()  # e.g. a parent that does not exist, a bridge name taken by a non-bridge
+            # the record first, marked pending: a daemon killed in ensure_network leaves a
+            # record that the next start's collection removes with what it made
+            self.state.put("networks", nid, dict(rec, pending=True))
             try:
-                driver.status()  # e.g. a parent that does not exist, a bridge name taken by a non-bridge
-                made = True
                 driver.ensure_network([ipaddress.ip_interface(g) for g in gateways])
                 self.state.put("networks", nid, rec)
             except BaseException as exc:
-                if made:
-                    self._remove_network_objects(driver, rec, exc)
+                self._remove_network_objects(driver, rec, exc)
+                try:
+                    self.state.delete("networks", nid)
+                except OSError as e:
+                    exc.add_note(f"rollback: the state record: {e}")
                 raise
             with self.lock:
                 self.networks[nid] = rec
@@ -555,16 +559,19 @@ class Service:
         with self.stripe(eid):
             net, ep = self._endpoint(kind, nid, eid)
             src = ep.get("src_name")
-            if not src or rtnl.run(self.host, lambda rt: rt.get_link(src)) is None:
-                # the container end is not in the host (a reboot took it, or it was joined
-                # before): wire the endpoint again
+            if ep.get("joined"):  # a repeated Join: the container end is in its sandbox now
+                if (ep.get("sandbox") or "") != sandbox:
+                    raise Conflict(f"endpoint {eid} is already joined to sandbox {ep.get('sandbox')!r}")
+            elif not src or rtnl.run(self.host, lambda rt: rt.get_link(src)) is None:
+                # the container end is not in the host (a reboot took it): wire it again
                 log.warning("Join %s: its container end %r is not in the host: wiring it again", eid[:12], src)
                 ips = [IPConfig(address=ipaddress.ip_interface(a), gateway=self._gateway(net, ipaddress.ip_interface(a)))
                        for a in ep["addresses"]]
                 self._driver(net).detach(self._attachment(net, ep, kind.detach_in_host), ips)
                 self._wire(net, ep, ips)
-            ep["joined"], ep["sandbox"] = True, sandbox or None
-            self.state.put("endpoints", eid, ep)
+            if not ep.get("joined"):
+                ep["joined"], ep["sandbox"] = True, sandbox or None
+                self.state.put("endpoints", eid, ep)
         answer: dict[str, Any] = {"InterfaceName": {"SrcName": ep["src_name"], "DstPrefix": net["dst_prefix"]},
                                   "StaticRoutes": []}
         gws = {}
@@ -716,6 +723,19 @@ class Service:
         driver GC and the port publisher's GC remove owner-tagged objects of endpoints that
         are not in the state (a call that crashed half-way)."""
         stats = {"endpoints": 0, "addresses": 0, "errors": 0}
+        for net in [n for n in self.networks.values() if n.get("pending")]:
+            log.info("collect: network %s was being created when the daemon stopped: removing it", net["id"][:12])
+            try:
+                driver = self._driver(net)
+                driver.gc(net["id"], set())
+                self._remove_network_objects(driver, net)
+                self.state.delete("networks", net["id"])
+                with self.lock:
+                    self.networks.pop(net["id"], None)
+                    self._drivers.pop(net["id"], None)
+            except Exception as e:  # noqa: BLE001
+                stats["errors"] += 1
+                log.error("collect: network %s: %s", net["id"][:12], classify(e)[2])
         with self.lock:
             eps = list(self.endpoints.values())
         garbage: list[tuple[dict, bool]] = []
