@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
+import sqlite3
 import threading
 import subprocess
 import sys
@@ -87,14 +88,26 @@ def container_http_get(dk, name: str, host: str, port: int) -> subprocess.Comple
     return dk.exec(name, "sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}", check=False)
 
 
-def state_records(dk) -> dict[str, list[str]]:
-    """Network and endpoint records in the driver's state directory (JSON files)."""
-    out = {}
+def state_records(dk) -> dict[str, list]:
+    """Network and endpoint records in the driver's state directory (JSON files), pools and
+    address leases in its IPAM store (SQLite, read-only)."""
+    out: dict[str, list] = {}
     for kind in ("networks", "endpoints"):
         d = dk.driver.state_dir / kind
         names = sorted(p.name for p in d.iterdir() if p.suffix == ".json") if d.is_dir() else []
         if names:
             out[kind] = names
+    for db in sorted(dk.driver.ipam_dir.rglob("*.db")) if dk.driver.ipam_dir.is_dir() else []:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            pools = [r[0] for r in con.execute("SELECT id FROM pool")]
+            leases = [r for r in con.execute("SELECT pool_id, fam, hi, lo, owner FROM lease")]
+        finally:
+            con.close()
+        if pools:
+            out.setdefault("pools", []).extend(pools)
+        if leases:
+            out.setdefault("leases", []).extend(leases)
     return out
 
 
@@ -393,7 +406,7 @@ def test_dockerd_restart_without_live_restore(dk):
     --restart=always one again on a new endpoint: the network is known to the driver from its
     own state (dockerd does not replay RequestPool)."""
     dk.network_create("n15", "--subnet", subnet(15))
-    dk.run("ra", "n15", "--restart", "always")
+    dk.run("ra", "n15", "--restart", "always", "--stop-timeout", "1")  # sleep ignores SIGTERM
     dk.dockerd.set_live_restore(False)
     try:
         dk.dockerd.restart()
