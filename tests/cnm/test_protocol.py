@@ -237,10 +237,25 @@ def test_dynamic_and_ranged_host_ports(driver):
     keys = sorted(oracle.element_parts(e)[0] for t, m, e in owned_elements(h) if m == "dnat4_ip")
     assert keys == sorted([("127.0.0.1", "tcp", 8000), ("127.0.0.1", "tcp", 8001),
                            ("127.0.0.1", "udp", got[1]["HostPort"])])
+    # programmed again with fewer ports, then none: converges, nothing stale stays
+    c.ok("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": EID2, "NetworkID": NID, "Options": {
+        "com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 8001, "HostPortEnd": 8001}]}})
+    keys = sorted(oracle.element_parts(e)[0] for t, m, e in owned_elements(h) if m == "dnat4_ip")
+    assert keys == [("127.0.0.1", "tcp", 8000), ("127.0.0.1", "tcp", 8001)]
+    c.ok("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": EID2, "NetworkID": NID, "Options": {
+        "com.docker.network.portmap": []}})
+    keys = sorted(oracle.element_parts(e)[0] for t, m, e in owned_elements(h) if m == "dnat4_ip")
+    assert keys == [("127.0.0.1", "tcp", 8000)]
+    c.ok("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": EID2, "NetworkID": NID, "Options": {
+        "com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 8001, "HostPortEnd": 8001}]}})
     # a fixed port another endpoint holds: refused (409), nothing of this call stays
     status, answer = c.call("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": EID1, "NetworkID": NID, "Options": {
         "com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 8001, "HostPortEnd": 8001}]}})
     assert status == 409 and "8001" in answer["Err"]
+    keys = sorted(oracle.element_parts(e)[0] for t, m, e in owned_elements(h) if m == "dnat4_ip")
+    assert keys == [("127.0.0.1", "tcp", 8000), ("127.0.0.1", "tcp", 8001)]  # EID1 keeps its 8000
+    info = c.ok("NetworkDriver.EndpointOperInfo", {"EndpointID": EID1, "NetworkID": NID})["Value"]
+    assert [p["HostPort"] for p in info["com.docker.network.portmap"]] == [8000]
     for eid, addr in eps:
         c.ok("NetworkDriver.RevokeExternalConnectivity", {"EndpointID": eid, "NetworkID": NID})
         c.ok("NetworkDriver.Leave", {"EndpointID": eid, "NetworkID": NID})

@@ -88,7 +88,7 @@ def serve(plugins_dir: str = DEFAULT_PLUGINS_DIR, state_dir: str = DEFAULT_STATE
                         format="%(asctime)s splice-driver %(levelname)s %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
     from splice.ipam.pools import PoolIpam
-    from splice.libnet import nft
+    from splice.libnet import conntrack, nft
     from splice.libnet.netns import Netns
     from splice.plugins.cnm.service import Service, served_kinds
     from splice.plugins.cnm.transport import PluginServer
@@ -147,6 +147,7 @@ def serve(plugins_dir: str = DEFAULT_PLUGINS_DIR, state_dir: str = DEFAULT_STATE
             s.reap()
         if time.monotonic() - last_prune > NFT_IDLE_S:
             nft.prune_contexts(NFT_IDLE_S)
+            conntrack.prune_sockets(NFT_IDLE_S)  # kept per namespace while nft contexts are shared
             last_prune = time.monotonic()
     log.info("stopping")
     closers = [threading.Thread(target=_close, args=(s, True)) for s in servers]

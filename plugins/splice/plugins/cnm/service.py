@@ -624,7 +624,11 @@ class Service:
                 if bindings:
                     log.info("endpoint %s: ports are not published on internal network %s", eid[:12], nid[:12])
                 return {}
-            if not bindings and not ep.get("ports"):
+            if not bindings:
+                if ep.get("ports"):  # published before, nothing now
+                    self._unpublish(net, ep)
+                    ep["ports"] = []
+                    self.state.put("endpoints", eid, ep)
                 return {}
             published = self._publish(net, ep, bindings)
             ep["ports"] = published
@@ -674,23 +678,31 @@ class Service:
                 else:
                     raise last or ConfigError("no host port to try")
         except BaseException as exc:
-            try:
-                self.portmap.unpublish(att, None, None)
+            try:  # back to what was published before this call
+                before = self._recorded_mappings(ep)
+                if before:
+                    self.portmap.publish(att, before, addrs, host_ifaces=ifaces)
+                else:
+                    self.portmap.unpublish(att, None, None)
             except Exception as e:  # noqa: BLE001
-                exc.add_note(f"rollback: unpublish: {getattr(e, 'msg', None) or e}")
+                exc.add_note(f"rollback: restore the previous publications: {getattr(e, 'msg', None) or e}")
             raise
         return [dict(pb, HostPort=m.host_port, HostPortEnd=m.host_port,
                      HostIP=str(m.host_ip) if m.host_ip is not None else "") for pb, m in chosen]
+
+    @staticmethod
+    def _recorded_mappings(ep: dict) -> list[PortMapping]:
+        try:
+            return [PortMapping(p["HostPort"], p["Port"], PROTOS[p["Proto"]], p["HostIP"] or None)
+                    for p in ep.get("ports") or []]
+        except (KeyError, TypeError, ValueError):
+            return []
 
     def _unpublish(self, net: dict, ep: dict) -> None:
         """Remove the endpoint's publications: by what was published (one transaction), else
         (a record without its ports) every element of the attachment, by owner."""
         att = self._attachment(net, ep)
-        try:
-            mappings = [PortMapping(p["HostPort"], p["Port"], PROTOS[p["Proto"]], p["HostIP"] or None)
-                        for p in ep.get("ports") or []]
-        except (KeyError, TypeError, ValueError):
-            mappings = []
+        mappings = self._recorded_mappings(ep)
         addrs = [ipaddress.ip_interface(a) for a in ep["addresses"]]
         if mappings and addrs:
             self.portmap.unpublish(att, mappings, addrs, host_ifaces=ep.get("host_ifaces", []))
