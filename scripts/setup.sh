@@ -19,6 +19,7 @@ APT_PACKAGES=(
   podman runc containerd busybox-static              # real clients (tests/clients) + their image
   docker.io                                          # dockerd 20.10 + /usr/bin/docker (tests/docker)
   kmod                                               # modprobe/insmod for the UML guest (scripts/vm-run.sh)
+  etcd-server                                        # /usr/bin/etcd 3.4: tests/cluster's 3-member cluster (in namespaces)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
