@@ -178,7 +178,8 @@ def docker_env():
     """A private dockerd 20.10 in a throwaway host namespace + private mount namespace, with the
     busybox image ``splice-busybox:latest`` imported (no registry)."""
     require_docker()
-    base = Path(tempfile.mkdtemp(prefix="spd-"))  # short: --exec-root holds unix sockets
+    # short (not $TMPDIR): --exec-root holds containerd's unix sockets (108-byte limit)
+    base = Path(tempfile.mkdtemp(prefix="spd-", dir="/tmp" if os.path.isdir("/tmp") else None))
     cgroup_parent = f"/spd-{PID}"
     janitor = hostenv.PathJanitor(dirs=[str(d) for d in hostenv.cgroup_dirs(cgroup_parent)])
     host = holder = dockerd = None
@@ -240,6 +241,9 @@ def dk(docker_env, driver_session):
         env.dockerd.start(timeout=60)
     env.driver_mark = env.driver.log_size()
     yield env
+    if env.driver.extra_env:  # a failpoint test: back to a plain driver
+        env.driver.extra_env = {}
+        _best_effort(env.driver.stop)
     if not env.driver.running():
         _best_effort(env.driver.start)
     if not env.dockerd.running():

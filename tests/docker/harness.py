@@ -77,7 +77,7 @@ class Holder:
         (self.base / "plugins").mkdir(mode=0o700)
         (self.base / "etc-docker").mkdir()
         binds = [(self.base / "plugins", "/run/docker/plugins")]
-        overlays = ["/run", "/opt"]
+        overlays = [d for d in ("/run", "/opt") if os.path.isdir(d)]  # /opt: containerd's opt plugin
         if os.path.isdir("/etc/docker"):
             binds.append((self.base / "etc-docker", "/etc/docker"))
         else:
@@ -155,6 +155,7 @@ class Daemon:
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.extra_env: dict[str, str] = {}  # for the next starts (e.g. SPLICE_FAILPOINT)
 
     def argv(self) -> list[str]:
         raise NotImplementedError
@@ -168,9 +169,9 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> None:
         assert not self.running(), f"{self.name} already running"
         with open(self.log, "ab") as log:
-            log.write(f"\n===== start #{self.starts + 1}: {shlex.join(self.argv())}\n".encode())
+            log.write(f"\n===== start #{self.starts + 1}: {self.extra_env} {shlex.join(self.argv())}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(self.holder.argv() + self.argv(), env=self.env(),
+            self.proc = subprocess.Popen(self.holder.argv() + self.argv(), env={**self.env(), **self.extra_env},
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         self.starts += 1

@@ -22,7 +22,7 @@ import pytest
 from splice.conformance import oracle
 
 from ..conftest import has_ipv6, make_switch
-from .conftest import IMAGE
+from .conftest import IMAGE, SLEEP
 from .harness import Tombstone, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -453,6 +453,71 @@ def test_rm_while_driver_down_is_collected(dk):
     dk.run("cb", "n9", "--ip", ip)
     dk("rm", "-f", "cb")
     dk("network", "rm", "n9")
+    assert_all_clean(dk)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def host_side_of(dk, bridge: str) -> dict:
+    """What attachments leave in the host: bridge ports, nft elements, leases (gateway aside)."""
+    st = state_records(dk)
+    return {"ports": sorted(ports_on(dk, bridge)), "nft": dk.nft_elements(), "endpoints": st.get("endpoints", []),
+            "leases": len(st.get("leases", []))}
+
+
+def test_driver_error_mid_attachment_leaves_nothing(dk):
+    """A failure half-way through wiring an endpoint (after the veth and the masquerade are made):
+    dockerd reports the driver's message, the driver rolls back, and keeps serving."""
+    dk.network_create("n19", "--subnet", subnet(19), "-o", "com.docker.network.bridge.name=spdbr19")
+    dk.run("ok1", "n19")
+    before = host_side_of(dk, "spdbr19")
+    dk.driver.stop()
+    dk.driver.extra_env = {"SPLICE_FAILPOINT": "bridge.masq_added:error"}
+    dk.driver.start()
+    p = dk("run", "-d", "--name", "bad", "--network", "n19", IMAGE, *SLEEP, check=False)
+    assert p.returncode != 0 and "failpoint bridge.masq_added" in p.stderr, p.stderr
+    assert host_side_of(dk, "spdbr19") == before
+    dk("rm", "-f", "bad")
+    assert dk.ping("ok1", addr(19, 1))
+    dk.driver.stop()
+    dk.driver.extra_env = {}
+    dk.driver.start()
+    dk.run("ok2", "n19")
+    assert dk.ping("ok2", dk.container_ip("ok1", "n19"))
+    dk("rm", "-f", "ok1", "ok2")
+    dk("network", "rm", "n19")
+    assert_all_clean(dk)
+
+
+def test_driver_killed_mid_attachment(dk):
+    """The driver is SIGKILLed half-way through wiring an endpoint; it is started again at once
+    (dockerd retries the call after 1 s): the next start collects the half-made attachment, and
+    the container either runs attached or fails cleanly - nothing is left after its removal."""
+    dk.network_create("n20", "--subnet", subnet(20), "-o", "com.docker.network.bridge.name=spdbr20")
+    dk.run("ok1", "n20")
+    before = host_side_of(dk, "spdbr20")
+    dk.driver.stop()
+    dk.driver.extra_env = {"SPLICE_FAILPOINT": "bridge.masq_added:kill"}
+    dk.driver.start()
+    result: list[subprocess.CompletedProcess] = []
+    t = threading.Thread(target=lambda: result.append(
+        dk("run", "-d", "--name", "crash", "--network", "n20", IMAGE, *SLEEP, check=False)))
+    t.start()
+    dk.driver.proc.wait(30)  # the failpoint killed it
+    assert dk.driver.proc.returncode == -signal.SIGKILL
+    dk.driver.extra_env = {}
+    dk.driver.start()
+    t.join(120)
+    p = result[0]
+    if p.returncode == 0:
+        assert dk.ping("crash", addr(20, 1)), dk.driver_log()
+        assert dk.ping("crash", dk.container_ip("ok1", "n20"))
+    dk("rm", "-f", "crash")
+    assert host_side_of(dk, "spdbr20") == before, dk.driver_log()
+    assert dk.ping("ok1", addr(20, 1))
+    dk("rm", "-f", "ok1")
+    dk("network", "rm", "n20")
     assert_all_clean(dk)
 
 
