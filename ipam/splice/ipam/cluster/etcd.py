@@ -226,7 +226,8 @@ class Etcd:
         while True:
             for ep in [only] if only is not None else self.order():
                 left = deadline - time.monotonic()
-                t = min(self.timeout if timeout is None else timeout, max(left, 0.2))
+                per = self.timeout if timeout is None else timeout
+                t = per if window <= 0 else min(per, max(left, 0.2))  # retry_for=0: one full try each
                 try:
                     answer = self._once(ep, path, body, t)
                 except _Retry as e:

@@ -122,12 +122,10 @@ class Mirror:
                 self._emit(*change)
 
     def _pick(self, bad: Endpoint | None) -> Endpoint:
-        order = self.etcd.order()
-        if bad is not None and len(order) > 1:
-            i = self.etcd.endpoints.index(bad)
-            nxt = self.etcd.endpoints[(i + 1) % len(self.etcd.endpoints)]
-            return nxt
-        return order[0]
+        eps = self.etcd.endpoints
+        if bad is not None and bad in eps and len(eps) > 1:
+            return eps[(eps.index(bad) + 1) % len(eps)]
+        return self.etcd.order()[0]
 
     def _run(self) -> None:
         need_list = True
