@@ -22,6 +22,7 @@ from splice.libnet.netns import Netns
 
 NET = "10.231.0"
 CLIENT_IP = f"{NET}.100"
+CLIENT2_IP = f"{NET}.101"
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 
@@ -105,11 +106,14 @@ class EtcdCluster:
         self.etcd = etcd
         self.prefix = f"spt-{os.getpid()}-{secrets.token_hex(2)}"
         self.underlay = f"{self.prefix}u"
-        self.client_ns = f"{self.prefix}c"
+        self.client_ns = f"{self.prefix}c"     # the tests' etcd clients (CLIENT_IP)
+        self.client2_ns = f"{self.prefix}d"    # a second host (CLIENT2_IP), to cut one off
         self.token = f"splice-test-{secrets.token_hex(4)}"
         self.members = [Member(self, i) for i in range(1, size + 1)]
         self._made: list[str] = []
         self._client: Netns | None = None
+        self._client2: Netns | None = None
+        self.client_cut = False
 
     # -- namespaces ----------------------------------------------------------------------
     def _ns(self, name: str) -> None:
@@ -133,6 +137,9 @@ class EtcdCluster:
         self._ns(self.client_ns)
         self._port(self.client_ns, "pc", CLIENT_IP)
         self._client = Netns.open(f"/run/netns/{self.client_ns}")
+        self._ns(self.client2_ns)
+        self._port(self.client2_ns, "pd", CLIENT2_IP)
+        self._client2 = Netns.open(f"/run/netns/{self.client2_ns}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         for m in self.members:
             m.start()
@@ -141,8 +148,9 @@ class EtcdCluster:
     def close(self) -> None:
         for m in self.members:
             m.kill()
-        if self._client is not None:
-            self._client.close()
+        for ns in (self._client, self._client2):
+            if ns is not None:
+                ns.close()
         for name in reversed(self._made):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self._made.clear()
@@ -150,7 +158,7 @@ class EtcdCluster:
     # -- use -----------------------------------------------------------------------------
     @property
     def cut_any(self) -> bool:
-        return any(m.is_cut for m in self.members)
+        return self.client_cut or any(m.is_cut for m in self.members)
 
     def member(self, url: str) -> Member:
         return next(m for m in self.members if m.url == url)
@@ -162,6 +170,16 @@ class EtcdCluster:
     def run(self, fn, *args, **kwargs):
         """``fn`` on a thread inside the client namespace (threads it starts stay there)."""
         return self._client.run(fn, *args, **kwargs)
+
+    def run2(self, fn, *args, **kwargs):
+        """``fn`` inside the second client namespace (another host, reachable while the
+        first is cut off)."""
+        return self._client2.run(fn, *args, **kwargs)
+
+    def cut_client(self, cut: bool = True) -> None:
+        """Cut the first client namespace off the underlay (the cluster itself stays whole)."""
+        _ip("-n", self.underlay, "link", "set", "pc", "down" if cut else "up")
+        self.client_cut = cut
 
     def client(self, endpoints=None, **kw):
         from splice.ipam.cluster.etcd import Etcd
@@ -198,6 +216,8 @@ class EtcdCluster:
 
     def restore(self) -> None:
         """After a test that broke things: every member up, linked and healthy."""
+        if self.client_cut:
+            self.cut_client(False)
         for m in self.members:
             m.heal()
             if not m.running:

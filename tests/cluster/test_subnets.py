@@ -249,3 +249,71 @@ def test_all_members_down(cluster, prefix, tmp_path):
     assert wait_for(lambda: a.status().state == "held", 20), a.status()
     assert a.subnet == sub
     assert b.acquire() != sub
+
+
+CLAIMER = r"""
+import json, sys
+from splice.ipam.cluster.etcd import Etcd
+from splice.ipam.cluster.subnets import SubnetLease
+eps, prefix, node, state_dir = sys.argv[1:5]
+sl = SubnetLease(Etcd(eps.split(",")), "pnet", "10.60.0.0/21", node=node, state_dir=state_dir, prefix=prefix,
+                 ttl=10, choice="first")
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    print(json.dumps({"subnet": str(sl.acquire())}), flush=True)
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__, "msg": str(e)}), flush=True)
+"""
+
+
+def test_concurrent_claims_from_processes(cluster, prefix, tmp_path):
+    """10 processes (10 hosts) claim at once from 8 subnets: 8 distinct subnets, covering
+    the CIDR, and 2 clear NoFreeSubnet errors."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, ",".join(cluster.endpoints), prefix, f"p{i}",
+                               str(tmp_path / f"p{i}")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(10)]   # (started from the client namespace: they inherit it)
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            p.stdin.write("\n")
+            p.stdin.flush()
+        results = [json.loads(p.stdout.readline()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    subnets = sorted(net(r["subnet"]) for r in results if "subnet" in r)
+    assert subnets == list(net("10.60.0.0/21").subnets(new_prefix=24)), results
+    errors = [r for r in results if "error" in r]
+    assert len(errors) == 2 and all(r["error"] == "NoFreeSubnet" for r in errors), errors
+
+
+def test_host_cut_off_loses_subnet(cluster, prefix, tmp_path):
+    """This host is cut off the network while the cluster is whole: its subnet stays
+    usable while it cannot tell ("unreachable"); the cluster expires its lease, another
+    host takes the subnet; back on the network, the host learns it is lost."""
+    a = lease(cluster, prefix, tmp_path, "a", cidr="10.40.0.0/23", choice="first",
+              client=cluster.client(timeout=0.5, retry_for=1.0)).start()
+    sub = a.acquire()
+    cluster.cut_client()
+    assert wait_for(lambda: a.status().state == "unreachable", 3 * TTL)
+    assert a.check() == sub
+
+    def other_host():
+        e = cluster.client()
+        assert wait_for(lambda: e.get(Layout(prefix, "net1").subnet_key(sub)) is None, TTL + 3)
+        b = SubnetLease(e, "net1", "10.40.0.0/23", node="b", state_dir=str(tmp_path / "b"), prefix=prefix, ttl=TTL,
+                        choice="first")
+        return b.acquire()
+
+    assert cluster.run2(other_host) == sub
+    cluster.cut_client(False)
+    assert wait_for(lambda: a.status().state == "lost", 3 * TTL), a.status()
+    assert "taken by node b after this host's lease expired" in a.status().reason
+    with pytest.raises(SubnetTaken):
+        a.check()
