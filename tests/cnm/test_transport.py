@@ -3,6 +3,7 @@ clients that are idle, slow or too many cannot starve the daemon."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -112,3 +113,61 @@ def test_slow_idle_and_too_many_clients(short_driver):
     time.sleep(0.2)
     assert d.client().ok("Plugin.Activate")  # serving again
     assert "Traceback" not in d.log()
+
+
+def test_one_daemon_per_state_and_per_socket(driver, tmp_path):
+    """A second daemon on the same state directory, or on sockets another one serves, exits
+    with a message and takes nothing over; the first keeps serving."""
+    import subprocess
+
+    from .conftest import bin_dir
+
+    base = ["nsenter", f"--net={driver.host.path}", str(bin_dir() / "splice"), "driver"]
+    p = subprocess.run(base + ["--plugins-dir", str(tmp_path / "other"), "--state-dir", str(driver.state_dir),
+                               "--ipam-dir", str(driver.ipam_dir)], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "another splice driver runs" in p.stderr, p.stderr
+    p = subprocess.run(base + ["--plugins-dir", str(driver.plugins_dir), "--state-dir", str(tmp_path / "st2"),
+                               "--ipam-dir", str(tmp_path / "ip2")], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "already listens" in p.stderr, p.stderr
+    assert driver.client().ok("Plugin.Activate")
+
+
+def test_sigterm_lets_a_call_in_flight_finish(driver):
+    """SIGTERM during calls: every call that got in is answered, then the sockets go."""
+    import signal
+
+    errors: list = []
+    done: list = []
+    stop = threading.Event()
+
+    def worker(n: int) -> None:
+        w = driver.client("splice")
+        for i in range(256):
+            if stop.is_set():
+                return
+            try:
+                p = w.ok("IpamDriver.RequestPool", {"AddressSpace": SPACE, "Pool": f"10.{60 + n}.{i}.0/24"})
+            except (OSError, http.client.HTTPException) as e:  # refused/closed: the daemon is going
+                errors.append(e)
+                return
+            done.append(p["PoolID"])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    driver.proc.send_signal(signal.SIGTERM)
+    assert driver.proc.wait(timeout=30) == 0
+    stop.set()
+    for t in threads:
+        t.join()
+    assert done and len(done) < 4 * 256 and errors  # stopped in the middle of the calls
+    # every pool it answered is in the store (nothing answered and lost)
+    from .conftest import pools
+
+    assert sorted(pools(driver.ipam_dir)) == sorted(done)
+    driver.proc = None
+    driver.start()
+    c = driver.client("splice")
+    for pid in done:
+        c.ok("IpamDriver.ReleasePool", {"PoolID": pid})

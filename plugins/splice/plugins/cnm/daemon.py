@@ -31,6 +31,7 @@ DEFAULT_IPAM_DIR = "/var/lib/splice/ipam"
 IPAM_PLUGIN = "splice"
 JANITOR_S = 0.5  # the watchdog's tick (request deadlines)
 NFT_IDLE_S = 30.0
+GRACE_S = 20.0  # SIGTERM: how long calls in flight may take to finish
 
 
 def _socket_in_use(path: str) -> bool:
@@ -150,6 +151,15 @@ def serve(plugins_dir: str = DEFAULT_PLUGINS_DIR, state_dir: str = DEFAULT_STATE
             conntrack.prune_sockets(NFT_IDLE_S)  # kept per namespace while nft contexts are shared
             last_prune = time.monotonic()
     log.info("stopping")
+    for s in servers:  # no new connections, no new calls from here on
+        s.stop_calls()
+        try:
+            os.unlink(s.server_address)
+        except OSError:
+            pass
+    deadline = time.monotonic() + GRACE_S
+    while any(s.in_flight for s in servers) and time.monotonic() < deadline:
+        time.sleep(0.02)  # calls in flight finish: their kernel work and their state file
     closers = [threading.Thread(target=_close, args=(s, True)) for s in servers]
     for t in closers:
         t.start()

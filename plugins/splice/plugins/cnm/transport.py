@@ -200,11 +200,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._error(e.status, e.msg)
             log.info("%s: POST %s -> %d %s", self.server.name, path, e.status, e.msg)
             return
+        if not self.server.begin_call():  # the daemon is stopping: not executed, no answer
+            self.close_connection = True
+            return
         try:
             status, payload = self.server.handler(path, body)
         except Exception as e:  # noqa: BLE001 - the handler answers errors itself; a bug still gets an answer
             log.exception("%s: POST %s failed", self.server.name, path)
             status, payload = 500, {"Err": f"internal error: {e.__class__.__name__}: {e}"}
+        finally:
+            self.server.end_call()
         self._reply(status, payload)
         if self.server.verbose:
             ms = (time.monotonic() - t0) * 1000
@@ -237,6 +242,8 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.handler = handler
         self.verbose = verbose
         self._open = 0
+        self._in_flight = 0
+        self._stopping = False
         self._lock = threading.Lock()
         self._deadlines: dict[socket.socket, float] = {}
         self._cut: set[socket.socket] = set()  # connections the watchdog shut down
@@ -246,6 +253,29 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+
+    # -- calls in flight (a stopping daemon lets them finish)
+    def begin_call(self) -> bool:
+        """Count a call in; False once :meth:`stop_calls` ran (the call must not run)."""
+        with self._lock:
+            if self._stopping:
+                return False
+            self._in_flight += 1
+            return True
+
+    def end_call(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def stop_calls(self) -> None:
+        """No call starts from now on (those counted in finish; the client of a refused one
+        sees its connection closed without an answer, and retries: nothing ran)."""
+        with self._lock:
+            self._stopping = True
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     # -- connection cap
     def verify_request(self, request: Any, client_address: Any) -> bool:
