@@ -30,14 +30,23 @@ IMAGE = "splice-busybox:latest"
 SLEEP = ("sleep", "3600")
 
 
+# Names of what dockerd or splice would make if they ran in the machine's own namespace: the
+# check looks at these only, so unrelated activity elsewhere on the machine cannot fail it.
+OUR_LINK_PREFIXES = ("br-", "veth", "sp", "docker")
+OUR_NFT_TABLE_MARKERS = ("splice", "docker", "DOCKER")
+
+
 def machine_state() -> dict:
     """What dockerd or the driver could change in the machine's own namespace (read only)."""
+    links = {n for n in oracle.link_names(None) if n.startswith(OUR_LINK_PREFIXES)}
     return {
-        "links": sorted(oracle.link_names(None)),
+        "links": sorted(links),
         "sysctl": {k: oracle.sysctl(None, k) for k in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
                                                        "net.ipv4.conf.all.route_localnet")},
-        "routes": sorted((r.get("dst", ""), r.get("dev", "")) for r in oracle.all_routes(None)),
-        "nft_tables": sorted((t["family"], t["name"]) for t in oracle.nft_objects(None, "table")),
+        "routes": sorted((r.get("dst", ""), r.get("dev", "")) for r in oracle.all_routes(None)
+                         if r.get("dev") in links or r.get("dst", "").startswith("10.214.")),
+        "nft_tables": sorted((t["family"], t["name"]) for t in oracle.nft_objects(None, "table")
+                             if any(m in t["name"] for m in OUR_NFT_TABLE_MARKERS)),
         "docker_plugins": sorted(os.listdir("/run/docker/plugins")) if os.path.isdir("/run/docker/plugins") else None,
     }
 

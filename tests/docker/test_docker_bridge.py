@@ -140,6 +140,21 @@ def test_network_create_inspect_rm(dk):
     assert_all_clean(dk)
 
 
+def test_docker_default_ipam(dk):
+    """The issue's own example: `docker network create -d splice-bridge --subnet S net1` (Docker's
+    built-in IPAM, no --ipam-driver), then `docker run --network net1 -p ...` just works."""
+    dk.network_create("net1", "--subnet", subnet(21), ipam=None)
+    assert dk.net_inspect("net1")["IPAM"]["Driver"] == "default"
+    dk.run("web", "net1", "-p", "127.0.0.1:18086:80", cmd=HTTPD)
+    dk.run("cli", "net1")
+    assert dk.ping("cli", dk.container_ip("web", "net1")) and dk.ping("cli", addr(21, 1))
+    wait_until(lambda: host_wget(dk, 18086).stdout.strip() == "splice-ok", timeout=10,
+               what=f"the published port\n--- driver log:\n{dk.driver_log()}")
+    dk("rm", "-f", "web", "cli")
+    dk("network", "rm", "net1")
+    assert_all_clean(dk)
+
+
 def test_two_containers_ping_each_other(dk):
     dk.network_create("n2", "--subnet", subnet(2))
     dk.run("ca", "n2")
@@ -532,6 +547,9 @@ def test_macvlan_on_a_veth_wire(dk, make_ns):
         dk.network_create("mv", "--subnet", subnet(10), "--gateway", addr(10, 1), "-o", f"parent={wire}",
                           driver=MV, ipam="splice")
         assert dk.net_inspect("mv")["Driver"] == MV
+        # no parent: refused (splice makes no dummy parent), with a message naming it
+        p = dk("network", "create", "-d", MV, "--subnet", subnet(22), "mv2", check=False)
+        assert p.returncode != 0 and "parent" in p.stderr, p.stderr
         dk.run("m1", "mv")
         dk.run("m2", "mv", "--ip", addr(10, 77))
         ip1 = dk.container_ip("m1", "mv")
