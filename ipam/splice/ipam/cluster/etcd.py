@@ -33,8 +33,7 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 from urllib.parse import urlsplit
 
 from splice.ipam.cluster.errors import ClusterConfigError, ClusterUnavailable, EtcdError
@@ -73,8 +72,7 @@ def _int(v: Any) -> int:
     return int(v) if v not in (None, "") else 0
 
 
-@dataclass(frozen=True)
-class KV:
+class KV(NamedTuple):
     key: bytes
     value: bytes
     create_revision: int
@@ -88,8 +86,7 @@ class KV:
                    _int(d.get("mod_revision")), _int(d.get("version")), _int(d.get("lease")))
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     url: str
     tls: bool
     host: str

@@ -16,8 +16,7 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 from urllib.parse import unquote
 
 from splice.ipam.cluster.errors import ClusterConfigError
@@ -30,13 +29,12 @@ log = logging.getLogger("splice.cluster")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
     node: str
     subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
     underlay: ipaddress.IPv4Address | ipaddress.IPv6Address
     mac: str
-    extra: dict = field(default_factory=dict, compare=True, hash=False)
+    extra: dict = {}  # (never mutated)
 
     @classmethod
     def make(cls, node: str, subnet, underlay, mac: str, **extra: Any) -> "Peer":
@@ -69,8 +67,7 @@ class Peer:
             raise ValueError(str(e)) from None
 
 
-@dataclass(frozen=True)
-class PeerEvent:
+class PeerEvent(NamedTuple):
     kind: str                 # "add" | "update" | "remove"
     node: str
     peer: Peer | None         # None on remove

@@ -25,8 +25,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 from urllib.parse import quote
 
 from splice.ipam.cluster.errors import (ClusterConfigError, ClusterError, ClusterUnavailable, EtcdError,
@@ -51,8 +50,7 @@ def component(name: str, what: str) -> str:
     return quote(name, safe="")
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """Where a network's keys live."""
 
     prefix: str
@@ -94,12 +92,14 @@ class Layout:
             return None
 
 
-@dataclass(frozen=True)
 class SubnetSpace:
     """The cluster CIDR and the subnets it is cut into (never enumerated: /32 → /64 is fine)."""
 
-    cidr: IPNetwork
-    subnet_len: int
+    __slots__ = ("cidr", "subnet_len")
+
+    def __init__(self, cidr: IPNetwork, subnet_len: int) -> None:
+        self.cidr = cidr
+        self.subnet_len = subnet_len
 
     @classmethod
     def parse(cls, cluster_cidr: str, subnet_len: int = DEFAULT_SUBNET_LEN) -> "SubnetSpace":
@@ -152,8 +152,7 @@ class SubnetSpace:
         return int.from_bytes(hashlib.sha256(node.encode()).digest()[:16], "big") % self.count
 
 
-@dataclass(frozen=True)
-class LeaseStatus:
+class LeaseStatus(NamedTuple):
     """What a caller reports. ``state``: "none" (not acquired), "held" (renewed within the
     TTL), "unreachable" (etcd did not answer the last renewal: the subnet is still ours as far
     as we know, keep using it), "lost" (another host holds it now: stop using it)."""
