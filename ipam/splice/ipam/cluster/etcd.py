@@ -187,7 +187,11 @@ class Etcd:
                 if conn is not None:
                     conn.close()
                 if reused and attempt == 0 and not isinstance(e, socket.timeout):
-                    continue  # an idle keep-alive connection the server had closed
+                    with self._lock:  # an idle keep-alive connection the server had closed:
+                        stale = self._idle.pop(ep, [])  # so are the others (a restarted member)
+                    for c in stale:
+                        c.close()
+                    continue
                 raise _Retry(_words(e)) from None
             if keep:
                 self._release(ep, conn)

@@ -358,6 +358,8 @@ class SubnetLease:
             if granted and lease != granted[0]:
                 self.etcd.lease_revoke(granted[0], retry_for=0.5)
             self._save(subnet, lease)
+            if self._status.subnet is not None and subnet != self._status.subnet:
+                self._bound.clear()  # records made for the old subnet: the caller publishes anew
             for key, value in self._bound.items():
                 self.etcd.put(key, value, lease=lease)
             self._set("held", subnet, how, lease=lease, renewed=True)
@@ -493,13 +495,14 @@ class SubnetLease:
             self.etcd.lease_revoke(st.lease, retry_for=0.5)  # our peer record goes with it
         except ClusterError:
             pass
+        self._bound.clear()  # they describe a subnet this host no longer has
         return self._set("lost", st.subnet, f"network {self.network}: subnet {st.subnet} of node {self.node} was "
                                             f"taken by node {holder or '?'}{when}: its addresses must not be used")
 
     def start(self) -> "SubnetLease":
         """Renew on a thread: every TTL/3 while held, every min(1 s, TTL/3) while etcd is
         out of reach, never again once lost."""
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._keepalive, name=f"splice-lease-{self.network}", daemon=True)
             self._thread.start()
