@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from splice.ipam.cluster.errors import (ClusterConfigError, ClusterError, ClusterUnavailable, NoFreeSubnet,
-                                        SubnetTaken)
+from splice.ipam.cluster.errors import (ClusterConfigError, ClusterError, ClusterUnavailable, NodeNameInUse,
+                                        NoFreeSubnet, SubnetTaken)
 from splice.ipam.cluster.subnets import Layout, SubnetLease, SubnetSpace
 from splice.ipam import errors as ie
 
@@ -147,6 +147,36 @@ def test_lost_state_file_takes_its_key_back(cluster, prefix, tmp_path):
     a2 = lease(cluster, prefix, tmp_path, "a", ttl=30)
     assert a2.acquire() == sub and "no state file" in a2.status().reason
     a2.release()
+
+
+def test_one_node_name_on_two_hosts(cluster, prefix, tmp_path):
+    """Two agents given the same node name (hosts simulated as namespaces share one host
+    name): the second one must not take the first one's subnet."""
+    a = lease(cluster, prefix, tmp_path, "a")
+    sub = a.acquire()
+    twin = SubnetLease(cluster.client(), "net1", "10.20.0.0/20", node="a", state_dir=str(tmp_path / "twin"),
+                       prefix=prefix, ttl=TTL)
+    with pytest.raises(NodeNameInUse, match="node name a is in use by another host") as ei:
+        twin.acquire()
+    assert "expires in" in ei.value.details
+    assert a.renew().state == "held" and a.subnet == sub
+    assert (tmp_path / "a" / "host-id").read_text() != (tmp_path / "twin" / "host-id").read_text()
+
+
+def test_reservation(cluster, prefix, tmp_path):
+    """A subnet key put for a node without a lease (an operator's reservation): that node
+    uses it and keeps it as it is, nobody else gets it."""
+    e = cluster.client()
+    key = Layout(prefix, "net1").subnet_key(net("10.20.5.0/24"))
+    e.put(key, json.dumps({"node": "r"}))
+    others = [lease(cluster, prefix, tmp_path, f"o{i}", choice="first") for i in range(6)]
+    assert net("10.20.5.0/24") not in [o.acquire() for o in others]
+    r = lease(cluster, prefix, tmp_path, "r")
+    assert r.acquire() == net("10.20.5.0/24") and r.status().reason == "uses its reservation"
+    r.bind(f"{prefix}/rec", "x")
+    assert r.renew().state == "held"
+    r.release()
+    assert e.get(key).value == json.dumps({"node": "r"}).encode() and e.get(f"{prefix}/rec") is None
 
 
 def test_taken_while_away(cluster, prefix, tmp_path):

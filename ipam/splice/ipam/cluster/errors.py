@@ -27,6 +27,11 @@ class ClusterConfigError(ClusterError, ie.IpamConfigError):
     or differs from the one the network was created with in etcd."""
 
 
+class NodeNameInUse(ClusterConfigError):
+    """Another host (another state directory) holds a subnet under this node name: node
+    names must be unique per host (hosts simulated as namespaces share one host name)."""
+
+
 class NoFreeSubnet(ClusterError, ie.NoMoreSubnets):
     """Every host subnet of the cluster CIDR is leased by some host."""
 

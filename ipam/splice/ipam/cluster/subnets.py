@@ -6,7 +6,10 @@ Keys (``prefix`` default ``/splice``; network and node names percent-encoded):
 
 * ``<prefix>/<network>/config``: ``{"clusterCIDR": ..., "subnetLen": ...}``, created by the
   first host (no lease); a host configured otherwise gets :class:`ClusterConfigError`.
-* ``<prefix>/<network>/subnets/<address>-<len>``: ``{"node": NAME}``, bound to the lease.
+* ``<prefix>/<network>/subnets/<address>-<len>``: ``{"node": NAME, "host": HOST ID}``, bound
+  to the lease (the host id, random, in ``<state_dir>/host-id``, tells apart two hosts given
+  one node name: the second gets :class:`NodeNameInUse`). ``{"node": NAME}`` without a lease
+  is a reservation (put by an operator): that node uses it, nobody else.
 * ``<prefix>/<network>/nodes/<node>``: the peer record (peers.py), bound to the same lease.
 
 A claim is one transaction ``if create_revision(key) == 0 then put(key, lease)``: two hosts can
@@ -29,7 +32,7 @@ from typing import Callable, NamedTuple
 from urllib.parse import quote
 
 from splice.ipam.cluster.errors import (ClusterConfigError, ClusterError, ClusterUnavailable, EtcdError,
-                                        NoFreeSubnet, SubnetTaken)
+                                        NodeNameInUse, NoFreeSubnet, SubnetTaken)
 from splice.ipam.cluster.etcd import KV, Etcd
 
 log = logging.getLogger("splice.cluster")
@@ -210,6 +213,33 @@ class StateFile:
         except FileNotFoundError:
             pass
 
+    def host_id(self) -> str:
+        """This state directory's random identity (``<state_dir>/host-id``, made once): two
+        agents given one node name are told apart by it."""
+        path = os.path.join(self.dir, "host-id")
+        for _ in range(3):
+            try:
+                with open(path, "rb") as f:
+                    hid = f.read().decode("ascii", "replace").strip()
+                if len(hid) == 32 and all(c in "0123456789abcdef" for c in hid):
+                    return hid
+                log.warning("replacing the malformed %s", path)
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                continue  # made by a concurrent first start: read it
+            try:
+                os.write(fd, os.urandom(16).hex().encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        with open(path, "rb") as f:
+            return f.read().decode("ascii", "replace").strip()
+
 
 def owner_of(kv: KV | None) -> str | None:
     if kv is None:
@@ -219,6 +249,14 @@ def owner_of(kv: KV | None) -> str | None:
     except (ValueError, AttributeError):
         return None
     return node if isinstance(node, str) else None
+
+
+def host_of(kv: KV | None) -> str | None:
+    try:
+        host = json.loads(kv.value).get("host")
+    except (ValueError, AttributeError):
+        return None
+    return host if isinstance(host, str) else None
 
 
 class SubnetLease:
@@ -245,6 +283,7 @@ class SubnetLease:
         self.choice = choice
         self.on_change = on_change
         self.state = StateFile(state_dir, network)
+        self._host = self.state.host_id()
         self._lock = threading.RLock()
         self._status = LeaseStatus("none", None, node, "not acquired yet")
         self._bound: dict[str, bytes] = {}
@@ -290,7 +329,30 @@ class SubnetLease:
 
     # -- acquire -------------------------------------------------------------------------
     def _value(self) -> bytes:
-        return json.dumps({"node": self.node}).encode()
+        return json.dumps({"node": self.node, "host": self._host}).encode()
+
+    def _whose(self, kv: KV | None) -> str:
+        """"free", "mine", "reserved" (put for this node without a lease and without a host:
+        an operator's reservation, kept as it is), "twin" (this node name, another host) or
+        "other"."""
+        if kv is None:
+            return "free"
+        if owner_of(kv) != self.node:
+            return "other"
+        host = host_of(kv)
+        if host == self._host:
+            return "mine"
+        if host is None and kv.lease == 0:
+            return "reserved"
+        return "twin"
+
+    def _twin(self, kv: KV) -> NodeNameInUse:
+        ttl = self.etcd.lease_ttl(kv.lease) if kv.lease else -1
+        return NodeNameInUse(
+            f"network {self.network}: node name {self.node} is in use by another host (host id {host_of(kv)}, "
+            f"{kv.key.decode(errors='replace')}): give every host its own node name",
+            f"if this host's state directory {self.state.dir} was wiped, its former lease expires in "
+            f"{max(ttl, 0)} s" if ttl >= 0 else "")
 
     def _ensure_config(self) -> None:
         want = {"clusterCIDR": str(self.space.cidr), "subnetLen": self.space.subnet_len}
@@ -373,22 +435,28 @@ class SubnetLease:
             key = self.layout.subnet_key(saved)
             for _ in range(5):
                 kv = etcd.get(key)
-                holder = owner_of(kv)
-                if kv is not None and holder == self.node:
+                whose = self._whose(kv)
+                if whose == "mine":
                     if kv.lease and kv.lease == saved_lease and etcd.lease_keepalive(kv.lease) > 0:
                         return saved, kv.lease, "renewed the lease it held on"
                     lid = new_lease()
                     if etcd.replace(key, value, mod_revision=kv.mod_revision, lease=lid):
                         return saved, lid, "took over with a new lease"
                     continue
-                if kv is None:
+                if whose == "reserved":
+                    return saved, new_lease(), "uses its reservation"
+                if whose == "twin":
+                    raise self._twin(kv)
+                if whose == "free":
                     lid = new_lease()
                     created, kv = etcd.create(key, value, lease=lid)
-                    if created or (kv is not None and owner_of(kv) == self.node and kv.lease == lid):
+                    if created or (self._whose(kv) == "mine" and kv.lease == lid):
                         return saved, lid, "re-claimed its former subnet"
                     if kv is None:
                         continue
-                    holder = owner_of(kv)
+                    if self._whose(kv) != "other":
+                        continue
+                holder = owner_of(kv)
                 msg = (f"network {self.network}: subnet {saved} of node {self.node} (state {self.state.path}) is now "
                        f"leased by node {holder or '?'}")
                 if not allow_new:
@@ -397,7 +465,8 @@ class SubnetLease:
                                            "container of this host holds one of them", subnet=saved, holder=holder)
                 log.warning("%s: choosing a new subnet", msg)
                 break
-        # no usable saved state: a key of ours (a lost state file), else a free subnet
+        # no usable saved state: a key of ours (a lost state file) or a reservation for this
+        # node, else a free subnet
         kvs, _ = etcd.range(self.layout.subnets, prefix=True)
         used: set[int] = set()
         for kv in kvs:
@@ -405,13 +474,19 @@ class SubnetLease:
             idx = self.space.index(sub) if sub is not None else None
             if idx is not None:
                 used.add(idx)
-            if owner_of(kv) == self.node and idx is not None and (saved is None or sub != saved):
+            if idx is None or sub == saved:
+                continue
+            whose = self._whose(kv)
+            if whose == "twin":
+                raise self._twin(kv)
+            if whose == "reserved":
+                return sub, new_lease(), "uses its reservation"
+            if whose == "mine":
                 lid = new_lease()
                 if etcd.replace(kv.key, value, mod_revision=kv.mod_revision, lease=lid):
                     return sub, lid, "took over its key (no state file)"
         start = self.space.start(self.node, self.choice)
         lid = new_lease()
-        conflicts = 0
         while True:
             idx = self.space.first_free(used, start)
             if idx is None:
@@ -419,10 +494,9 @@ class SubnetLease:
                                    f"({self.space.count}) is leased by a host")
             sub = self.space.nth(idx)
             created, kv = etcd.create(self.layout.subnet_key(sub), value, lease=lid)
-            if created or (kv is not None and owner_of(kv) == self.node and kv.lease == lid):
+            if created or (self._whose(kv) == "mine" and kv.lease == lid):
                 return sub, lid, "claimed"
             used.add(idx)
-            conflicts += 1
             if self.choice == "random":
                 start = self.space.start(self.node, "random")
 
@@ -454,10 +528,12 @@ class SubnetLease:
             try:
                 ttl = self.etcd.lease_keepalive(st.lease, retry_for=window)
                 kv = self.etcd.get(key, retry_for=window)
-                if ttl > 0 and kv is not None and owner_of(kv) == self.node and kv.lease == st.lease:
+                whose = self._whose(kv)
+                if ttl > 0 and (whose == "reserved" or (whose == "mine" and kv.lease == st.lease)):
                     return self._set("held", st.subnet, "renewed", renewed=True)
-                if kv is not None and owner_of(kv) != self.node:
-                    return self._lost(st, owner_of(kv), "" if ttl > 0 else " after this host's lease expired")
+                if whose in ("other", "twin"):
+                    holder = owner_of(kv) if whose == "other" else f"{self.node} (another host: {host_of(kv)})"
+                    return self._lost(st, holder, "" if ttl > 0 else " after this host's lease expired")
                 # our lease expired (etcd was out of reach longer than the TTL), or the key
                 # was deleted: claim the same subnet again, with a new lease if needed
                 lid = st.lease if ttl > 0 else self.etcd.lease_grant(self.ttl, retry_for=window)[0]
@@ -480,11 +556,12 @@ class SubnetLease:
         when another node holds it."""
         for _ in range(5):
             created, kv = self.etcd.create(key, self._value(), lease=lid, retry_for=window)
-            if created or (kv is not None and owner_of(kv) == self.node and kv.lease == lid):
+            whose = self._whose(kv)
+            if created or whose == "reserved" or (whose == "mine" and kv.lease == lid):
                 return True
             if kv is None:
                 continue
-            if owner_of(kv) != self.node:
+            if whose != "mine":
                 return False
             if self.etcd.replace(key, self._value(), mod_revision=kv.mod_revision, lease=lid, retry_for=window):
                 return True
