@@ -40,7 +40,7 @@ def test_dockerd_runs_in_private_namespaces(docker_env):
     out = d("run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link").stdout
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
     assert d.links() == links_before
-    assert d.machine_untouched() == d.machine_before
+    d.assert_machine_untouched()
 
 
 class _Stub(BaseHTTPRequestHandler):
@@ -89,4 +89,4 @@ def test_dockerd_discovers_plugins_in_our_directory(docker_env):
         srv.server_close()
         sock.unlink(missing_ok=True)
     assert d.links() == links_before
-    assert d.machine_untouched() == d.machine_before
+    d.assert_machine_untouched()
