@@ -28,7 +28,7 @@ OnChange = Callable[[str, bytes, "KV | None", "KV | None"], None]
 
 class Mirror:
     def __init__(self, etcd: Etcd, prefix: bytes | str, on_change: OnChange | None = None, *,
-                 idle: float = 5.0, name: str = "splice-mirror") -> None:
+                 idle: float = 2.0, name: str = "splice-mirror") -> None:
         self.etcd = etcd
         self.prefix = prefix.encode() if isinstance(prefix, str) else prefix
         self.on_change = on_change

@@ -106,7 +106,7 @@ class PeerRegistry:
         return {p.node: p for p in map(self._decode, kvs) if p is not None}
 
     def watch(self, callback: Callable[[PeerEvent], None], *, exclude: str | None = None,
-              idle: float = 5.0) -> "PeerWatcher":
+              idle: float = 2.0) -> "PeerWatcher":
         """Start a watcher: ``callback`` gets every other host's record (``exclude``: this
         host's node name) on the watcher's thread."""
         return PeerWatcher(self, callback, exclude, idle).start()
