@@ -291,6 +291,21 @@ def test_default_pools_and_overlap(dk):
     assert_all_clean(dk)
 
 
+def test_ip_range_and_aux_address(dk):
+    """--ip-range (RequestPool's SubPool): dynamic addresses come from it; --aux-address is
+    reserved (RequestAddress at create), so no container gets it."""
+    dk.network_create("n23", "--subnet", subnet(23), "--ip-range", "10.214.23.128/30",
+                      "--aux-address", "printer=10.214.23.129")
+    dk.run("r1", "n23")
+    dk.run("r2", "n23")
+    got = sorted(dk.container_ip(n, "n23") for n in ("r1", "r2"))
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.214.23.128/30") for a in got), got
+    assert "10.214.23.129" not in got and len(set(got)) == 2, got
+    dk("rm", "-f", "r1", "r2")
+    dk("network", "rm", "n23")
+    assert_all_clean(dk)
+
+
 def test_internal_network(dk):
     """--internal: no default route in the container, peers still reach each other."""
     dk.network_create("ni", "--internal", "--subnet", subnet(12))
