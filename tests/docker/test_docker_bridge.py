@@ -1,9 +1,10 @@
 """End to end: a real dockerd 20.10 using ``splice driver`` (splice-bridge, splice-macvlan).
 
 Each test drives dockerd with /usr/bin/docker, checks the containers from inside (busybox ``ip``,
-``ping``, ``wget``) and the host with ``ip -j`` / ``nft -j`` in the throwaway host namespace, and
-ends with a leak check: nothing but ``lo`` in the host namespace, no address, route or nft set/map
-element, no network or endpoint left in the driver's state, the machine's namespace unchanged.
+``ping``, ``nc``, ``httpd``), the host with ``ip -j`` / ``nft -j`` in the throwaway host namespace
+(and HTTP from there), and ends with a leak check: nothing but ``lo`` in the host namespace, no
+address, route or nft set/map element, no network or endpoint in the driver's state, no pool or
+lease in its IPAM store, the machine's namespace unchanged. (802.1Q parents: test_docker_vm.py.)
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import ipaddress
 import json
 import signal
 import sqlite3
-import threading
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -127,6 +128,9 @@ def test_network_create_inspect_rm(dk):
     assert info["IPAM"]["Driver"] == BR
     assert [c["Subnet"] for c in info["IPAM"]["Config"]] == [subnet(1)]
     assert info["Options"].get("com.docker.network.bridge.name") == "spdbr1"
+    br = dk.link("spdbr1")
+    assert br is not None and br["linkinfo"]["info_kind"] == "bridge", f"{br}\n{dk.driver_log()}"
+    assert f"{addr(1, 1)}/24" in oracle.addresses(dk.host.name, "spdbr1")
     assert f"{nid}.json" in state_records(dk).get("networks", []), state_records(dk)
     # the names dockerd registered (remote plugins show up in `docker info` once activated)
     assert "n1" in dk("network", "ls", "--filter", f"driver={BR}", "--format", "{{.Name}}").stdout.split()
