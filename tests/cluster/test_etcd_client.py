@@ -82,7 +82,9 @@ def test_kv_txn_lease(cluster, prefix):
     assert not e.lease_revoke(lid)
     with pytest.raises(EtcdError, match="lease not found"):
         e.put(f"{prefix}/d", "v", lease=lid)
-    assert e.delete(f"{prefix}/", prefix=True) == 2
+    before = e.range(f"{prefix}/", prefix=True)
+    n = e.delete(f"{prefix}/", prefix=True)
+    assert n == 2, (before, e.range(f"{prefix}/", prefix=True), prefix)
     assert e.get(f"{prefix}0").value == b"outside"
 
 
@@ -143,3 +145,49 @@ def test_watch_stream(cluster, prefix):
         assert [ev.get("type", "PUT") for ev in seen] == ["PUT", "DELETE"]
     finally:
         w.close()
+
+
+def _answers(*bodies: bytes, chunked: bool) -> bytes:
+    out = b""
+    for body in bodies:
+        if chunked:
+            mid = len(body) // 2
+            out += (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"%x\r\n%s\r\n" % (mid, body[:mid]) + b"%x;ext=1\r\n%s\r\n" % (len(body) - mid, body[mid:])
+                    + b"0\r\n\r\n")
+        else:
+            out += b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return out
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.parametrize("step", [1, 3, 7, 4096])
+def test_reader_byte_by_byte(chunked, step):
+    """Answers arriving in pieces of any size (a chunk's CRLF, the last chunk's CRLF split
+    off): each answer is read whole, and the next one on the connection starts clean."""
+    import socket
+    import threading
+
+    from splice.ipam.cluster.etcd import _Reader
+
+    a, b = socket.socketpair()
+    data = _answers(b'{"n": 1}', b'{"n": 22, "x": "' + b"y" * 300 + b'"}', chunked=chunked)
+
+    def feed():
+        for i in range(0, len(data), step):
+            b.sendall(data[i:i + step])
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    a.settimeout(5)
+    r = _Reader(a)
+    try:
+        for want in (b'{"n": 1}', b'{"n": 22, "x": "' + b"y" * 300 + b'"}'):
+            status, _, _ = r.head()
+            assert status == 200 and r.read_all() == want
+        t.join()
+        assert r._raw == b""
+    finally:
+        a.close()
+        b.close()

@@ -186,7 +186,7 @@ class Etcd:
             except OSError as e:
                 if conn is not None:
                     conn.close()
-                if reused and attempt == 0 and not isinstance(e, socket.timeout):
+                if reused and attempt == 0 and not conn.reader.received and not isinstance(e, socket.timeout):
                     with self._lock:  # an idle keep-alive connection the server had closed:
                         stale = self._idle.pop(ep, [])  # so are the others (a restarted member)
                     for c in stale:
@@ -373,13 +373,15 @@ class _Reader:
         self._raw = b""      # received, not yet de-chunked
         self.body = b""      # de-chunked, not yet consumed
         self._chunked = False
-        self._left = -1      # bytes left in the current chunk / body; -1: read a size line
-        self.eof = False
+        self._left = -1      # bytes left in the current chunk / body; -1: read a size line,
+        self.eof = False     # -2: a body up to the close, -3: trailers after the last chunk
+        self.received = 0    # bytes received since the last request was sent
 
     def _fill(self) -> None:
         data = self.sock.recv(65536)
         if not data:
             raise ConnectionResetError(0, "the connection was closed")
+        self.received += len(data)
         self._raw += data
 
     def head(self) -> tuple[int, str, dict[str, str]]:
@@ -414,15 +416,21 @@ class _Reader:
                     self._left -= len(take)
                     self.eof = self._left == 0
                 return
+            if self._left == -3:  # after the last chunk: trailer lines up to an empty one
+                while b"\r\n" in self._raw:
+                    line, self._raw = self._raw.split(b"\r\n", 1)
+                    if not line:
+                        self.eof = True
+                        return
+                return
             if self._left < 0:
                 if b"\r\n" not in self._raw:
                     return
                 size, self._raw = self._raw.split(b"\r\n", 1)
                 self._left = int(size.split(b";")[0].strip() or b"0", 16)
                 if self._left == 0:
-                    self.eof = True  # (trailers are not used by the gateway)
-                    self._raw = self._raw.split(b"\r\n", 1)[-1] if self._raw.startswith(b"\r\n") else self._raw
-                    return
+                    self._left = -3
+                    continue
             if len(self._raw) < self._left + 2:
                 take = self._raw[: self._left]
                 self.body += take
@@ -475,6 +483,9 @@ class _Conn:
 
     def request(self, path: str, body: bytes, timeout: float) -> tuple[int, str, bytes, bool]:
         """``(status, reason, body, keep-alive?)``."""
+        self.reader.received = 0
+        if self.reader._raw:
+            raise ConnectionError(0, "unexpected bytes on an idle connection")
         self.sock.settimeout(timeout)
         self.sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {self.ep.host}:{self.ep.port}\r\n"
                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
