@@ -74,6 +74,17 @@ def _lock(state_dir: str) -> int:
     return fd
 
 
+def _has_net_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 12 & 1)  # CAP_NET_ADMIN = 12
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
 def parse_pool(text: str) -> tuple[str, int]:
     """``base=10.200.0.0/16,size=24`` (dockerd's --default-address-pool form)."""
     fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
@@ -85,6 +96,18 @@ def parse_pool(text: str) -> tuple[str, int]:
 def serve(plugins_dir: str = DEFAULT_PLUGINS_DIR, state_dir: str = DEFAULT_STATE_DIR,
           ipam_dir: str = DEFAULT_IPAM_DIR, *, verbose: bool = False,
           default_pools: list[tuple[str, int]] | None = None, kinds: list[str] | None = None) -> int:
+    if not _has_net_admin():
+        raise SystemExit("splice driver: it needs CAP_NET_ADMIN (run it as root): it makes links, addresses and "
+                         "nftables objects, and serves root-only sockets")
+    try:
+        return _serve(plugins_dir, state_dir, ipam_dir, verbose=verbose, default_pools=default_pools, kinds=kinds)
+    except PermissionError as e:
+        raise SystemExit(f"splice driver: {e.filename or ''}: {e.strerror} (it runs as root: it makes links, "
+                         "addresses and nftables objects, and serves root-only sockets)") from None
+
+
+def _serve(plugins_dir: str, state_dir: str, ipam_dir: str, *, verbose: bool,
+           default_pools: list[tuple[str, int]] | None, kinds: list[str] | None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s splice-driver %(levelname)s %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
