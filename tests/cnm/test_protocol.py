@@ -380,3 +380,60 @@ def test_published_port_reached_from_the_host(driver, make_ns):
     c.ok("IpamDriver.ReleaseAddress", {"Address": a["Address"].split("/")[0], "PoolID": net["pools"][0]})
     delete_network(c, NID, net)
     assert_clean(driver)
+
+
+def test_parallel_endpoints_and_overlapping_networks(driver):
+    """dockerd starts containers in parallel: 8 connections create, join, publish, leave and
+    delete endpoints on one network at once; two networks created at once with one subnet:
+    exactly one wins."""
+    import threading
+
+    h = driver.host.name
+    c = driver.client()
+    net = create_network(c, NID, "10.250.8.0/24")
+    errors: list = []
+
+    def worker(n: int) -> None:
+        try:
+            w = driver.client()
+            for i in range(4):
+                eid = f"{n:02x}{i:02x}" + "e" * 60
+                a = w.ok("IpamDriver.RequestAddress", {"Address": "", "PoolID": net["pools"][0]})
+                w.ok("NetworkDriver.CreateEndpoint", {"EndpointID": eid, "NetworkID": NID,
+                                                      "Interface": {"Address": a["Address"]}})
+                w.ok("NetworkDriver.Join", {"EndpointID": eid, "NetworkID": NID, "SandboxKey": ""})
+                w.ok("NetworkDriver.ProgramExternalConnectivity", {"EndpointID": eid, "NetworkID": NID, "Options": {
+                    "com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 0}]}})
+                w.ok("NetworkDriver.RevokeExternalConnectivity", {"EndpointID": eid, "NetworkID": NID})
+                w.ok("NetworkDriver.Leave", {"EndpointID": eid, "NetworkID": NID})
+                w.ok("NetworkDriver.DeleteEndpoint", {"EndpointID": eid, "NetworkID": NID})
+                w.ok("IpamDriver.ReleaseAddress", {"Address": a["Address"].split("/")[0], "PoolID": net["pools"][0]})
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert oracle.link_names(h) == {"lo", "br-" + NID[:12]} and owned_elements(h) == []
+
+    results: list = []
+
+    def create(nid: str) -> None:
+        w = driver.client()
+        results.append(w.call("NetworkDriver.CreateNetwork", {"NetworkID": nid, "IPv4Data": [
+            {"AddressSpace": SPACE, "Pool": "10.250.9.0/24", "Gateway": "10.250.9.1/24"}]}))
+
+    ids = [f"{n:x}" * 64 for n in range(10, 14)]
+    threads = [threading.Thread(target=create, args=(nid,)) for nid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(status for status, _ in results) == [200, 409, 409, 409]
+    winner = next(nid for nid in ids if (driver.state_dir / "networks" / f"{nid}.json").exists())
+    c.ok("NetworkDriver.DeleteNetwork", {"NetworkID": winner})
+    delete_network(c, NID, net)
+    assert_clean(driver)

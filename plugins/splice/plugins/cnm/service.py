@@ -230,6 +230,7 @@ class Service:
         self.state = StateDir(state_dir)
         self.lock = threading.Lock()
         self.stripe = _Stripes()
+        self.net_lock = threading.Lock()  # CreateNetwork/DeleteNetwork (rare; their checks span networks)
         self.networks: dict[str, dict] = dict(self.state.load("networks"))
         self.endpoints: dict[str, dict] = dict(self.state.load("endpoints"))
         self._drivers: dict[str, Any] = {}
@@ -348,7 +349,7 @@ class Service:
         rec = {"id": nid, "kind": kind.kind, "config": opts.config, "ipv4": v4, "ipv6": v6,
                "internal": opts.internal, "ipv6_enabled": opts.ipv6, "host_binding_ipv4": opts.host_binding_ipv4,
                "dst_prefix": opts.dst_prefix, "created": time.time()}
-        with self.stripe(nid):
+        with self.net_lock:  # one network change at a time: the conflict checks see every network
             old = self.networks.get(nid)
             if old is not None:
                 if all(old.get(k) == rec[k] for k in ("kind", "config", "ipv4", "ipv6", "internal")):
@@ -405,7 +406,7 @@ class Service:
 
     def delete_network(self, kind: Kind, b: dict) -> dict:
         nid = _id(b, "NetworkID")
-        with self.stripe(nid):
+        with self.net_lock:
             net = self.networks.get(nid)
             if net is None:
                 log.info("DeleteNetwork of unknown network %s: nothing to do", nid[:12])
