@@ -342,6 +342,8 @@ def test_host_cut_off_loses_subnet(cluster, prefix, tmp_path):
         return b.acquire()
 
     assert cluster.run2(other_host) == sub
+    assert wait_for(lambda: "longer than its TTL" in a.status().reason, 2 * TTL), a.status()
+    assert a.status().state == "unreachable"
     cluster.cut_client(False)
     assert wait_for(lambda: a.status().state == "lost", 3 * TTL), a.status()
     assert "taken by node b after this host's lease expired" in a.status().reason

@@ -129,7 +129,7 @@ class Etcd:
         if any(e.tls for e in self.endpoints) or ca_file or cert_file:
             self._ssl = self._ssl_context()
         self._lock = threading.Lock()
-        self._idle: dict[Endpoint, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[Endpoint, list[_Conn]] = {}
         self._preferred = 0
 
     def _ssl_context(self):

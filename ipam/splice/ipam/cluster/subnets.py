@@ -546,10 +546,12 @@ class SubnetLease:
                 if lid != st.lease:
                     self.etcd.lease_revoke(lid, retry_for=window)
                 return self._lost(st, owner_of(self.etcd.get(key, retry_for=window)), " after this host's lease expired")
-            except ClusterUnavailable as e:
-                return self._set("unreachable", st.subnet, f"cannot renew the lease on {st.subnet}: {e}: {e.details}")
-            except EtcdError as e:
-                return self._set("unreachable", st.subnet, f"cannot renew the lease on {st.subnet}: {e}")
+            except (ClusterUnavailable, EtcdError) as e:
+                ago = time.time() - st.renewed_at if st.renewed_at else 0.0
+                late = (f"; last renewed {ago:.0f} s ago, longer than its TTL ({self.ttl} s): if the cluster "
+                        "still has a leader the lease has expired" if ago > self.ttl else "")
+                why = f"{e}: {e.details}" if e.details else str(e)
+                return self._set("unreachable", st.subnet, f"cannot renew the lease on {st.subnet}: {why}{late}")
 
     def _put_if_free_or_mine(self, key: str, lid: int, window: float) -> bool:
         """Create ``key`` under lease ``lid``, or move it there if it is this node's: False
