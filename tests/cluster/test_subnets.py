@@ -63,6 +63,7 @@ def test_layout():
     assert lay.subnet_key(net("10.1.2.0/24")) == "/splice/my%20net%2F1/subnets/10.1.2.0-24"
     assert lay.subnet_of(lay.subnet_key(net("fd00:1::/64")).encode()) == net("fd00:1::/64")
     assert lay.node_key("a/b") == "/splice/my%20net%2F1/nodes/a%2Fb"
+    assert Layout("/", "n").config == "/n/config" and Layout("/a/b/", "n").nodes == "/a/b/n/nodes/"
     with pytest.raises(ClusterConfigError):
         Layout("relative", "n").config
     with pytest.raises(ClusterConfigError):

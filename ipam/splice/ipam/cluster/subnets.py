@@ -61,10 +61,10 @@ class Layout(NamedTuple):
 
     @property
     def base(self) -> str:
-        p = (self.prefix or DEFAULT_PREFIX).rstrip("/")
+        p = self.prefix or DEFAULT_PREFIX
         if not p.startswith("/"):
             raise ClusterConfigError(f"etcd prefix {self.prefix!r}: must start with /")
-        return f"{p}/{component(self.network, 'network')}/"
+        return f"{p.rstrip('/')}/{component(self.network, 'network')}/"
 
     @property
     def config(self) -> str:
