@@ -205,6 +205,7 @@ def assert_clean(d: DriverProcess) -> None:
     """Nothing leaked: links, addresses, nft elements, IPAM entries, state records."""
     ns = d.host.name
     assert oracle.link_names(ns) == {"lo"}, oracle.link_names(ns)
+    assert oracle.addresses(ns) == [], oracle.addresses(ns)
     assert owned_elements(ns) == []
     assert pools(d.ipam_dir) == []
     assert state_files(d) == []
