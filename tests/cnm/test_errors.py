@@ -10,7 +10,7 @@ import pytest
 
 from splice.conformance import oracle
 
-from .conftest import EID1, EID2, NID, NID2, SPACE, assert_clean, create_network, delete_network, owned_elements
+from .conftest import EID1, NID, NID2, SPACE, assert_clean, create_network, delete_network, owned_elements
 
 pytestmark = pytest.mark.root
 

@@ -231,8 +231,7 @@ def test_dynamic_and_ranged_host_ports(driver):
     info = c.ok("NetworkDriver.EndpointOperInfo", {"EndpointID": EID2, "NetworkID": NID})["Value"]
     got = info["com.docker.network.portmap"]
     assert got[0]["HostPort"] == 8001 and got[0]["HostIP"] == "127.0.0.1"  # 8000 is EID1's
-    with open(f"/proc/sys/net/ipv4/ip_local_port_range") as f:
-        lo, hi = (int(x) for x in f.read().split())
+    lo, hi = (int(x) for x in driver.host.sh("cat", "/proc/sys/net/ipv4/ip_local_port_range").stdout.split())
     assert lo <= got[1]["HostPort"] <= hi and got[1]["Proto"] == 17
     keys = sorted(oracle.element_parts(e)[0] for t, m, e in owned_elements(h) if m == "dnat4_ip")
     assert keys == sorted([("127.0.0.1", "tcp", 8000), ("127.0.0.1", "tcp", 8001),
