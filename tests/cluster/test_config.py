@@ -11,7 +11,7 @@ from splice.ipam import errors as ie
 
 def test_parse_etcd(tmp_path):
     assert parse_etcd({"endpoints": ["http://10.0.0.1:2379", "http://10.0.0.1:2379/", "http://h2"]}) == EtcdConfig(
-        ("http://10.0.0.1:2379", "http://h2"))
+        ("http://10.0.0.1:2379", "http://h2:2379"))
     ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "k.pem"))
     for f in (ca, cert, key):
         f.write_text("x")

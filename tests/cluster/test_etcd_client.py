@@ -21,6 +21,8 @@ pytestmark = pytest.mark.root
 def test_endpoint_parsing():
     assert Endpoint.parse("http://10.0.0.1:2379") == Endpoint("http://10.0.0.1:2379", False, "10.0.0.1", 2379)
     assert Endpoint.parse("https://[fd00::1]").port == 2379
+    assert Endpoint.parse("https://[fd00::1]").netloc == "[fd00::1]:2379"
+    assert Endpoint.parse("http://h").url == "http://h:2379"
     assert Endpoint.parse("https://[fd00::1]").host == "fd00::1"
     for bad in ("10.0.0.1:2379", "ftp://x:1", "http://", "http://h:99999", "http://h:1/v3", 5):
         with pytest.raises(ClusterConfigError):

@@ -103,7 +103,13 @@ class Endpoint(NamedTuple):
             port = u.port or 2379
         except ValueError:
             raise ClusterConfigError(f"etcd endpoint {url!r}: bad port") from None
-        return cls(f"{u.scheme}://{u.netloc}", u.scheme == "https", u.hostname, port)
+        host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+        return cls(f"{u.scheme}://{host}:{port}", u.scheme == "https", u.hostname, port)
+
+    @property
+    def netloc(self) -> str:
+        """``host:port`` as in a URL or a Host header (an IPv6 address in brackets)."""
+        return self.url.split("://", 1)[1]
 
 
 class _Retry(Exception):
@@ -487,7 +493,7 @@ class _Conn:
         if self.reader._raw:
             raise ConnectionError(0, "unexpected bytes on an idle connection")
         self.sock.settimeout(timeout)
-        self.sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {self.ep.host}:{self.ep.port}\r\n"
+        self.sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {self.ep.netloc}\r\n"
                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
         status, reason, headers = self.reader.head()
         data = self.reader.read_all()
@@ -513,7 +519,7 @@ class WatchStream:
             self.sock = _connect(ep, timeout, client._ssl)
             # hasleader: the member ends the watch when it loses its leader (etcd's
             # WithRequireLeader), instead of going silent
-            head = (f"POST {client.api}/watch HTTP/1.1\r\nHost: {ep.host}:{ep.port}\r\n"
+            head = (f"POST {client.api}/watch HTTP/1.1\r\nHost: {ep.netloc}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                     f"Grpc-Metadata-Hasleader: true\r\n\r\n").encode()
             self.sock.sendall(head + body)
