@@ -209,3 +209,36 @@ def test_repeated_join(driver, make_ns):
     _remove(c, net["pools"][0], EID1, a, sb, src)
     delete_network(c, NID, net)
     assert_clean(driver)
+
+
+def test_after_a_reboot(driver, make_ns):
+    """A reboot takes the kernel objects and the sandboxes, not the state: the joined
+    endpoint is collected (dockerd's own clean-up releases its address), a new container on
+    the network gets the bridge and its gateway made again."""
+    c = driver.client()
+    c.host = driver.host
+    h = driver.host
+    net = create_network(c, NID, "10.250.0.0/24")
+    pool = net["pools"][0]
+    sb = make_ns()
+    a1, src1 = _endpoint(c, pool, EID1, sb, ports=PORTS)
+    driver.kill()
+    _del_ns_name(sb.name)  # the reboot: sandboxes, links, nftables gone
+    for name in oracle.link_names(h.name) - {"lo"}:
+        h.sh("ip", "link", "del", name, check=False)
+    h.sh("nft", "flush", "ruleset")
+    driver.start()
+    assert "collected at start: 1 endpoint(s)" in driver.log()
+    c = driver.client()
+    c.host = h
+    # dockerd's sandbox clean-up after the reboot
+    c.ok("NetworkDriver.Leave", {"EndpointID": EID1, "NetworkID": NID})
+    c.ok("NetworkDriver.DeleteEndpoint", {"EndpointID": EID1, "NetworkID": NID})
+    c.ok("IpamDriver.ReleaseAddress", {"Address": a1.split("/")[0], "PoolID": pool})
+    sb2 = make_ns()
+    a2, src2 = _endpoint(c, pool, EID2, sb2, ports=PORTS)
+    assert oracle.addresses(h.name, "br-" + NID[:12]) == ["10.250.0.1/24"]
+    assert oracle.ping(sb2.name, "10.250.0.1")
+    _remove(c, pool, EID2, a2, sb2, src2)
+    delete_network(c, NID, net)
+    assert_clean(driver)
