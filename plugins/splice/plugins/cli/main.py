@@ -9,7 +9,11 @@ command by adding an entry.
 * ``splice driver [--plugins-dir DIR] [--state-dir DIR] [--ipam-dir DIR] [-v]``: the Docker
   remote network + IPAM driver daemon (:mod:`splice.plugins.cnm.daemon`).
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
-  exit 0 alive, 1 not.
+  exit 0 alive, 1 not. ``splice status NAME``: the CNI STATUS of network NAME's chain.
+* The operator commands (docs/design.md "The operator CLI"), each in its own module,
+  imported only when it runs: ``net`` (net.py), ``attach``/``detach``/``check``/``gc``
+  (attach.py), ``ipam`` (ipam.py), ``doctor`` (doctor.py); output and errors: output.py,
+  locations and the result cache: common.py.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
   the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan``,
   ``splice-ipvlan`` as standalone thin clients (see below).
@@ -109,11 +113,20 @@ def _driver(args: argparse.Namespace) -> int:
 
 # -- status -------------------------------------------------------------------------
 def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help="a network: run the CNI STATUS of its chain (without: ask the agent)")
     p.add_argument("--socket", default=None, help=f"unix socket (default ${ENV_SOCKET} or {DEFAULT_SOCKET})")
     p.add_argument("--timeout", type=float, default=5.0)
+    for flag in ("--config-dir", "--cache-dir", "--cni-path"):  # as every operator command (cli/common.py)
+        p.add_argument(flag, default=None, help=argparse.SUPPRESS)
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.name is not None:  # `splice status NAME`: the network's STATUS (cli/attach.py)
+        from splice.plugins.cli.attach import status
+        from splice.plugins.cli.output import run_guarded
+
+        return run_guarded("status", status, args)
     from splice.plugins.agent import client
 
     path = args.socket or _default_socket()
@@ -412,16 +425,73 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def _operator(module: str, builder: str, runner: str, cmd: str):
+    """Argument builder and runner of an operator command in ``cli/<module>.py``, imported
+    only when that command runs (``splice agent`` imports none of them)."""
+    def add_args(p: argparse.ArgumentParser) -> None:
+        import importlib
+
+        getattr(importlib.import_module(f"splice.plugins.cli.{module}"), builder)(p)
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        from splice.plugins.cli.output import run_guarded
+
+        return run_guarded(cmd, getattr(importlib.import_module(f"splice.plugins.cli.{module}"), runner), args)
+
+    return add_args, run
+
+
+COMMANDS.update({
+    "net": ("networks: create (a conflist in the config directory), ls, inspect, rm",
+            *_operator("net", "add_args", "run", "net")),
+    "attach": ("run a network's chain (ADD) for a namespace, as a runtime does; the result is cached",
+               *_operator("attach", "add_attach_args", "attach", "attach")),
+    "detach": ("run a network's chain in reverse (DEL) with the cached result",
+               *_operator("attach", "add_detach_args", "detach", "detach")),
+    "check": ("run CHECK of a network's chain against the cached result",
+              *_operator("attach", "add_check_args", "check", "check")),
+    "gc": ("the CNI GC of a network, the valid attachments taken from the result cache",
+           *_operator("attach", "add_gc_args", "gc", "gc")),
+    "ipam": ("a network's addresses: ls, release", *_operator("ipam", "add_args", "run", "ipam")),
+    "doctor": ("compare what should exist (networks, leases, cached results) with the kernel; --fix repairs",
+               *_operator("doctor", "add_args", "run", "doctor")),
+})
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            import importlib.metadata as md
+
+            version = md.version("splice")
+        except Exception:  # noqa: BLE001 - a bundle has no metadata
+            version = "unknown (no package metadata: a bundle written by install-cni)"
+        print(f"splice {version}")
+        parser.exit()
+
+
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, the arguments of that command alone are built
+    (the others are listed for help but import nothing)."""
     ap = argparse.ArgumentParser(prog="splice", description="splice container networking")
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_args, _run) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            add_args(sp)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None) if argv else None
+    ap = parser(first if first in COMMANDS else None)
     args = ap.parse_args(argv)
     if not args.command:
         ap.print_help(sys.stderr)
