@@ -157,7 +157,10 @@ class Etcd:
         return self.endpoints[n:] + self.endpoints[:n]
 
     def _prefer(self, ep: Endpoint) -> None:
-        self._preferred = self.endpoints.index(ep)
+        try:
+            self._preferred = self.endpoints.index(ep)
+        except ValueError:  # the list was replaced meanwhile
+            pass
 
     def _conn(self, ep: Endpoint, timeout: float) -> tuple["_Conn", bool]:
         with self._lock:

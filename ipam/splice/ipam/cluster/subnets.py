@@ -428,6 +428,14 @@ class SubnetLease:
             log.info("network %s: node %s %s %s", self.network, self.node, how, subnet)
             return subnet
 
+    def _move(self, key: bytes | str, kv: KV, lid: int) -> bool:
+        """Put this host's key, read as ``kv``, under lease ``lid`` (compare-and-swap on its
+        mod revision); a retried swap whose first try applied counts too."""
+        if self.etcd.replace(key, self._value(), mod_revision=kv.mod_revision, lease=lid):
+            return True
+        now = self.etcd.get(key)
+        return self._whose(now) == "mine" and now.lease == lid
+
     def _claim(self, new_lease: Callable[[], int], allow_new: bool) -> tuple[IPNetwork, int, str]:
         etcd, value = self.etcd, self._value()
         saved, saved_lease = self._saved_subnet()
@@ -440,7 +448,7 @@ class SubnetLease:
                     if kv.lease and kv.lease == saved_lease and etcd.lease_keepalive(kv.lease) > 0:
                         return saved, kv.lease, "renewed the lease it held on"
                     lid = new_lease()
-                    if etcd.replace(key, value, mod_revision=kv.mod_revision, lease=lid):
+                    if self._move(key, kv, lid):
                         return saved, lid, "took over with a new lease"
                     continue
                 if whose == "reserved":
@@ -483,7 +491,7 @@ class SubnetLease:
                 return sub, new_lease(), "uses its reservation"
             if whose == "mine":
                 lid = new_lease()
-                if etcd.replace(kv.key, value, mod_revision=kv.mod_revision, lease=lid):
+                if self._move(kv.key, kv, lid):
                     return sub, lid, "took over its key (no state file)"
         start = self.space.start(self.node, self.choice)
         lid = new_lease()
