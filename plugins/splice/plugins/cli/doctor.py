@@ -12,7 +12,8 @@ that repairs it; exit 1 when something is wrong.
 
 * a cached result whose namespace or host veth is gone: DEL of the chain with the cached
   result (what ``splice detach`` runs), which cleans the rest (nft elements, the lease);
-* a lease with neither a cached result nor a link: released;
+* a lease with neither a cached result nor a link: DEL of that attachment without
+  prevResult (releases it, and removes nft elements left with it);
 * a host veth or nft element of the network with neither a cached result nor a lease (a
   crashed ADD's leftover): DEL of that attachment without prevResult (by owner);
 * an address of a cached result that the store does not hold (a lease dropped by hand):
@@ -283,9 +284,11 @@ class Doctor:
                                                         f"cached (a runtime with another cache directory?)",
                                          f"{self.cmd('gc', net.name)}  (removes every attachment not cached here)"))
                 else:
+                    # DEL by owner: releases the lease and removes any nft element left with it
                     probs.append(Problem(net.name, who, f"leases {', '.join(addrs)} but has no cached result and no "
-                                                        f"link (a container removed without DEL)", release,
-                                         lambda c=cid, i=ifn: self._release(net, c, i)))
+                                                        f"link (a container removed without DEL)",
+                                         self.cmd("detach", net.name, "--container-id", cid, "--ifname", ifn),
+                                         lambda c=cid, i=ifn: self._del(net, c, i, {})))
             else:
                 probs.append(Problem(net.name, who, f"leases {', '.join(addrs)} but has no cached result (its link, "
                                                     f"if any, is in a namespace splice cannot name)", release))
@@ -332,8 +335,18 @@ class Doctor:
 
     # -- repairs ------------------------------------------------------------------------
     def _del(self, net: common.Network, cid: str, ifn: str, rec: dict) -> None:
+        """DEL of the chain for one attachment; without a cached record (an orphan), the
+        port mappings published for its owner are given as the capability argument, since
+        splice-portmap's DEL (as the reference's) does nothing without them."""
+        from splice.plugins import owners
         from splice.plugins.cli.attach import del_attachment
 
+        if not rec and any(p.get("type") == "splice-portmap" for p in net.plugins):
+            published = self.k.ports().get(owners.owner_tag(net.name, cid, ifn)) or []
+            pm = [{"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol,
+                   **({"hostIP": str(p.host_ip)} if p.host_ip is not None else {})} for p in published]
+            if pm:
+                rec = {"capabilityArgs": {"portMappings": pm}}
         del_attachment(self.args, net, cid, ifn, None, rec)
 
     def _release(self, net: common.Network, cid: str, ifn: str) -> None:
