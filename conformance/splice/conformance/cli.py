@@ -3,6 +3,12 @@
     splice-conformance --cni-path DIR[:DIR...] --plugin TYPE [--ipam TYPE] [--config FILE]
                        [--class bridge|macvlan|ipvlan] [--master IF]
                        [--check ID|GLOB ...] [--json] [--list] [--statements]
+    splice-conformance --cnm-socket PATH [--cnm-driver-type bridge|macvlan|ipvlan|null]
+                       [--cnm-parent IF] [--netns NAME] [--check ID|GLOB ...] [--json] [--list]
+
+The second form is the CNM section (:mod:`splice.conformance.cnm`): protocol checks of a
+Docker remote network/IPAM driver over its unix socket; ``--netns`` names the namespace the
+driver's kernel objects live in (read with ``ip -n NAME -j`` for the link and leak checks).
 
 The plugin class (config template, host objects, checks that apply) follows the plugin's
 name (``*macvlan*``, ``*ipvlan*``, else bridge) unless ``--class`` says otherwise. For
@@ -21,7 +27,7 @@ import json
 import sys
 import time
 
-from splice.conformance import kit, statements
+from splice.conformance import cnm, kit, statements
 from splice.conformance.profiles import DEFAULT_MASTER, class_for
 
 
@@ -49,7 +55,50 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--statements", action="store_true",
                    help="print the numbered CNI statements (upstream source, covering checks) and exit")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per plugin call (default 60)")
+    g = p.add_argument_group("CNM (Docker remote network/IPAM driver)")
+    g.add_argument("--cnm-socket", metavar="PATH", help="run the CNM checks against this plugin socket")
+    g.add_argument("--cnm-driver-type", default="bridge", choices=cnm.DRIVER_TYPES,
+                   help="what kind of network the driver makes (options sent, checks that apply; default bridge)")
+    g.add_argument("--cnm-parent", metavar="IF", help="macvlan/ipvlan: the -o parent=IF every network gets")
+    g.add_argument("--netns", metavar="NAME",
+                   help="network namespace (name under /run/netns, or a path) holding the driver's kernel objects; "
+                        "read only, for the link and leak checks (without it they are skipped)")
     return p
+
+
+def _cnm_main(args) -> int:
+    checks = cnm.select(args.check or None)
+    if args.list:
+        for c in checks:
+            print(f"{c.id:<12} [{c.level}; {c.source}] {c.title}")
+            print(f"{'':<12} {c.quote}")
+        return 0
+    if not checks:
+        _parser().error(f"no CNM check matches {args.check}")
+    cfg = cnm.CnmConfig(socket=args.cnm_socket, driver_type=args.cnm_driver_type, netns=args.netns,
+                        parent=args.cnm_parent, timeout=min(args.timeout, 60.0))
+    width = max(len(c.id) for c in checks)
+    t0 = time.perf_counter()
+
+    def progress(o) -> None:
+        if not args.json:
+            mark = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}[o.result]
+            print(f"{o.id:<{width}} {mark:<4}  [{o.level}] {o.reason or o.title}", flush=True)
+
+    if not args.json:
+        print(f"splice-conformance (CNM): {args.cnm_socket} as a {args.cnm_driver_type} driver"
+              + (f", parent {args.cnm_parent}" if args.cnm_parent else "")
+              + (f", namespace {args.netns}" if args.netns else ", no --netns (link/leak checks skipped)"),
+              flush=True)
+    session, outcomes = cnm.run(cfg, args.check or None, progress)
+    seconds = time.perf_counter() - t0
+    s = cnm.summary(outcomes)
+    if args.json:
+        print(json.dumps(cnm.json_report(session, outcomes, seconds), indent=2))
+    else:
+        print(f"implements: {', '.join(session.implements) or '-'}; address space {session.space}")
+        print(f"{s['pass']} passed, {s['fail']} failed, {s['skip']} skipped in {seconds:.1f}s")
+    return 1 if s["fail"] else 0
 
 
 def _row(o: kit.Outcome, width: int = 11) -> str:
@@ -59,6 +108,11 @@ def _row(o: kit.Outcome, width: int = 11) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cnm_socket or (args.list and not args.plugin and any(
+            a.startswith("--cnm") for a in (argv if argv is not None else sys.argv[1:]))):
+        if args.plugin or args.cni_path:
+            _parser().error("--cnm-socket runs the CNM section: --cni-path/--plugin do not apply")
+        return _cnm_main(args)
     checks = kit.select(args.check or None)
     if args.statements:
         sys.stdout.write(statements.markdown(kit.select(None)))
