@@ -185,11 +185,13 @@ class Txn:
             self._con.execute("DELETE FROM lease WHERE container_id=? AND ifname=?", (cid, ifname))
         return rows
 
-    def all_leases(self) -> list[tuple[Row, int]]:
-        """Every reservation with its creation time (unix seconds), in address order: for
-        listings (``splice ipam ls``, ``splice doctor``), one indexed scan."""
-        cur = self._con.execute(f"SELECT {_COLS}, created FROM lease ORDER BY fam, hi, lo")
-        return [(_row(t), t[8]) for t in cur]
+    def all_leases(self) -> list[tuple[int, int, int, str | None, int, str, str, int]]:
+        """Every reservation as a plain tuple ``(fam, address as int, prefix, gateway,
+        range_set, container_id, ifname, created unix time)``, in address order: for
+        listings (``splice ipam ls``, ``splice doctor``: 10,000 rows in a few ms), one scan."""
+        b = _B63
+        return [(f, ((h + b) << 64) | (lo + b), p, g, r, c, i, t) for f, h, lo, p, g, r, c, i, t in
+                self._con.execute(f"SELECT {_COLS}, created FROM lease ORDER BY fam, hi, lo")]
 
     def owners(self) -> set[tuple[str, str]]:
         return {(t[0], t[1]) for t in self._con.execute("SELECT DISTINCT container_id, ifname FROM lease")}

@@ -17,7 +17,6 @@ Locations (flag, then environment, then default):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -131,6 +130,17 @@ class Network:
                         out.append((str(r["subnet"]), str(r.get("gateway") or "")))
         return out
 
+    def store_dir(self) -> str:
+        """``<dataDir>/<name>`` of a splice-ipam network, without parsing the ranges (and
+        without importing the config module: ``splice ipam ls`` stays lean)."""
+        if not self.ipam_is_splice:
+            raise CliError(f"network {self.name!r} ({self.path}) does not use splice-ipam: its addresses are not "
+                           f"in a splice store")
+        d = self.ipam.get("dataDir") or "/var/lib/cni/splice"  # splice.ipam.config.DEFAULT_DATA_DIR
+        if not isinstance(d, str) or "\0" in d or "/" in self.name or self.name in (".", ".."):
+            return self.ipam_config().store_dir  # the parser's words for what is wrong
+        return os.path.join(d, self.name)
+
     def ipam_config(self):
         """The parsed splice-ipam config (its store location), or CliError naming the file."""
         from splice.ipam.config import parse_ipam_config, store_location
@@ -149,6 +159,8 @@ class Network:
 
 
 def _read_conf(path: str) -> dict | None:
+    import json
+
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
@@ -204,6 +216,8 @@ def cache_file(args, network: str, cid: str, ifname: str) -> str:
 
 
 def read_cached(path: str) -> dict | None:
+    import json
+
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
@@ -257,6 +271,7 @@ def write_cached(args, net: Network, cid: str, ifname: str, netns: str | None, c
                  cap_args: dict, result: dict | None) -> str:
     """The libcni cniCacheV1 record, written atomically (tmp + rename), 0600 in a 0700 dir."""
     import base64
+    import json
 
     d = results_dir(args)
     os.makedirs(d, mode=0o700, exist_ok=True)

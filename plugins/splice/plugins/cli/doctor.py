@@ -130,8 +130,8 @@ def _leases(net: common.Network) -> dict[tuple[str, str], list[str]]:
     if not net.ipam_is_splice:
         return {}
     out: dict[tuple[str, str], list[str]] = {}
-    for r, _created in ipam_cli.rows(net):
-        out.setdefault((r.container_id, r.ifname), []).append(ipam_cli.fmt_addr(r.fam, r.addr))
+    for fam, addr, _p, _g, _r, cid, ifname, _t in ipam_cli.rows(net):
+        out.setdefault((cid, ifname), []).append(ipam_cli.fmt_addr(fam, addr))
     return out
 
 

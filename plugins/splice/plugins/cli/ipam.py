@@ -41,10 +41,10 @@ def run(args) -> int:
 
 
 def fmt_addr(fam: int, addr: int) -> str:
+    if fam == 4:
+        return f"{addr >> 24}.{(addr >> 16) & 255}.{(addr >> 8) & 255}.{addr & 255}"
     import socket
 
-    if fam == 4:
-        return socket.inet_ntop(socket.AF_INET, addr.to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, addr.to_bytes(16, "big"))
 
 
@@ -52,8 +52,7 @@ def store_of(net: common.Network):
     """The network's Store (not opened), or None when it has none yet."""
     from splice.ipam.store import Store
 
-    cfg = net.ipam_config()
-    store = Store(cfg.store_dir, busy_timeout=5.0)
+    store = Store(net.store_dir(), busy_timeout=5.0)
     try:
         if not store.exists():
             return None
@@ -63,7 +62,8 @@ def store_of(net: common.Network):
 
 
 def rows(net: common.Network) -> list:
-    """[(Row, created)] of the network's store ([] when it has none)."""
+    """``Txn.all_leases`` of the network's store: ``(fam, addr, prefix, gateway,
+    range_set, container_id, ifname, created)`` tuples ([] when it has no store)."""
     from splice.ipam.errors import IpamError
 
     store = store_of(net)
@@ -83,13 +83,11 @@ def ls(args) -> int:
     now = time.time()
     data = rows(net)
     if args.json:
-        dump_json([{"address": f"{fmt_addr(r.fam, r.addr)}/{r.prefix}", "gateway": r.gateway,
-                    "containerId": r.container_id, "ifname": r.ifname, "created": created,
-                    "ageSeconds": int(now - created)} for r, created in data])
+        dump_json([{"address": f"{fmt_addr(f, a)}/{p}", "gateway": g, "containerId": c, "ifname": i,
+                    "created": t, "ageSeconds": int(now - t)} for f, a, p, g, _r, c, i, t in data])
         return 0
     table(["ADDRESS", "CONTAINER", "IFNAME", "AGE"],
-          [[f"{fmt_addr(r.fam, r.addr)}/{r.prefix}", r.container_id, r.ifname, age(now - created)]
-           for r, created in data])
+          [(f"{fmt_addr(f, a)}/{p}", c, i, age(now - t)) for f, a, p, _g, _r, c, i, t in data], strings=True)
     return 0
 
 
@@ -111,8 +109,8 @@ def release(args) -> int:
                 return 0
             owners = [(lease.container_id, lease.ifname)]
         else:
-            owners = sorted({(r.container_id, r.ifname) for r, _ in rows(net)
-                             if r.container_id == args.container_id and (args.ifname is None or r.ifname == args.ifname)})
+            owners = sorted({(c, i) for _f, _a, _p, _g, _r, c, i, _t in rows(net)
+                             if c == args.container_id and (args.ifname is None or i == args.ifname)})
             if not owners:
                 print(f"container {args.container_id} holds no address in {net.name} (nothing to do)")
                 return 0
