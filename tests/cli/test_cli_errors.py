@@ -178,3 +178,47 @@ def test_operations_that_cannot_run_say_why(cli_offline):
         {"type": "bridge", "ipam": {"type": "host-local", "subnet": "10.90.0.0/24"}}]}))
     r = c("ipam", "ls", "hl", check=1)
     assert "does not use splice-ipam" in r.err
+
+
+def test_agent_start_up_imports_no_operator_command(cli_offline):
+    """`splice agent` builds only its own arguments: none of the operator modules (nor
+    their imports) load on its start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from splice.plugins.cli.main import parser; parser('agent').parse_args(['agent']); "
+            "print(sorted(m for m in sys.modules if m != 'splice.plugins.cli.main' and m.startswith(('splice.plugins.cli.', 'splice.ipam', "
+            "'splice.conformance', 'yaml', 'sqlite3'))))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]", p.stdout
+
+
+def test_colour_only_on_a_terminal(monkeypatch):
+    import io
+
+    from splice.plugins.cli import output
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert output.paint("x", "red", Tty()) == "\x1b[31mx\x1b[0m"
+    assert output.paint("x", "red", io.StringIO()) == "x"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert output.paint("x", "red", Tty()) == "x"
+    s = io.StringIO()
+    output.table(["A", "LONGER"], [["aaaa", 1], [None, "b"]], s)
+    assert s.getvalue() == "A     LONGER\naaaa  1\n      b\n"
+
+
+def test_a_broken_conflist_does_not_stop_doctor(cli_offline):
+    c = cli_offline
+    c("net", "create", "web", "--driver", "bridge", "--subnet", "10.97.0.0/24", "-o", f"ipam.dataDir={c.ipam_dir}",
+      check=0)
+    (c.config_dir / "bad.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "bad", "plugins": [
+        {"type": "splice-bridge", "mtu": "big", "ipam": {"type": "splice-ipam", "subnet": "10.89.0.0/24"}}]}))
+    r = c("doctor", "--json", check=1)
+    probs = r.json["problems"]
+    assert [p["network"] for p in probs] == ["bad"] and "mtu" in probs[0]["problem"]
+    assert {n["network"] for n in r.json["networks"]} == {"bad", "web"}

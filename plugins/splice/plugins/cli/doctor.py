@@ -16,8 +16,9 @@ that repairs it; exit 1 when something is wrong.
   prevResult (releases it, and removes nft elements left with it);
 * a host veth or nft element of the network with neither a cached result nor a lease (a
   crashed ADD's leftover): DEL of that attachment without prevResult (by owner);
-* an address of a cached result that the store does not hold (a lease dropped by hand):
-  leased again to the same attachment, when it is free.
+* the addresses of a cached result that the store does not hold (its leases dropped by
+  hand): leased again to the same attachment, when they are free and it holds none (the
+  allocator takes one request per range set and call).
 
 Everything else (an address leased to someone else, a missing masquerade entry, a veth off
 its bridge, a lease with a link but no cached result: a runtime with another cache
@@ -176,7 +177,12 @@ class Doctor:
         if kind is None:
             probs.append(Problem(net.name, "-", f"not a splice network (first plugin {net.main.get('type')!r}): "
                                                f"only its cache and leases are compared"))
-        cfg = _driver_cfg(net) if kind else None
+        try:
+            cfg = _driver_cfg(net) if kind else None
+        except CliError as e:  # this network cannot be examined; the others still are
+            probs.append(Problem(net.name, "-", str(e), f"fix {net.path} (splice net create --dry-run shows a valid "
+                                                        f"one)"))
+            return probs, stats
         bridge = links = None
         if kind == "bridge":
             links = self.k.links()
@@ -244,6 +250,8 @@ class Doctor:
                                                  reattach))
             if net.ipam_is_splice:
                 mine = set(leases.get((cid, ifn), []))
+                lost = [a.split("/")[0] for a in ips if a.split("/")[0] not in mine
+                        and a.split("/")[0] not in leased_by]  # leased again together (one per range set)
                 for a in ips:
                     ip = a.split("/")[0]
                     if ip in mine:
@@ -256,7 +264,10 @@ class Doctor:
                         probs.append(Problem(net.name, who, f"its address {ip} is not leased in the IPAM store (the "
                                                             f"next ADD may hand it out again)",
                                              reattach,
-                                             lambda c=cid, i=ifn, x=ip: self._relase(net, c, i, x)))
+                                             # Ipam.allocate gives one address per range set
+                                             # and call: only an owner that lost them all
+                                             None if mine else
+                                             (lambda c=cid, i=ifn, x=tuple(lost): self._relase(net, c, i, x))))
             if masq_on and ips:
                 have = {str(a) for _i, a in self.k.masq().get(owners.owner_tag(net.name, cid, ifn), [])}
                 for a in ips:
@@ -355,11 +366,15 @@ class Doctor:
         with Ipam(net.ipam_config(), busy_timeout=5.0) as ipam:
             ipam.release(cid, ifn)
 
-    def _relase(self, net: common.Network, cid: str, ifn: str, ip: str) -> None:
+    def _relase(self, net: common.Network, cid: str, ifn: str, ips: tuple[str, ...]) -> None:
+        """Lease the attachment's lost addresses again, all in one allocation (the store
+        takes one request per range set and call); those leased meanwhile are left."""
         from splice.ipam.allocator import Ipam
 
         with Ipam(net.ipam_config(), busy_timeout=5.0) as ipam:
-            ipam.allocate(cid, ifn, requested=[ip])
+            todo = [x for x in ips if ipam.lookup(x) is None]
+            if todo:
+                ipam.allocate(cid, ifn, requested=todo)
 
 
 def gc_preview(args, net: common.Network, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:

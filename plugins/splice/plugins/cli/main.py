@@ -55,7 +55,7 @@ from typing import Callable
 ENV_SOCKET = "SPLICE_AGENT_SOCKET"
 DEFAULT_SOCKET = "/run/splice/agent.sock"
 CNI_EXECUTABLES = {"splice-bridge": "bridge", "splice-ipam": "ipam", "splice-portmap": "portmap",
-                   "splice-macvlan": "macvlan", "splice-ipvlan": "ipvlan"}
+                   "splice-macvlan": "macvlan", "splice-ipvlan": "ipvlan", "splice-vxlan": "vxlan"}
 FALLBACK_CODE = "import sys; from splice.plugins.cni.main import in_process; sys.exit(in_process(sys.argv[1]))"
 
 
@@ -72,13 +72,16 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
                    help="connections open at once (being read, queued, served); more are declined: those "
                         "clients run in-process (default 256)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every call")
+    p.add_argument("--node", default=None, help="this host's node name in multi-host networks (default: the host name)")
+    p.add_argument("--state-dir", default="/var/lib/splice/agent",
+                   help="the agent's state, e.g. subnet leases (default /var/lib/splice/agent)")
 
 
 def _agent(args: argparse.Namespace) -> int:
     from splice.plugins.agent.server import serve
 
     return serve(args.socket or _default_socket(), workers=args.workers, verbose=args.verbose, grace=args.grace,
-                 max_connections=args.max_connections)
+                 max_connections=args.max_connections, node=args.node, state_dir=args.state_dir)
 
 
 # -- driver (Docker) ------------------------------------------------------------------
