@@ -23,7 +23,8 @@ def table(reports: list[dict]) -> str:
             if r["id"] not in info:
                 ids.append(r["id"])
                 info[r["id"]] = r
-    head = "| check | statements | level | what | " + " | ".join(_label(r) for r in reports) + " |"
+    col = "source" if any("cnmSocket" in r for r in reports) else "statements"
+    head = f"| check | {col} | level | what | " + " | ".join(_label(r) for r in reports) + " |"
     sep = "|---|---|---|---|" + "---|" * len(reports)
     lines = [head, sep]
     by = [{r["id"]: r for r in rep["results"]} for rep in reports]
