@@ -57,7 +57,7 @@ def installed(tmp_path) -> Path:
     p = subprocess.run([SPLICE, "install-cni", "--dir", str(d)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(d / n) for n in ("splice-bridge", "splice-ipam", "splice-portmap", "splice-macvlan",
-                                                    "splice-ipvlan")] + \
+                                                    "splice-ipvlan", "splice-vxlan")] + \
         [str(d / ".splice" / "splice")]
     return d
 

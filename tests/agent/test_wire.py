@@ -57,7 +57,7 @@ def test_client_module_is_stdlib_only():
 def test_install_cni_writes_launchers(tmp_path):
     paths = cli.install_cni(str(tmp_path), socket="/run/x/agent.sock", mode="linked")
     assert [os.path.basename(p) for p in paths] == ["splice-bridge", "splice-ipam", "splice-portmap", "splice-macvlan",
-                                                         "splice-ipvlan"]
+                                                         "splice-ipvlan", "splice-vxlan"]
     text = (tmp_path / "splice-ipam").read_text()
     assert text.startswith(f"#!{cli.base_interpreter()} -IS\n")
     assert "from client import standalone" in text and "'/run/x/agent.sock'" in text

@@ -36,6 +36,7 @@ DRIVERS: dict[str, str] = {
     "bridge": "splice.plugins.bridge.driver:BridgeDriver",
     "macvlan": "splice.plugins.macvlan.driver:MacvlanDriver",
     "ipvlan": "splice.plugins.ipvlan.driver:IpvlanDriver",
+    "vxlan": "splice.plugins.vxlan.driver:VxlanDriver",
 }
 
 if TYPE_CHECKING:

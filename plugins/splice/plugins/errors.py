@@ -55,6 +55,20 @@ class PortInUse(SpliceError):
         self.owner = owner
 
 
+class NotAvailable(SpliceError):
+    """STATUS: the plugin cannot serve ADDs now (the overlay's subnet lease is lost or not held)."""
+
+
+class LimitedConnectivity(SpliceError):
+    """STATUS: ADDs work, but existing containers may have limited connectivity (etcd out of
+    reach: the lease is not renewed, peer changes are not seen)."""
+
+
+class AgentRequired(SpliceError):
+    """The plugin needs the resident agent (``splice agent``), e.g. the VXLAN overlay, whose
+    subnet lease and peer watch live there."""
+
+
 class MultipleErrors(SpliceError):
     """Several steps of a best-effort operation (DEL, GC) failed: every one is in
     ``errors`` and in ``details``; the message names the first."""
@@ -89,6 +103,9 @@ INTERFACE_EXISTS = 104
 CHECK_FAILED = 105
 DELEGATE_FAILED = 106
 PORT_IN_USE = 107
+AGENT_REQUIRED = 108
+NOT_AVAILABLE = 50  # STATUS (CNI SPEC)
+LIMITED_CONNECTIVITY = 51
 
 _TABLE: list[tuple[type, int, int]] | None = None
 
@@ -107,11 +124,15 @@ def table() -> list[tuple[type, int, int]]:
             (InvalidEnvironment, INVALID_ENVIRONMENT, 400),
             (InterfaceExists, INTERFACE_EXISTS, 409),
             (PortInUse, PORT_IN_USE, 409),
+            (NotAvailable, NOT_AVAILABLE, 503),
+            (LimitedConnectivity, LIMITED_CONNECTIVITY, 503),
+            (AgentRequired, AGENT_REQUIRED, 503),
             (CheckFailed, CHECK_FAILED, 500),
             (TryAgainLater, TRY_AGAIN_LATER, 503),
             (KernelError, KERNEL, 500),
             (MultipleErrors, KERNEL, 500),
             (ie.IpamConfigError, INVALID_CONFIG, 400),
+            *_cluster_rows(),
             (ie.PoolExhausted, POOL_EXHAUSTED, 507),
             (ie.AddressUnavailable, ADDRESS_UNAVAILABLE, 409),
             (ie.StoreBusy, TRY_AGAIN_LATER, 503),
@@ -129,6 +150,16 @@ def table() -> list[tuple[type, int, int]]:
             if cls is not None:  # before IpamConfigError: they may derive from it
                 _TABLE.insert(at, (cls, code, status))
     return _TABLE
+
+
+def _cluster_rows() -> list[tuple[type, int, int]]:
+    """The cluster store's error that has a form of its own: a subnet another host took (an ADD
+    refused, code 50). Its other errors classify by their ipam bases."""
+    try:
+        from splice.ipam.cluster.errors import SubnetTaken
+    except ImportError:
+        return []
+    return [(SubnetTaken, NOT_AVAILABLE, 409)]
 
 
 def classify(exc: BaseException) -> tuple[int, int, str, str]:

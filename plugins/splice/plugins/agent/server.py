@@ -1047,13 +1047,19 @@ def _warm() -> None:
         pass
 
 
+OVERLAY: dict | None = None  # {"node", "state_dir", "log"}: read by splice.plugins.vxlan.overlay (imported on use)
+
+
 def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, grace: float = 60.0,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> int:
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, node: str | None = None,
+          state_dir: str = "/var/lib/splice/agent") -> int:
     """``splice agent``: bind, warm up, serve until SIGTERM/SIGINT, drain, clean up."""
+    global OVERLAY
     if os.geteuid() != 0:
         print("splice agent: must run as root (it changes network namespaces)", file=sys.stderr)
         return 1
     agent = Agent(path, workers=workers, verbose=verbose, log=sys.stderr, max_connections=max_connections)
+    OVERLAY = {"node": node or socket.gethostname(), "state_dir": os.path.abspath(state_dir), "log": agent.log}
     sys.stderr = _StderrRouter(sys.stderr)
     agent.log_stream = sys.stderr.real
     try:
@@ -1077,6 +1083,9 @@ def serve(path: str, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, g
             agent._sock.close()  # no new connections while draining
         if not agent.drain(grace):
             agent.log(f"{agent._inflight} call(s) still running after {grace:g} s; exiting anyway")
+        overlay = sys.modules.get("splice.plugins.vxlan.overlay")
+        if overlay is not None:
+            overlay.shutdown()  # leases not revoked: a restart keeps the subnets
         agent.close()
         from splice.libnet import nft
         from splice.plugins.cni import ipam_plugin

@@ -28,6 +28,7 @@ PLUGINS: dict[str, tuple[str, str]] = {
     "portmap": ("splice.plugins.cni.portmap_plugin", "PortmapPlugin"),
     "macvlan": ("splice.plugins.cni.macvlan_plugin", "MacvlanPlugin"),
     "ipvlan": ("splice.plugins.cni.ipvlan_plugin", "IpvlanPlugin"),
+    "vxlan": ("splice.plugins.cni.vxlan_plugin", "VxlanPlugin"),
 }
 
 
@@ -103,6 +104,10 @@ def macvlan() -> None:
 
 def ipvlan() -> None:
     sys.exit(run("ipvlan"))
+
+
+def vxlan() -> None:
+    sys.exit(run("vxlan"))
 
 
 def _module_main(argv: list[str]) -> int:

@@ -1,0 +1,223 @@
+"""The overlay manager: what a VXLAN network needs beyond single calls, held by the agent.
+
+One :class:`Overlay` per network (and host namespace), started by the first ``splice-vxlan``
+ADD or STATUS the agent serves for it (its config comes from that call):
+
+1. the host namespace is the caller's at first use, kept as an fd (all kernel work and
+   every etcd socket of the overlay are made there);
+2. :class:`~splice.ipam.cluster.subnets.SubnetLease` claims (or, after a restart, renews
+   from ``<state dir>/subnet-<network>.json``) this host's subnet and keeps its etcd lease
+   alive on a thread;
+3. :meth:`VxlanDriver.ensure_vtep` makes the VXLAN device and the bridge;
+4. :class:`~splice.ipam.cluster.peers.PeerRegistry` publishes this host's VTEP (underlay
+   address, device MAC, subnet) under the lease and watches the other hosts' records: each
+   add/update/remove programs or removes that host's route, neighbour and FDB entry; once
+   the first listing is in, entries of hosts that left while the agent was down go.
+
+Settings (``--node``, ``--state-dir``) are the agent's (``agent/server.py`` ``OVERLAY``):
+without an agent there is no manager and an overlay ADD fails with :class:`AgentRequired`.
+The agent's shutdown calls :func:`shutdown`: leases stop being renewed but are not revoked,
+so an agent restarted within the TTL keeps its subnet and its peers notice nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from splice.plugins.errors import AgentRequired, ConfigError, LimitedConnectivity, NotAvailable
+
+log = logging.getLogger("splice.overlay")
+
+_lock = threading.Lock()
+_manager: "OverlayManager | None" = None
+
+
+def settings() -> dict | None:
+    """The agent's overlay settings (``{"node", "state_dir", "log"}``), None outside an agent."""
+    srv = sys.modules.get("splice.plugins.agent.server")
+    return getattr(srv, "OVERLAY", None) if srv is not None else None
+
+
+def manager() -> "OverlayManager":
+    global _manager
+    with _lock:
+        if _manager is None:
+            s = settings()
+            if not s:
+                raise AgentRequired(
+                    "the VXLAN overlay needs the splice agent: run `splice agent` on this host (it holds the "
+                    "host's subnet lease in etcd and programs the routes to the other hosts)",
+                    "no agent answered this call, so it ran in-process, where nothing outlives the call")
+            _manager = OverlayManager(s["node"], s["state_dir"], s.get("log"))
+        return _manager
+
+
+def shutdown() -> None:
+    global _manager
+    with _lock:
+        m, _manager = _manager, None
+    if m is not None:
+        m.close()
+
+
+class OverlayManager:
+    def __init__(self, node: str, state_dir: str, logf: Any = None) -> None:
+        self.node = node
+        self.state_dir = state_dir
+        self.logf = logf
+        self._lock = threading.Lock()
+        self._overlays: dict[tuple, Overlay] = {}
+
+    def log(self, msg: str) -> None:
+        if self.logf is not None:
+            try:
+                self.logf(f"overlay: {msg}")
+                return
+            except Exception:  # noqa: BLE001
+                pass
+        log.info("%s", msg)
+
+    def overlay(self, cfg: Any) -> "Overlay":
+        """The started overlay of ``cfg.network`` in the calling thread's namespace (started
+        now if needed; a failed start raises and is tried again by the next call)."""
+        st = os.stat(f"/proc/thread-self/ns/net")
+        key = (cfg.network, st.st_dev, st.st_ino)
+        with self._lock:
+            ov = self._overlays.get(key)
+            if ov is None:
+                ov = self._overlays[key] = Overlay(self, cfg)
+        if ov.cfg.identity() != cfg.identity():
+            raise ConfigError(f"network {cfg.network!r} runs in this agent with another configuration "
+                              "(vni, port, device, clusterCIDR, subnetLen, leaseTTL or etcd differ): every call "
+                              "of a network needs the same values; restart the agent after changing them")
+        ov.ensure_started()
+        return ov
+
+    def close(self) -> None:
+        with self._lock:
+            overlays, self._overlays = list(self._overlays.values()), {}
+        for ov in overlays:
+            ov.close()
+
+
+class Overlay:
+    """One network's lease, VTEP and peer watch (see the module docstring)."""
+
+    def __init__(self, mgr: OverlayManager, cfg: Any) -> None:
+        self.mgr = mgr
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self.started = False
+        self.fd: int | None = None
+        self.etcd: Any = None
+        self.lease: Any = None
+        self.watcher: Any = None
+        self.driver: Any = None
+        self.vtep: Any = None
+        self.peers_programmed: dict[str, Any] = {}
+        self.last_event: float = 0.0
+
+    # -- start / stop ----------------------------------------------------------------
+    def ensure_started(self) -> None:
+        if self.started:
+            return
+        with self._lock:
+            if self.started:
+                return
+            try:
+                self._start()
+            except BaseException:
+                self._stop(quiet=True)
+                raise
+            self.started = True
+
+    def _start(self) -> None:
+        from splice.ipam.cluster.peers import PeerRegistry
+        from splice.ipam.cluster.subnets import SubnetLease
+        from splice.libnet.netns import Netns
+        from splice.plugins.vxlan.driver import VxlanDriver
+
+        cfg, mgr = self.cfg, self.mgr
+        t0 = time.monotonic()
+        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # the host: the caller's
+        self.etcd = cfg.etcd.client()
+        self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=mgr.node, state_dir=mgr.state_dir,
+                                 subnet_len=cfg.subnet_len, prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl,
+                                 on_change=self._lease_changed)
+        subnet = self.lease.acquire()
+        self.driver = VxlanDriver(cfg, Netns.from_fd(self.fd))
+        self.vtep = self.driver.ensure_vtep(subnet)
+        reg = PeerRegistry(self.etcd, cfg.network, prefix=cfg.etcd.prefix)
+        reg.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=cfg.vni, port=cfg.port)
+        self.lease.start()
+        self.watcher = reg.watch(self._on_peer, exclude=mgr.node)
+        if self.watcher.wait_synced(5.0):
+            removed = self.driver.reconcile(self.vtep, list(self.watcher.peers().values()))
+            if removed:
+                mgr.log(f"{cfg.network}: removed {removed} stale route/neighbour/FDB entries")
+        mgr.log(f"{cfg.network}: node {mgr.node} holds {subnet} ({self.lease.status().reason}); VTEP "
+                f"{self.vtep.name} {self.vtep.mac} on {self.vtep.underlay}, MTU {self.vtep.mtu}; "
+                f"{len(self.watcher.peers())} peer(s); started in {(time.monotonic() - t0) * 1000:.0f} ms")
+
+    def _stop(self, quiet: bool = False) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        if self.lease is not None:
+            self.lease.close()  # not revoked: a restart within the TTL keeps the subnet unchanged
+        if self.etcd is not None:
+            try:
+                self.etcd.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.etcd = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.started = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    # -- for the calls -----------------------------------------------------------------
+    def subnet_for_add(self) -> Any:
+        """The subnet an ADD takes its address from: SubnetTaken (code 50) when another host
+        has it now, a ClusterError when none is held."""
+        return self.lease.check()
+
+    def check_status(self) -> None:
+        st = self.lease.status()
+        if st.state == "held":
+            return
+        if st.state == "unreachable":
+            raise LimitedConnectivity(f"network {self.cfg.network}: {st.reason}",
+                                      "ADDs go on with the subnet this host holds; changes of other hosts are not seen")
+        raise NotAvailable(st.reason or f"network {self.cfg.network}: this host holds no subnet")
+
+    # -- events ------------------------------------------------------------------------
+    def _lease_changed(self, st: Any) -> None:
+        self.mgr.log(f"{self.cfg.network}: subnet lease {st.state}: {st.reason}")
+
+    def _on_peer(self, ev: Any) -> None:
+        """A remote host's record appeared, changed or went (the watcher's thread)."""
+        drv, vtep = self.driver, self.vtep
+        try:
+            if ev.previous is not None and (ev.peer is None or ev.previous[:4] != ev.peer[:4]):
+                drv.remove_peer(vtep, ev.previous)
+                self.peers_programmed.pop(ev.node, None)
+            if ev.peer is not None:
+                if ev.peer.extra.get("vni", self.cfg.vni) != self.cfg.vni:
+                    self.mgr.log(f"{self.cfg.network}: peer {ev.node} has vni {ev.peer.extra.get('vni')}, "
+                                 f"this host {self.cfg.vni}: not programmed")
+                    return
+                drv.program_peer(vtep, ev.peer)
+                self.peers_programmed[ev.node] = ev.peer
+            self.last_event = time.monotonic()
+        except Exception as e:  # noqa: BLE001 - keep watching; the next event or restart converges
+            self.mgr.log(f"{self.cfg.network}: peer {ev.node} {ev.kind}: {e.__class__.__name__}: {e}")
