@@ -73,7 +73,6 @@ def test_pool_host_bits_are_masked_and_ids_are_canonical(tmp_path):
 
 
 @pytest.mark.parametrize("first, second", [
-    ("10.1.0.0/24", "10.1.0.0/24"),      # the same subnet twice
     ("10.1.0.0/16", "10.1.5.0/24"),      # inside
     ("10.1.5.0/24", "10.1.0.0/16"),      # around
 ])
@@ -86,6 +85,29 @@ def test_overlapping_explicit_pools(tmp_path, first, second):
     assert [x.id for x in p.pools("sp")] == [f"sp/{first}"]
 
 
+def test_the_same_pool_again_is_a_counted_reference(tmp_path):
+    """libnetwork's default IPAM (updatePoolDBOnAdd): the same explicit pool requested again
+    answers the same pool id and counts a reference; ReleasePool drops one, the last takes
+    the pool and its addresses. A pool picked from the default ranges is not shared."""
+    p = make(tmp_path)
+    a = p.request_pool("sp", "10.1.0.0/24")
+    got = p.request_address(a.id, "10.1.0.5")
+    assert p.request_pool("sp", "10.1.0.9/24") == a  # the same pool: the same answer
+    assert p.request_pool("sp", "10.1.0.0/24") == a
+    assert p.release_pool(a.id) == [] and p.release_pool(a.id) == []  # 3 references, 2 dropped
+    assert [x.id for x in p.pools("sp")] == [a.id] and ips(p.leases(a.id)) == ["10.1.0.5"]
+    assert [str(l.address.ip) for l in p.release_pool(a.id)] == [str(got.address.ip)]  # the last one
+    assert p.pools("sp") == []
+    with pytest.raises(PoolNotFound):
+        p.release_pool(a.id)
+    again = p.request_pool("sp", "10.1.0.0/24")  # a fresh pool: one reference
+    p.release_pool(again.id)
+    assert p.pools("sp") == []
+    d = p.request_pool("sp")
+    with pytest.raises(PoolOverlaps, match="from the default pools"):
+        p.request_pool("sp", str(d.subnet))
+
+
 def test_same_subnet_with_a_new_sub_range_shares_the_subnet(tmp_path):
     """libnetwork: the same pool is an overlap unless the request names a sub-range the
     subnet was not requested with yet; then both allocate from one address set."""
@@ -94,10 +116,10 @@ def test_same_subnet_with_a_new_sub_range_shares_the_subnet(tmp_path):
     a = p.request_pool("sp", "10.1.0.0/24", "10.1.0.0/25")
     b = p.request_pool("sp", "10.1.0.0/24", "10.1.0.128/25")
     assert (a.id, a.sub_range) == ("sp/10.1.0.0/24/10.1.0.0/25", N("10.1.0.0/25"))
-    with pytest.raises(PoolOverlaps, match="already allocated"):
-        p.request_pool("sp", "10.1.0.0/24", "10.1.0.0/25")
-    with pytest.raises(PoolOverlaps):
-        p.request_pool("sp", "10.1.0.0/24")
+    assert p.request_pool("sp", "10.1.0.0/24", "10.1.0.0/25") == a  # the same pool: a reference
+    assert p.request_pool("sp", "10.1.0.0/24") == whole
+    p.release_pool(a.id)
+    p.release_pool(whole.id)
     assert ips([p.request_address(b.id)]) == ["10.1.0.128"]
     assert ips([p.request_address(a.id)]) == ["10.1.0.1"]
     assert ips([p.request_address(whole.id)]) == ["10.1.0.2"]  # the shared address set
@@ -420,8 +442,8 @@ def test_persistence_across_reopen(tmp_path):
         ("10.12.0.128", None), ("10.12.0.129", "ep"), ("10.12.0.130", None)]
     assert ips([q.request_address(pool.id)]) == ["10.12.0.131"]  # hint survived
     assert ips([q.request_address(pool.id, serial=True)]) == ["10.12.0.132"]  # cursor too
-    with pytest.raises(PoolOverlaps):
-        q.request_pool("sp", "10.12.0.0/24", "10.12.0.128/25")
+    assert q.request_pool("sp", "10.12.0.0/24", "10.12.0.128/25") == got  # a reference, persisted
+    assert q.release_pool(pool.id) == [] and make(tmp_path).get_pool(pool.id) == got
     assert q.request_pool("sp").subnet == N("10.200.0.0/24")
 
 

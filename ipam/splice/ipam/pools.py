@@ -11,9 +11,12 @@ followed:
 * Pool ids are ``<address space>/<subnet>`` or ``<address space>/<subnet>/<sub-range>``
   (libnetwork's ``PoolID`` string form), deterministic and readable.
 * An explicit pool that overlaps a registered pool of the address space is
-  :class:`PoolOverlaps`; so is the same subnet requested twice, **unless** the request
-  names a sub-range (``SubPool``) that the subnet has not been requested with yet: then
-  the new pool shares the subnet (its addresses) with the pools already on it, and
+  :class:`PoolOverlaps`, **unless** it is the same pool (subnet and sub-range) requested
+  again: then, as libnetwork's ``updatePoolDBOnAdd``, the same pool id is answered and a
+  reference counted (``release_pool`` drops one; the pool and its addresses go with the
+  last); a pool picked from the default ranges requested explicitly is an overlap. A
+  request naming a sub-range (``SubPool``) that the subnet has not been requested with yet
+  makes a new pool that shares the subnet (its addresses) with the pools already on it, and
   allocates from its sub-range. Sibling sub-ranges may overlap each other (addresses are
   unique per subnet anyway). Stricter than libnetwork: a sub-range request for a subnet
   that is not registered is checked for overlaps like any other (libnetwork skips that
@@ -364,6 +367,17 @@ class PoolTxn(Txn):
     def delete_pool(self, pid: str) -> None:
         self._con.execute("DELETE FROM pool WHERE id=?", (pid,))
 
+    def refs(self, pid: str) -> int:
+        """References to an explicit pool (requests of the same pool; 1 when never repeated)."""
+        t = self._con.execute("SELECT value FROM meta WHERE key=?", ("refs:" + pid,)).fetchone()
+        return int(t[0]) if t else 1
+
+    def set_refs(self, pid: str, n: int) -> None:
+        if n <= 1:
+            self._con.execute("DELETE FROM meta WHERE key=?", ("refs:" + pid,))
+        else:
+            self._con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", ("refs:" + pid, str(n)))
+
     def set_top(self, pid: str, addr: int) -> None:
         self._con.execute("UPDATE pool SET t_hi=?, t_lo=? WHERE id=?", (*split(addr), pid))
 
@@ -539,9 +553,13 @@ class PoolIpam:
         pid = make_pool_id(space, subnet, sub)
         first, last = int(subnet.network_address), int(subnet.broadcast_address)
         with self._store(space).write() as tx:
-            if tx.pool(pid) is not None:
-                raise PoolOverlaps(f"pool {subnet}{f' (sub-pool {sub})' if sub else ''} is already allocated in "
-                                   f"address space {space} (pool id {pid})")
+            have = tx.pool(pid)
+            if have is not None:
+                if have.dflt:
+                    raise PoolOverlaps(f"pool {subnet}{f' (sub-pool {sub})' if sub else ''} is already allocated "
+                                       f"in address space {space} from the default pools (pool id {pid})")
+                tx.set_refs(pid, tx.refs(pid) + 1)  # the same pool again: one more reference
+                return have.pool()
             shared = sub is not None and bool(tx.same_subnet((fam, *split(first), subnet.prefixlen)))
             if not shared:
                 other = tx.overlapping(fam, first, last)
@@ -576,14 +594,21 @@ class PoolIpam:
         raise NoMoreSubnets(f"no free IPv{fam} subnet left in the default ranges ({ranges})")
 
     def release_pool(self, pool_id: str) -> list[PoolLease]:
-        """Unregister a pool and release its addresses (all of the subnet's when no other
-        pool shares it); the released leases. PoolNotFound if unknown."""
+        """Drop one reference of a pool; with the last, unregister it and release its
+        addresses (all of the subnet's when no other pool shares it); the released leases
+        (none while references remain). PoolNotFound if unknown."""
         with self._existing(pool_id).write() as tx:
-            return self._drop_pool(tx, self._get(tx, pool_id))
+            row = self._get(tx, pool_id)
+            refs = tx.refs(row.id)
+            if refs > 1:
+                tx.set_refs(row.id, refs - 1)
+                return []
+            return self._drop_pool(tx, row)
 
     @staticmethod
     def _drop_pool(tx: PoolTxn, row: _PoolRow) -> list[PoolLease]:
         tx.delete_pool(row.id)
+        tx.set_refs(row.id, 1)
         tx.drop_holes(row.id)
         others = tx.same_subnet(row.key)
         if others:  # the subnet stays: release what was requested through this pool
