@@ -12,7 +12,8 @@ command by adding an entry.
   exit 0 alive, 1 not. ``splice status NAME``: the CNI STATUS of network NAME's chain.
 * The operator commands (docs/design.md "The operator CLI"), each in its own module,
   imported only when it runs: ``net`` (net.py), ``attach``/``detach``/``check``/``gc``
-  (attach.py), ``ipam`` (ipam.py), ``doctor`` (doctor.py); output and errors: output.py,
+  (attach.py), ``ipam`` (ipam.py), ``doctor`` (doctor.py), ``install``/``uninstall``
+  (install.py); output and errors: output.py,
   locations and the result cache: common.py.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
   the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan``,
@@ -460,6 +461,10 @@ COMMANDS.update({
     "ipam": ("a network's addresses: ls, release", *_operator("ipam", "add_args", "run", "ipam")),
     "doctor": ("compare what should exist (networks, leases, cached results) with the kernel; --fix repairs",
                *_operator("doctor", "add_args", "run", "doctor")),
+    "install": ("install-cni, plus systemd units (--systemd) and Docker plugin spec files (--docker); recorded "
+                "in a manifest", *_operator("install", "add_install_args", "install", "install")),
+    "uninstall": ("remove exactly what splice install recorded in its manifest",
+                  *_operator("install", "add_uninstall_args", "uninstall", "uninstall")),
 })
 
 
