@@ -118,6 +118,38 @@ class Kernel:
             return rtnl.run(ns, body)
 
 
+class _Progress:
+    """``doctor NAME 400/1000`` on stderr, redrawn in place: only on a terminal and for
+    long work (more than 200 items), at most ~10 times a second."""
+
+    def __init__(self, what: str, total: int) -> None:
+        import sys
+
+        self.what, self.total, self.n, self.last = what, total, 0, 0.0
+        try:
+            self.on = total > 200 and sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            self.on = False
+
+    def step(self) -> None:
+        self.n += 1
+        if self.on:
+            now = time.monotonic()
+            if now - self.last >= 0.1:
+                import sys
+
+                self.last = now
+                sys.stderr.write(f"\r{self.what} {self.n}/{self.total}")
+                sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            import sys
+
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 def _tid() -> int:
     import threading
 
@@ -202,7 +234,9 @@ class Doctor:
                 leased_by[a] = o
 
         # 1. every cached attachment: namespace, links, addresses, leases, nft
+        progress = _Progress(f"doctor {net.name}", len(cached))
         for (cid, ifn), rec in sorted(cached.items()):
+            progress.step()
             who = f"{cid}/{ifn}"
             netns = rec.get("netns")
             result = rec.get("result")
@@ -281,6 +315,8 @@ class Doctor:
                 if not self.k.ports().get(owners.owner_tag(net.name, cid, ifn)):
                     probs.append(Problem(net.name, who, f"its {len(pm)} port mapping(s) are not published (table "
                                                         f"inet splice_portmap)", reattach))
+
+        progress.done()
 
         # 2. leases without a cached result
         for (cid, ifn), addrs in sorted(leases.items()):
