@@ -6,8 +6,8 @@ driver and/or remote IPAM driver, black box, over its unix socket.
 
 The kit plays dockerd: it speaks HTTP/1.1 over the socket (stdlib ``http.client``, one
 kept-alive connection per check, dockerd's ``Accept`` header, bodies as Go's JSON encoder
-writes them) and sends the calls dockerd 20.10 was observed making
-(``shared/reference/observed-calls/docker-calls.summary.txt``), in that order, with those
+writes them) and sends the calls a real dockerd 20.10 was observed making (recorded with their
+bodies, in order; tests/cnm/test_protocol.py replays the same record), in that order, with those
 bodies (fresh ids, subnets and ports per check). It never changes the machine: the only
 kernel access is reading the driver's namespace (``--netns``) with ``ip -n NAME -j``, for the
 link and leak checks; without ``--netns`` those are skipped. It does not play libnetwork's
@@ -47,7 +47,8 @@ IPAM_MD = "libnetwork docs/ipam.md"
 DRIVER_GO = "libnetwork drivers/remote/driver.go"
 CLIENT_GO = "pkg/plugins/client.go"
 PLUGIN_API = "docs.docker.com plugin_api"
-OBSERVED = "observed dockerd 20.10 (docker-calls.summary.txt)"
+OBSERVED = "observed dockerd 20.10 calls"
+CLEANUP = "dockerd clean-up (libnetwork)"
 REMOTE_IPAM_GO = "libnetwork ipams/remote/remote.go"
 
 MIME = "application/vnd.docker.plugins.v1.2+json"  # what dockerd sends as Accept
@@ -754,7 +755,7 @@ def cap_01(x: Ctx) -> None:
                           "the driver")
 
 
-@check("CNM-CAP-02", "Scope is local (global needs swarm)", OBSERVED, "obs",
+@check("CNM-CAP-02", "Scope is local (global needs swarm)", OBSERVED + "; moby/swarmkit#1153", "obs",
        "Outside swarm mode a remote driver claiming Scope \"global\" fails network creation (no datastore for "
        "scope global, moby/swarmkit#1153); dockerd 20.10 was observed with Scope/ConnectivityScope local.",
        needs=("network",))
@@ -1135,7 +1136,7 @@ IDEM_QUOTE = ("dockerd repeats clean-up calls (a retried docker rm / network rm,
               "call or after a dockerd restart); an error on an already-deleted object makes that clean-up fail.")
 
 
-@check("CNM-IDEM-01", "DeleteEndpoint twice: the second succeeds", OBSERVED, "obs", IDEM_QUOTE, needs=("network",))
+@check("CNM-IDEM-01", "DeleteEndpoint twice: the second succeeds", CLEANUP, "obs", IDEM_QUOTE, needs=("network",))
 def idem_01(x: Ctx) -> None:
     net = x.create_network()
     ep = x.container(net)
@@ -1144,7 +1145,7 @@ def idem_01(x: Ctx) -> None:
     x.delete_network(net)
 
 
-@check("CNM-IDEM-02", "Leave and RevokeExternalConnectivity twice: the second succeeds", OBSERVED, "obs",
+@check("CNM-IDEM-02", "Leave and RevokeExternalConnectivity twice: the second succeeds", CLEANUP, "obs",
        IDEM_QUOTE, needs=("network",))
 def idem_02(x: Ctx) -> None:
     net = x.create_network()
@@ -1157,14 +1158,14 @@ def idem_02(x: Ctx) -> None:
     x.delete_network(net)
 
 
-@check("CNM-IDEM-03", "DeleteNetwork twice: the second succeeds", OBSERVED, "obs", IDEM_QUOTE, needs=("network",))
+@check("CNM-IDEM-03", "DeleteNetwork twice: the second succeeds", CLEANUP, "obs", IDEM_QUOTE, needs=("network",))
 def idem_03(x: Ctx) -> None:
     net = x.create_network()
     x.delete_network(net)
     x.ok("NetworkDriver.DeleteNetwork", {"NetworkID": net.nid}, "second DeleteNetwork")
 
 
-@check("CNM-IDEM-04", "ReleaseAddress twice: the second succeeds", OBSERVED, "obs", IDEM_QUOTE, needs=("ipam",))
+@check("CNM-IDEM-04", "ReleaseAddress twice: the second succeeds", CLEANUP, "obs", IDEM_QUOTE, needs=("ipam",))
 def idem_04(x: Ctx) -> None:
     sub, _ = x.s.subnet()
     p = x.request_pool(sub)
