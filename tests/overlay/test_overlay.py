@@ -144,3 +144,158 @@ def test_without_agent_add_fails_clearly(overlay):
     assert not [link for link in oracle.link_names(h.ns.name) if link.startswith(("veth", "spvx"))]
     rc, out, _ = h.cni("DEL", "cx", agent=False)  # DEL needs no agent
     assert rc == 0, out
+
+
+def route_to(host, subnet: str) -> dict | None:
+    return next((r for r in oracle.routes(host.ns.name) if r["dst"] == subnet), None)
+
+
+def overlay_entries(host) -> tuple[set, set, set]:
+    """(routes, neighbours, FDB entries) on the host's VXLAN device."""
+    routes = {r["dst"] for r in oracle.routes(host.ns.name) if r.get("dev") == "spvx42" and r.get("gateway")}
+    neigh = {n["dst"] for n in oracle.ip_json(host.ns.name, "neigh", "show", "dev", "spvx42")}
+    fdb = {(e["mac"], e["dst"]) for e in json.loads(host.sh("bridge", "-j", "fdb", "show", "dev", "spvx42").stdout)
+           if "dst" in e}
+    return routes, neigh, fdb
+
+
+def subnet_of(host, cid) -> str:
+    return str(ipaddress.ip_network(host.address(cid) + "/24", strict=False))
+
+
+def wait_for(pred, timeout: float, step: float = 0.01) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
+
+
+def test_join_leave_restart(overlay):
+    """A third host joining is reachable from the others in under 1 s; a host whose agent is
+    gone (lease expired, TTL 3 s) is removed from the others (route, neighbour, FDB); an agent
+    restarted keeps its subnet and its containers stay reachable."""
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    h3 = overlay.host()
+    cts = {c1: h1.containers[c1], c2: h2.containers[c2]}
+    t0 = time.monotonic()
+    c3, _ = h3.add()  # the first ADD starts h3's overlay: claim, VTEP, publish, watch
+    added = time.monotonic() - t0
+    a3, s3 = h3.address(c3), subnet_of(h3, c3)
+    reach = wait_for(lambda: ping(cts[c1], a3) and ping(cts[c2], a3), 1.0, step=0)
+    assert reach is not None, (overlay_entries(h1), h1.log.read_text()[-2000:])
+    joined = wait_for(lambda: route_to(h1, s3) is not None and route_to(h2, s3) is not None, 1.0)
+    print(f"\njoin: h3's first ADD {added * 1000:.0f} ms (overlay start included); routes on h1/h2 "
+          f"{joined * 1000:.0f} ms after it returned; ping from both {reach * 1000:.0f} ms after it returned")
+    assert ping(h3.containers[c3], h1.address(c1)) and ping(h3.containers[c3], h2.address(c2))
+
+    # ADD p50 through the agent (the executable, nsenter included), the overlay running
+    times = []
+    extra = []
+    for _ in range(10):
+        t = time.monotonic()
+        cid, _ = h1.add()
+        times.append(time.monotonic() - t)
+        extra.append(cid)
+    times.sort()
+    print(f"ADD through the agent: p50 {times[len(times) // 2] * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
+    for cid in extra:
+        h1.delete(cid)
+
+    # h3 leaves: agent killed, its lease expires (TTL 3 s); the others drop its entries
+    mac3 = oracle.ip_json(h3.ns.name, "link", "show", "spvx42")[0]["address"]
+    h3.stop_agent(signal.SIGKILL)
+    gone = wait_for(lambda: route_to(h1, s3) is None and route_to(h2, s3) is None, 10.0, step=0.1)
+    assert gone is not None
+    print(f"leave: h3's entries gone {gone:.1f} s after its agent was killed (lease TTL 3 s)")
+    for h in (h1, h2):
+        routes, neigh, fdb = overlay_entries(h)
+        assert s3 not in routes and s3.split("/")[0] not in neigh and (mac3, h3.underlay_ip) not in fdb
+        assert len(routes) == len(neigh) == len(fdb) == 1  # the one other host left
+
+    # h1's agent restarts: same subnet, its container reachable again, new ADDs in the subnet
+    s1 = subnet_of(h1, c1)
+    h1.stop_agent()
+    h1.start_agent()
+    c1b, _ = h1.add()
+    assert subnet_of(h1, c1b) == s1
+    assert "renewed the lease it held on" in h1.log.read_text() or "re-claimed its former subnet" in h1.log.read_text()
+    assert ping(cts[c2], h1.address(c1)) and ping(h1.containers[c1b], h2.address(c2))
+    assert route_to(h2, s1) is not None
+    for h, cid in ((h1, c1), (h1, c1b), (h2, c2)):
+        h.delete(cid)
+    assert_no_leaks(h1, [c1, c1b])
+    assert_no_leaks(h2, [c2])
+
+
+def test_concurrent_adds_on_two_hosts(overlay):
+    """Both hosts' first ADDs race (the overlay starts under them): distinct subnets, no
+    address twice, every container reachable from the other host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h1, h2 = overlay.host(), overlay.host()
+    jobs = [h for h in (h1, h2) for _ in range(6)]
+    with ThreadPoolExecutor(12) as pool:
+        done = list(pool.map(lambda h: (h, h.add()[0]), jobs))
+    addrs = [h.address(cid) for h, cid in done]
+    assert len(set(addrs)) == len(addrs) == 12
+    subnets = {h.node: {subnet_of(h, cid) for hh, cid in done if hh is h} for h in (h1, h2)}
+    assert all(len(s) == 1 for s in subnets.values()) and subnets["host1"] != subnets["host2"], subnets
+    one1 = next(cid for h, cid in done if h is h1)
+    for h, cid in done:
+        if h is h2:
+            assert ping(h1.containers[one1], h.address(cid))
+    for h, cid in done:
+        h.delete(cid)
+    assert_no_leaks(h1)
+    assert_no_leaks(h2)
+
+
+def test_status_follows_the_lease(overlay):
+    """STATUS: 0 while the lease is held; 51 with the reason while etcd is out of reach (ADDs
+    go on); 0 again when it is back. A new host that cannot reach etcd: STATUS 50, ADD fails
+    clearly and makes nothing."""
+    h1 = overlay.host()
+    rc, out, err = h1.cni("STATUS")
+    assert rc == 0, (out, err, h1.log.read_text()[-2000:])
+    port = next(link["ifname"] for link in oracle.links(overlay.cluster.underlay)
+                if link["ifname"].startswith("h1") and link.get("master") == "br0")
+    subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port, "down"], check=True)
+    try:
+        seen: dict = {}
+
+        def unreachable() -> bool:
+            rc, out, _ = h1.cni("STATUS")
+            seen["out"] = out
+            return rc != 0 and out["code"] == 51
+
+        assert wait_for(unreachable, 15.0, step=0.2) is not None, seen
+        assert "cannot renew the lease" in seen["out"]["msg"]
+        cid, _ = h1.add()  # ADDs keep using the held subnet
+        h1.delete(cid)
+    finally:
+        subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port, "up"], check=True)
+    assert wait_for(lambda: h1.cni("STATUS")[0] == 0, 15.0, step=0.2) is not None
+
+    h2 = overlay.host()
+    port2 = next(link["ifname"] for link in oracle.links(overlay.cluster.underlay)
+                 if link["ifname"].startswith("h2") and link.get("master") == "br0")
+    subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port2, "down"], check=True)
+    try:
+        conf = h2.config(etcd={"endpoints": overlay.cluster.endpoints, "prefix": overlay.prefix, "timeout": 0.5})
+        rc, out, _ = h2.cni("STATUS", conf=conf)
+        assert rc != 0 and out["code"] == 50 and "etcd" in out["msg"] + out.get("details", ""), out
+        name = f"{h2.ns.name}-y"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        overlay.namespaces.append(name)
+        from ..conftest import Namespace
+
+        h2.containers["cy"] = Namespace(name)
+        rc, out, _ = h2.cni("ADD", "cy", conf=conf)
+        assert rc != 0 and out["code"] == 11 and "etcd" in out["msg"], out
+        assert not [link for link in oracle.link_names(h2.ns.name) if link.startswith(("veth", "spvx"))]
+    finally:
+        subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port2, "up"], check=True)
