@@ -299,3 +299,25 @@ def test_status_follows_the_lease(overlay):
         assert not [link for link in oracle.link_names(h2.ns.name) if link.startswith(("veth", "spvx"))]
     finally:
         subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port2, "up"], check=True)
+
+
+def test_device_deleted_under_the_agent_is_made_again_by_status(overlay):
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    assert ping(h1.containers[c1], h2.address(c2))
+    h1.sh("ip", "link", "del", "spvx42")
+    assert not ping(h1.containers[c1], h2.address(c2))
+    rc, out, _ = h1.cni("CHECK", c1, dict(h1.config(), prevResult=overlay.results[c1]))
+    assert rc != 0 and out["code"] == 105 and "spvx42" in out["msg"], out
+    rc, out, err = h1.cni("STATUS")
+    assert rc == 0, (out, err)
+    assert wait_for(lambda: ping(h1.containers[c1], h2.address(c2)), 3.0, step=0) is not None  # new MAC re-published
+    assert ping(h2.containers[c2], h1.address(c1))
+    rc, out, _ = h1.cni("CHECK", c1, dict(h1.config(), prevResult=overlay.results[c1]))
+    assert rc == 0, out
+    rc, out, _ = h1.cni("GC", conf=dict(h1.config(), **{"cni.dev/valid-attachments": []}))
+    assert rc == 0, out
+    assert_no_leaks(h1, [c1])
+    h2.delete(c2)
+    assert_no_leaks(h2, [c2])

@@ -119,6 +119,7 @@ class Overlay:
         self.watcher: Any = None
         self.driver: Any = None
         self.vtep: Any = None
+        self.registry: Any = None
         self.peers_programmed: dict[str, Any] = {}
         self.last_event: float = 0.0
 
@@ -152,7 +153,7 @@ class Overlay:
         subnet = self.lease.acquire()
         self.driver = VxlanDriver(cfg, Netns.from_fd(self.fd))
         self.vtep = self.driver.ensure_vtep(subnet)
-        reg = PeerRegistry(self.etcd, cfg.network, prefix=cfg.etcd.prefix)
+        reg = self.registry = PeerRegistry(self.etcd, cfg.network, prefix=cfg.etcd.prefix)
         reg.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=cfg.vni, port=cfg.port)
         self.lease.start()
         self.watcher = reg.watch(self._on_peer, exclude=mgr.node)
@@ -192,7 +193,20 @@ class Overlay:
         return self.lease.check()
 
     def check_status(self) -> None:
+        """Raise the STATUS error of the lease; a VXLAN device deleted (or made again by
+        someone) under the running overlay is made again and every peer programmed again."""
         st = self.lease.status()
+        if st.usable:
+            now = self.driver.vtep()
+            if now is None or now.index != self.vtep.index or now.address != self.vtep.address:
+                with self._lock:
+                    old, self.vtep = self.vtep, self.driver.ensure_vtep(st.subnet)
+                    if (old.mac, old.underlay) != (self.vtep.mac, self.vtep.underlay):  # the peers' FDB entries
+                        self.registry.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=self.cfg.vni,
+                                              port=self.cfg.port)
+                    for peer in self.watcher.peers().values():
+                        self.driver.program_peer(self.vtep, peer)
+                    self.mgr.log(f"{self.cfg.network}: VXLAN device {self.vtep.name} made again, peers programmed")
         if st.state == "held":
             return
         if st.state == "unreachable":
