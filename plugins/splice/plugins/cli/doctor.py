@@ -38,12 +38,17 @@ import time
 from splice.plugins.cli import common
 from splice.plugins.cli.output import PROBLEM, CliError, dump_json, paint
 
+CNM_STATE_DIR = "/var/lib/splice/cnm"
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", default=None, metavar="NAME", help="one network (default: every network)")
     p.add_argument("--fix", action="store_true", help="repair what is unambiguous")
     p.add_argument("--json", action="store_true", help="the problems as JSON")
     common.add_location_args(p, cache=True, cni_path=True)
+    p.add_argument("--cnm-state-dir", default=None, metavar="DIR",
+                   help=f"the Docker driver's state (default {CNM_STATE_DIR}, read when it exists and no NAME is "
+                        f"given); its endpoints are compared with the kernel, never repaired (dockerd owns them)")
 
 
 class Problem:
@@ -413,6 +418,87 @@ class Doctor:
                 ipam.allocate(cid, ifn, requested=todo)
 
 
+def examine_docker(args, k: Kernel, state_dir: str) -> tuple[list[Problem], dict]:
+    """The Docker driver's records (``<state dir>/networks``, ``endpoints``: cnm/state.py)
+    against the kernel: a network left pending by a killed create, a bridge network's
+    bridge, each endpoint's network record, host veth (bridge), sandbox file (joined) and
+    masquerade entries; host veths of a Docker network that no endpoint record names.
+    Named with their repair, never fixed here: dockerd owns these objects, and the
+    driver's start-up collection (restart ``splice driver``) removes what dockerd let go."""
+    import json
+
+    from splice.plugins import owners
+
+    def load(kind: str) -> dict[str, dict]:
+        out = {}
+        d = os.path.join(state_dir, kind)
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            return out
+        for n in names:
+            if n.endswith(".json"):
+                try:
+                    with open(os.path.join(d, n), "rb") as f:
+                        rec = json.loads(f.read())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(rec, dict):
+                    out[n[:-5]] = rec
+        return out
+
+    nets, eps = load("networks"), load("endpoints")
+    probs: list[Problem] = []
+    restart = "systemctl restart splice-driver (its start-up collection)"
+    label = "docker"
+    links = k.links() if any(n.get("kind") == "bridge" for n in nets.values()) else {}
+    by_net: dict[str, list[str]] = {}
+    for eid, ep in eps.items():
+        by_net.setdefault(str(ep.get("network")), []).append(eid)
+    for nid, net in sorted(nets.items()):
+        short = nid[:12]
+        if net.get("pending"):
+            probs.append(Problem(label, f"network {short}", "its creation was interrupted (record left pending)",
+                                 restart))
+        cfg = net.get("config") or {}
+        if net.get("kind") != "bridge":
+            continue
+        br = links.get(cfg.get("bridge") or "")
+        if by_net.get(nid) and (br is None or br.kind != "bridge"):
+            probs.append(Problem(label, f"network {short}", f"bridge {cfg.get('bridge')} is missing "
+                                                            f"({len(by_net[nid])} endpoint(s) on it)",
+                                 f"docker restart the containers of network {short}"))
+        masq = k.masq() if cfg.get("ipMasq") else {}
+        for eid in by_net.get(nid, []):
+            ep = eps[eid]
+            who = f"endpoint {eid[:12]}"
+            veth = owners.host_veth_name(nid, eid, "eth")
+            if veth not in links:
+                probs.append(Problem(label, who, f"host veth {veth} of network {short} is missing",
+                                     f"docker network disconnect -f {short} CONTAINER && docker network connect "
+                                     f"{short} CONTAINER (or restart the container)"))
+                continue
+            if ep.get("joined") and ep.get("sandbox") and not os.path.exists(ep["sandbox"]):
+                probs.append(Problem(label, who, f"joined, but its sandbox {ep['sandbox']} is gone", restart))
+            if cfg.get("ipMasq"):
+                have = {str(a) for _i, a in masq.get(owners.owner_tag(nid, eid, "eth"), [])}
+                for a in ep.get("addresses") or []:
+                    ip = str(a).split("/")[0]
+                    if ":" not in ip and ip not in have:
+                        probs.append(Problem(label, who, f"no masquerade entry for {ip}",
+                                             f"docker restart the endpoint's container"))
+        prefix = owners.alias_prefix(nid)
+        known = {owners.host_veth_name(nid, e, "eth") for e in by_net.get(nid, [])}
+        for lk in links.values():
+            if lk.kind == "veth" and (lk.alias or "").startswith(prefix) and lk.name not in known:
+                probs.append(Problem(label, f"network {short}", f"host veth {lk.name} has no endpoint record", restart))
+    for eid, ep in sorted(eps.items()):
+        if str(ep.get("network")) not in nets:
+            probs.append(Problem(label, f"endpoint {eid[:12]}", f"its network {str(ep.get('network'))[:12]} has no "
+                                                                f"record", restart))
+    return probs, {"network": "docker", "driver": "splice driver", "cached": len(eps), "leases": 0}
+
+
 def gc_preview(args, net: common.Network, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """What ``splice gc NAME`` would remove: leases, host veths and nft elements of the
     network whose attachment is not in ``valid`` (the cached ones)."""
@@ -450,7 +536,7 @@ def run(args) -> int:
         nets = [common.find_network(args, args.name)]
     else:
         nets = common.networks(common.config_dir(args))
-        if not nets:
+        if not nets and not (args.cnm_state_dir or os.path.isdir(os.path.join(CNM_STATE_DIR, "endpoints"))):
             print(f"no networks in {common.config_dir(args)} (--config-dir)")
             return 0
     k = Kernel()
@@ -461,6 +547,15 @@ def run(args) -> int:
         ps, st = doc.examine(net)
         problems += ps
         stats.append(st)
+    # the system's Docker state only with the system's locations (not with --config-dir)
+    cnm = args.cnm_state_dir or (CNM_STATE_DIR if not (args.name or args.config_dir
+                                                        or os.environ.get("SPLICE_CONFIG_DIR")) else None)
+    if cnm and os.path.isdir(os.path.join(cnm, "endpoints")):
+        ps, st = examine_docker(args, k, cnm)
+        problems += ps
+        stats.append(st)
+    elif args.cnm_state_dir:
+        raise CliError(f"{args.cnm_state_dir} is not the Docker driver's state directory (no endpoints/ in it)")
     if args.fix:
         for p in problems:
             if p.fix is None:
