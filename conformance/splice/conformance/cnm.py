@@ -296,7 +296,7 @@ class Session:
         """A fresh (IPv4 /24, IPv6 /64) for one network of this run."""
         self._subnet += 1
         n = self._subnet
-        return f"10.250.{n}.0/24", f"fd00:250:{self._tag:x}{n:02x}::/64"
+        return f"10.250.{n}.0/24", str(ipaddress.ip_network(f"fd00:250:{self._tag:x}{n:02x}::/64"))
 
     def host_port(self) -> int:
         self._port += 1
@@ -453,7 +453,7 @@ class Ctx:
             if self.s.ipam:
                 p = self.request_pool(cidr, is6, ipam_options)
                 pid, pool = p["PoolID"], p.get("Pool")
-                if pool != cidr:
+                if not _same_net(pool, cidr):
                     raise CheckFailed(f"RequestPool {cidr}: answered Pool {pool!r}")
                 gw = self.request_address(pid, gw_want.split("/")[0], GW_TYPE, "RequestAddress (gateway)")
                 net.pools.append(pid)
@@ -614,6 +614,13 @@ def _is_cidr(v: Any) -> bool:
     except (ValueError, TypeError):
         return False
     return isinstance(v, str) and "/" in v
+
+
+def _same_net(a: Any, b: str) -> bool:
+    try:
+        return isinstance(a, str) and ipaddress.ip_network(a) == ipaddress.ip_network(b)
+    except ValueError:
+        return False
 
 
 def _is_mac(v: Any) -> bool:
@@ -1185,7 +1192,7 @@ def ipam_01(x: Ctx) -> None:
     v4, v6 = x.s.subnet()
     for cidr, is6 in ((v4, False), (v6, True)):
         p = x.request_pool(cidr, is6)
-        if p.get("Pool") != cidr:
+        if not _same_net(p.get("Pool"), cidr):
             raise CheckFailed(f"RequestPool {cidr}: answered Pool {p.get('Pool')!r}")
         if p.get("Data") is not None and not isinstance(p["Data"], dict):
             raise CheckFailed(f"RequestPool {cidr}: Data is {type(p['Data']).__name__}, not a map")
