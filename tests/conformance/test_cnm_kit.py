@@ -206,3 +206,16 @@ def test_cnm_kit_catches_a_broken_stub(mode, stub, driver_ns, macvlan_outcomes):
         assert fragment in got[check_id], f"{check_id}: {got[check_id]}"
     for check_id in must_pass:
         assert out[check_id].result == "pass", f"{check_id}: {out[check_id].reason}"
+
+
+def test_cnm_cli_usage_errors(tmp_path):
+    """--cnm-socket excludes the CNI options; a socket that is not there stops the run."""
+    base = [sys.executable, "-m", "splice.conformance"]
+    p = subprocess.run(base + ["--cnm-socket", str(tmp_path / "x.sock"), "--plugin", "bridge"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--cni-path/--plugin do not apply" in p.stderr, p.stderr
+    p = subprocess.run(base + ["--cnm-socket", str(tmp_path / "x.sock")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "no socket at" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run(base + ["--cnm-socket", str(tmp_path / "x.sock"), "--list", "-k", "BAD-*"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.count("CNM-BAD-") == 4, p.stdout
