@@ -231,3 +231,28 @@ def test_dual_stack(cli, make_ns):
     assert "FIXED" not in r.out and "is not leased" in r.out and "(--fix does this)" not in r.out
     cli("detach", "ds", "--netns", b.name, check=0)
     assert cli("doctor", "ds", check=0).out.startswith("ok")
+
+
+def test_ipam_release(cli, make_ns):
+    """A stuck lease released by hand: refused while the attachment is cached (in use),
+    by address with --force, by container id once the container went without DEL."""
+    cli.create_bridge("rel", "10.98.5.0/24")
+    a, b = make_ns(), make_ns()
+    cli("attach", "rel", "--netns", a.name, "--container-id", "ctr-a", check=0)
+    cli("attach", "rel", "--netns", b.name, "--container-id", "ctr-b", check=0)
+    r = cli("ipam", "release", "rel", "--ip", "10.98.5.2", check=1)
+    assert "ctr-a/eth0 is attached" in r.err and "splice detach rel" in r.err
+    assert "released 10.98.5.2/24 (ctr-a/eth0)" in cli("ipam", "release", "rel", "--ip", "10.98.5.2", "--force",
+                                                       check=0).out
+    assert "is not leased" in cli("doctor", "rel", check=1).out
+    cli("doctor", "rel", "--fix", check=0)
+    assert ("ctr-a", "eth0") in cli.lease_rows("rel")
+    assert "nothing to do" in cli("ipam", "release", "rel", "--ip", "10.98.5.99", check=0).out
+    assert cli("ipam", "release", "rel", "--ip", "not-an-ip").rc == 2
+    os.unlink(cli.cache_dir / "results" / "rel-ctr-b-eth0")  # gone without DEL
+    assert "released 10.98.5.3/24 (ctr-b/eth0)" in cli("ipam", "release", "rel", "--container-id", "ctr-b",
+                                                       check=0).out
+    cli("detach", "rel", "--netns", a.name, "--container-id", "ctr-a", check=0)
+    cli("doctor", "rel", "--fix", check=0)  # ctr-b's veth and nft elements: DEL by owner
+    assert cli.lease_rows("rel") == [] and oracle.nft_map_elements(cli.host.name) == []
+    assert oracle.link_names(b.name) == {"lo"}
