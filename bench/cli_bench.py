@@ -95,6 +95,26 @@ def bench_listing(root: Path, n: int, runs: int, env: dict) -> None:
                  ["--version"]):
         xs = timed([SPLICE, *argv, *(loc if argv[0] != "--version" else [])], runs, env)
         print(f"splice {' '.join(argv):22s} {fmt(xs)}")
+    # the same through the `splice` that install-cni writes (LIB/splice: /usr/bin/python3 -I on
+    # the bundle, no venv site or editable finder): what an operator runs on a host
+    inst = root / "cni-bin"
+    subprocess.run([SPLICE, "install-cni", "--dir", str(inst)], check=True, stdout=subprocess.DEVNULL)
+    for argv in (["ipam", "ls", "big"], ["net", "ls"]):
+        xs = timed([str(inst / ".splice" / "splice"), *argv, *loc], runs, env)
+        print(f"installed splice {' '.join(argv):12s} {fmt(xs)}")
+    # the command's own work, without the interpreter's start-up (imports warm, output to /dev/null)
+    import contextlib
+
+    from splice.plugins.cli.main import main as cli_main
+
+    for argv in (["ipam", "ls", "big"], ["net", "ls"]):
+        xs = []
+        for _ in range(runs):
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                t0 = time.perf_counter()
+                cli_main([*argv, *loc])
+                xs.append(time.perf_counter() - t0)
+        print(f"in-process: {' '.join(argv):18s} {fmt(xs)}")
 
 
 def bench_doctor(root: Path, n: int, n_ns: int, runs: int, env: dict) -> None:
