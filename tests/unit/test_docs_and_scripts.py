@@ -22,7 +22,7 @@ def test_readme_first_table_is_one_table():
         rows.append(line)
     names = [r.split("|")[1].strip() for r in rows[2:]]
     assert names == ["`splice-bridge`", "`splice-ipam`", "`splice-portmap`", "`splice-macvlan`", "`splice-ipvlan`",
-                     "`splice-vxlan`", "`splice agent`", "`splice-conformance`"]
+                     "`splice-vxlan`", "`splice driver`", "`splice agent`", "`splice-conformance`"]
 
 
 def test_docs_point_nowhere_outside_the_repository():
