@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ..cluster.conftest import etcd_cluster  # noqa: F401  (the session's 3-member etcd)
+from ..cluster import conftest as cluster_conftest
 from ..conftest import Namespace, bin_dir, require_tool
+
+etcd_cluster = cluster_conftest.etcd_cluster  # the session's 3-member etcd (tests/cluster/harness.py)
 
 SPLICE = str(bin_dir() / "splice")
 PLUGIN = str(bin_dir() / "splice-vxlan")
@@ -160,7 +162,7 @@ class Overlay:
 
 
 @pytest.fixture
-def overlay(etcd_cluster, tmp_path):  # noqa: F811
+def overlay(etcd_cluster, tmp_path):
     require_tool("ping", "nsenter")
     tmp_path.chmod(0o700)
     o = Overlay(etcd_cluster, tmp_path)

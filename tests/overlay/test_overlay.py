@@ -321,3 +321,44 @@ def test_device_deleted_under_the_agent_is_made_again_by_status(overlay):
     assert_no_leaks(h1, [c1])
     h2.delete(c2)
     assert_no_leaks(h2, [c2])
+
+
+def test_etcd_member_killed_and_whole_cluster_down(overlay):
+    """One etcd member killed: ADDs and a join keep working. Every member down: ADDs on a
+    held subnet keep working, a new host fails clearly (code 11, nothing made), and all
+    recovers when etcd returns (the new host joins and is reachable)."""
+    cluster = overlay.cluster
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    cluster.members[0].kill()
+    h3 = overlay.host()
+    c3, _ = h3.add()  # claim + publish + watch with a member gone
+    assert wait_for(lambda: ping(h1.containers[c1], h3.address(c3)), 3.0, step=0) is not None
+    c1b, _ = h1.add()
+    for m in cluster.members:
+        m.kill()
+    c1c, _ = h1.add()  # the held subnet: no etcd needed
+    assert subnet_of(h1, c1c) == subnet_of(h1, c1)
+    assert ping(h1.containers[c1c], h2.address(c2))
+    h4 = overlay.host()
+    conf4 = h4.config(etcd={"endpoints": cluster.endpoints, "prefix": overlay.prefix, "timeout": 0.5})
+    name = f"{h4.ns.name}-z"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    overlay.namespaces.append(name)
+    from ..conftest import Namespace
+
+    h4.containers["cz"] = Namespace(name)
+    rc, out, _ = h4.cni("ADD", "cz", conf=conf4)
+    assert rc != 0 and out["code"] == 11 and "no etcd endpoint answered" in out["msg"], out
+    assert not [link for link in oracle.link_names(h4.ns.name) if link.startswith(("veth", "spvx"))]
+    cluster.restore()
+    c4, _ = h4.add(conf=conf4)
+    assert wait_for(lambda: ping(h1.containers[c1], h4.address(c4)) and ping(h2.containers[c2], h4.address(c4)),
+                    5.0, step=0) is not None, (overlay_entries(h1), h1.log.read_text()[-2000:])
+    # the leases survived the outage (no leader: no expiry), every host kept its subnet
+    assert "taken" not in h1.log.read_text() and "lost" not in h2.log.read_text()
+    for h, cid in ((h1, c1), (h1, c1b), (h1, c1c), (h2, c2), (h3, c3), (h4, c4)):
+        h.delete(cid, conf=conf4 if h is h4 else None)
+    for h in (h1, h2, h3, h4):
+        assert_no_leaks(h)

@@ -25,7 +25,6 @@ of the bridge's masquerade becomes "the whole cluster".
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import socket
 from typing import Any, NamedTuple
@@ -331,7 +330,3 @@ class VxlanDriver:
                 raise KernelError(f"the VXLAN device {self.cfg.device!r} is down")
 
         rtnl.run(self.host, part)
-
-
-def replace_mtu(cfg: VxlanConfig, mtu: int) -> VxlanConfig:
-    return dataclasses.replace(cfg, mtu=mtu)

@@ -85,7 +85,7 @@ class OverlayManager:
     def overlay(self, cfg: Any) -> "Overlay":
         """The started overlay of ``cfg.network`` in the calling thread's namespace (started
         now if needed; a failed start raises and is tried again by the next call)."""
-        st = os.stat(f"/proc/thread-self/ns/net")
+        st = os.stat("/proc/thread-self/ns/net")
         key = (cfg.network, st.st_dev, st.st_ino)
         with self._lock:
             ov = self._overlays.get(key)
