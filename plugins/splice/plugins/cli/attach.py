@@ -14,7 +14,6 @@ version; libcni would skip them).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from splice.plugins.cli import common
@@ -109,7 +108,7 @@ def parse_publish(specs: list[str]) -> list[dict]:
     return out
 
 
-def _identity(args, net: common.Network, cached_lookup: bool = False) -> tuple[str | None, str]:
+def _identity(args, net: common.Network) -> tuple[str | None, str]:
     """(netns path or None, container id)."""
     netns = common.netns_path(args.netns) if args.netns else None
     cid = args.container_id
@@ -287,8 +286,6 @@ def status(args) -> int:
 
 
 def gc(args) -> int:
-    from splice.conformance.runtime import CniCallError
-
     net = common.find_network(args, args.name)
     valid = sorted(common.cached_attachments(args, net.name))
     if args.dry_run:
@@ -310,11 +307,3 @@ def gc(args) -> int:
         return PROBLEM
     print(f"{net.name}: GC done, {len(valid)} cached attachment(s) kept")
     return 0
-
-
-def run_status(args) -> int:
-    return status(args)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj)

@@ -486,7 +486,7 @@ def examine_docker(args, k: Kernel, state_dir: str) -> tuple[list[Problem], dict
                     ip = str(a).split("/")[0]
                     if ":" not in ip and ip not in have:
                         probs.append(Problem(label, who, f"no masquerade entry for {ip}",
-                                             f"docker restart the endpoint's container"))
+                                             "docker restart the endpoint's container"))
         prefix = owners.alias_prefix(nid)
         known = {owners.host_veth_name(nid, e, "eth") for e in by_net.get(nid, [])}
         for lk in links.values():
