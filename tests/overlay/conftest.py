@@ -70,7 +70,7 @@ class Host:
         assert self.proc is None or self.proc.poll() is not None
         self.proc = subprocess.Popen(
             ["nsenter", f"--net={self.ns.path}", SPLICE, "agent", "--node", self.node, "--state-dir", self.state,
-             "--socket", self.socket, "--workers", "8"],
+             "--socket", self.socket, "--workers", "8", "-v"],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), cwd=self.dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

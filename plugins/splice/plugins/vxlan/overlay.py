@@ -112,6 +112,7 @@ class Overlay:
         self.mgr = mgr
         self.cfg = cfg
         self._lock = threading.Lock()
+        self._peer_lock = threading.Lock()  # peer events vs. the start-up reconcile
         self.started = False
         self.fd: int | None = None
         self.etcd: Any = None
@@ -158,7 +159,8 @@ class Overlay:
         self.lease.start()
         self.watcher = reg.watch(self._on_peer, exclude=mgr.node)
         if self.watcher.wait_synced(5.0):
-            removed = self.driver.reconcile(self.vtep, list(self.watcher.peers().values()))
+            with self._peer_lock:
+                removed = self.driver.reconcile(self.vtep, list(self.watcher.peers().values()))
             if removed:
                 mgr.log(f"{cfg.network}: removed {removed} stale route/neighbour/FDB entries")
         mgr.log(f"{cfg.network}: node {mgr.node} holds {subnet} ({self.lease.status().reason}); VTEP "
@@ -220,6 +222,10 @@ class Overlay:
 
     def _on_peer(self, ev: Any) -> None:
         """A remote host's record appeared, changed or went (the watcher's thread)."""
+        with self._peer_lock:
+            self._apply(ev)
+
+    def _apply(self, ev: Any) -> None:
         drv, vtep = self.driver, self.vtep
         try:
             if ev.previous is not None and (ev.peer is None or ev.previous[:4] != ev.peer[:4]):
