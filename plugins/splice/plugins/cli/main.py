@@ -4,8 +4,9 @@ Subcommands live in :data:`COMMANDS` (name -> help, argument builder, runner); a
 imports what it needs when it runs, so ``splice status`` never loads pyroute2. Add a
 command by adding an entry.
 
-* ``splice agent [--socket PATH] [--workers N] [--max-connections N] [-v]``: the resident agent
-  (:mod:`splice.plugins.agent.server`).
+* ``splice agent [--socket PATH] [--workers N] [--max-connections N] [-v] [--node NAME]
+  [--state-dir DIR]``: the resident agent (:mod:`splice.plugins.agent.server`; ``--node`` and
+  ``--state-dir`` are the overlay's: :mod:`splice.plugins.vxlan.overlay`).
 * ``splice driver [--plugins-dir DIR] [--state-dir DIR] [--ipam-dir DIR] [-v]``: the Docker
   remote network + IPAM driver daemon (:mod:`splice.plugins.cnm.daemon`).
 * ``splice status [--socket PATH]``: is an agent alive there? Prints its status JSON;
@@ -17,7 +18,7 @@ command by adding an entry.
   locations and the result cache: common.py.
 * ``splice install-cni --dir /opt/cni/bin [--lib DIR] [--linked | --client-only]``: writes
   the CNI executables ``splice-bridge``, ``splice-ipam``, ``splice-portmap``, ``splice-macvlan``,
-  ``splice-ipvlan`` as standalone thin clients (see below).
+  ``splice-ipvlan``, ``splice-vxlan`` as standalone thin clients (see below).
 
 Installed executables. Each is a ``#!/usr/bin/python3 -IS`` launcher of a few lines that
 imports ``splice/plugins/agent/client.py`` (its cached bytecode, cheaper than compiling the
