@@ -18,17 +18,23 @@ class VxlanPlugin(MainPlugin):
     driver_kind = "vxlan"
 
     _raw: dict | None = None  # the config as the runtime gave it (before the range is set)
+    _driver = None  # one driver per call (a plugin instance serves one call)
 
     def driver(self, a):
-        from splice.plugins.driver import create
+        if self._driver is None:
+            from splice.plugins.driver import create
 
-        return create(self.driver_kind, self._raw or a.config, a.host_ns())
+            self._driver = create(self.driver_kind, self._raw or a.config, a.host_ns())
+        return self._driver
 
     def _overlay(self, a):
         """The started overlay of this network (the whole config validated first: code 7)."""
         from splice.plugins.vxlan import overlay
 
-        return overlay.manager().overlay(self.driver(a).cfg)
+        driver = self.driver(a)
+        ov = overlay.manager().overlay(driver.cfg)
+        driver.mtu = ov.vtep.mtu  # known: no device lookup in the ADD
+        return ov
 
     def _ipam(self, a, subnet=None) -> None:
         """``ipam`` is splice-ipam (the config may leave it out); its range the host's subnet."""
