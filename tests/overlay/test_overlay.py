@@ -373,3 +373,41 @@ def test_etcd_member_killed_and_whole_cluster_down(overlay):
         h.delete(cid, conf=conf4 if h is h4 else None)
     for h in (h1, h2, h3, h4):
         assert_no_leaks(h)
+
+
+def test_subnet_taken_by_another_host(overlay):
+    """Another host holds this host's subnet now (its key overwritten in etcd): the lease is
+    "lost": STATUS 50 with the reason, ADD refused with 50, the host's record withdrawn (the
+    others drop its entries); DEL still works."""
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    s1 = subnet_of(h1, c1)
+    net = ipaddress.ip_network(s1)
+    key = f"{overlay.prefix}/ovl/subnets/{net.network_address}-{net.prefixlen}"
+
+    def take():
+        e = overlay.cluster.client()
+        try:
+            e.put(key, json.dumps({"node": "intruder", "host": "0" * 32}))
+        finally:
+            e.close()
+
+    overlay.cluster.run(take)
+    seen: dict = {}
+
+    def lost() -> bool:
+        rc, out, _ = h1.cni("STATUS")
+        seen["out"] = out
+        return rc != 0 and out["code"] == 50
+
+    assert wait_for(lost, 10.0, step=0.2) is not None, seen
+    assert "taken by node intruder" in seen["out"]["msg"], seen
+    h1.containers[c1 + "x"] = h1.containers[c1]
+    rc, out, _ = h1.cni("ADD", c1 + "x", h1.config(), ifname="eth1")
+    assert rc != 0 and out["code"] == 50 and "intruder" in out["msg"], out
+    assert wait_for(lambda: route_to(h2, s1) is None, 5.0, step=0.1) is not None  # record revoked with the lease
+    h1.delete(c1)
+    h2.delete(c2)
+    assert_no_leaks(h1, [c1])
+    assert_no_leaks(h2, [c2])
