@@ -122,6 +122,7 @@ class Overlay:
         self.vtep: Any = None
         self.registry: Any = None
         self.peers_programmed: dict[str, Any] = {}
+        self.dirty = False  # a peer event failed to program: the next STATUS programs every peer again
         self.last_event: float = 0.0
 
     # -- start / stop ----------------------------------------------------------------
@@ -206,15 +207,31 @@ class Overlay:
                     if (old.mac, old.underlay) != (self.vtep.mac, self.vtep.underlay):  # the peers' FDB entries
                         self.registry.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=self.cfg.vni,
                                               port=self.cfg.port)
-                    for peer in self.watcher.peers().values():
-                        self.driver.program_peer(self.vtep, peer)
-                    self.mgr.log(f"{self.cfg.network}: VXLAN device {self.vtep.name} made again, peers programmed")
+                    self.dirty = True
+                    self.mgr.log(f"{self.cfg.network}: VXLAN device {self.vtep.name} made again")
+            if self.dirty:
+                self.resync()
         if st.state == "held":
             return
         if st.state == "unreachable":
             raise LimitedConnectivity(f"network {self.cfg.network}: {st.reason}",
                                       "ADDs go on with the subnet this host holds; changes of other hosts are not seen")
         raise NotAvailable(st.reason or f"network {self.cfg.network}: this host holds no subnet")
+
+    def resync(self) -> None:
+        """Program every peer again and remove what no peer accounts for."""
+        with self._peer_lock:
+            self.dirty = False
+            try:
+                peers = [p for p in self.watcher.peers().values() if p.extra.get("vni", self.cfg.vni) == self.cfg.vni]
+                for peer in peers:
+                    self.driver.program_peer(self.vtep, peer)
+                    self.peers_programmed[peer.node] = peer
+                self.driver.reconcile(self.vtep, peers)
+            except BaseException:
+                self.dirty = True
+                raise
+        self.mgr.log(f"{self.cfg.network}: {len(peers)} peer(s) programmed again")
 
     # -- events ------------------------------------------------------------------------
     def _lease_changed(self, st: Any) -> None:
@@ -239,5 +256,6 @@ class Overlay:
                 drv.program_peer(vtep, ev.peer)
                 self.peers_programmed[ev.node] = ev.peer
             self.last_event = time.monotonic()
-        except Exception as e:  # noqa: BLE001 - keep watching; the next event or restart converges
+        except Exception as e:  # noqa: BLE001 - keep watching; the next STATUS programs every peer again
+            self.dirty = True
             self.mgr.log(f"{self.cfg.network}: peer {ev.node} {ev.kind}: {e.__class__.__name__}: {e}")
