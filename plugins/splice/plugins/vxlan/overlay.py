@@ -71,7 +71,7 @@ class OverlayManager:
         self.state_dir = state_dir
         self.logf = logf
         self._lock = threading.Lock()
-        self._overlays: dict[tuple, Overlay] = {}
+        self._overlays: dict[str, Overlay] = {}
 
     def log(self, msg: str) -> None:
         if self.logf is not None:
@@ -83,14 +83,19 @@ class OverlayManager:
         log.info("%s", msg)
 
     def overlay(self, cfg: Any) -> "Overlay":
-        """The started overlay of ``cfg.network`` in the calling thread's namespace (started
-        now if needed; a failed start raises and is tried again by the next call)."""
+        """The started overlay of ``cfg.network`` (started now if needed, in the calling
+        thread's namespace; a failed start raises and is tried again by the next call). One
+        per network: its node name and state file are the agent's, so a call of the same
+        network from another network namespace is refused."""
         st = os.stat("/proc/thread-self/ns/net")
-        key = (cfg.network, st.st_dev, st.st_ino)
         with self._lock:
-            ov = self._overlays.get(key)
+            ov = self._overlays.get(cfg.network)
             if ov is None:
-                ov = self._overlays[key] = Overlay(self, cfg)
+                ov = self._overlays[cfg.network] = Overlay(self, cfg)
+                ov.netns = (st.st_dev, st.st_ino)
+        if ov.netns != (st.st_dev, st.st_ino):
+            raise ConfigError(f"network {cfg.network!r} runs in another network namespace of this agent (node "
+                              f"{self.node}): one host namespace per agent and network")
         if ov.cfg.identity() != cfg.identity():
             raise ConfigError(f"network {cfg.network!r} runs in this agent with another configuration "
                               "(vni, port, device, clusterCIDR, subnetLen, leaseTTL or etcd differ): every call "
@@ -114,6 +119,7 @@ class Overlay:
         self._lock = threading.Lock()
         self._peer_lock = threading.Lock()  # peer events vs. the start-up reconcile
         self.started = False
+        self.netns: tuple[int, int] | None = None  # (dev, inode) of the host namespace
         self.fd: int | None = None
         self.etcd: Any = None
         self.lease: Any = None
