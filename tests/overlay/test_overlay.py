@@ -412,3 +412,31 @@ def test_subnet_taken_by_another_host(overlay):
     h2.delete(c2)
     assert_no_leaks(h1, [c1])
     assert_no_leaks(h2, [c2])
+
+
+def test_agent_restarted_while_etcd_is_down(overlay):
+    """An agent restarted while every etcd member is down starts on the subnet of its state
+    file: ADDs work (same subnet), STATUS is 51 meanwhile; when etcd returns it renews,
+    publishes and watches: STATUS 0, containers of both hosts reach each other."""
+    cluster = overlay.cluster
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    s1 = subnet_of(h1, c1)
+    h1.stop_agent()
+    for m in cluster.members:
+        m.kill()
+    h1.start_agent()
+    c1b, _ = h1.add()
+    assert subnet_of(h1, c1b) == s1
+    assert ping(h1.containers[c1b], h1.address(c1))
+    rc, out, _ = h1.cni("STATUS")
+    assert rc != 0 and out["code"] == 51 and "state file" in out["msg"], out
+    cluster.restore()
+    assert wait_for(lambda: h1.cni("STATUS")[0] == 0, 15.0, step=0.2) is not None, h1.log.read_text()[-2000:]
+    assert wait_for(lambda: ping(h1.containers[c1b], h2.address(c2)) and ping(h2.containers[c2], h1.address(c1b)),
+                    5.0, step=0) is not None, (overlay_entries(h1), overlay_entries(h2))
+    for h, cid in ((h1, c1), (h1, c1b), (h2, c2)):
+        h.delete(cid)
+    assert_no_leaks(h1, [c1, c1b])
+    assert_no_leaks(h2, [c2])

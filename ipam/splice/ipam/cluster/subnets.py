@@ -371,6 +371,12 @@ class SubnetLease:
                 f"but etcd ({self.layout.config}) has {kv.value.decode(errors='replace') if kv else '?'}: "
                 "every host of a network needs the same values")
 
+    def saved_subnet(self) -> IPNetwork | None:
+        """The subnet of this host's state file (this network, node, clusterCIDR and
+        subnetLen), None without one: what a host restarted while etcd is out of reach
+        still holds (its lease does not expire while the cluster has no leader)."""
+        return self._saved_subnet()[0]
+
     def _saved_subnet(self) -> tuple[IPNetwork | None, int]:
         data = self.state.load()
         if not data:

@@ -128,6 +128,9 @@ class Overlay:
         self.vtep: Any = None
         self.registry: Any = None
         self.peers_programmed: dict[str, Any] = {}
+        self.offline: str | None = None  # started without etcd: why (ADDs use the state file's subnet)
+        self.offline_subnet: Any = None
+        self._stopped = threading.Event()
         self.dirty = False  # a peer event failed to program: the next STATUS programs every peer again
         self.last_event: float = 0.0
 
@@ -138,6 +141,7 @@ class Overlay:
         with self._lock:
             if self.started:
                 return
+            self._stopped.clear()
             try:
                 self._start()
             except BaseException:
@@ -146,7 +150,7 @@ class Overlay:
             self.started = True
 
     def _start(self) -> None:
-        from splice.ipam.cluster.peers import PeerRegistry
+        from splice.ipam.cluster.errors import ClusterUnavailable
         from splice.ipam.cluster.subnets import SubnetLease
         from splice.libnet.netns import Netns
         from splice.plugins.vxlan.driver import VxlanDriver
@@ -158,8 +162,50 @@ class Overlay:
         self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=mgr.node, state_dir=mgr.state_dir,
                                  subnet_len=cfg.subnet_len, prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl,
                                  on_change=self._lease_changed)
-        subnet = self.lease.acquire()
         self.driver = VxlanDriver(cfg, Netns.from_fd(self.fd))
+        try:
+            subnet = self.lease.acquire()
+        except ClusterUnavailable as e:
+            saved = self.lease.saved_subnet()
+            if saved is None:
+                raise  # a new host cannot start without etcd
+            # restarted while etcd is out of reach: the subnet of the state file is still
+            # this host's (no leader, no expiry); ADDs use it, the rest follows when etcd answers
+            self.offline = (f"network {cfg.network}: etcd did not answer since the agent started ({e.msg}); "
+                            f"using the subnet of the state file, {saved}")
+            self.offline_subnet = saved
+            self.vtep = self.driver.ensure_vtep(saved)
+            threading.Thread(target=self._reconnect, name=f"splice-overlay-{cfg.network}", daemon=True).start()
+            mgr.log(f"{self.offline}; retrying every second")
+            return
+        self._connect(subnet, t0)
+
+    def _reconnect(self) -> None:
+        from splice.ipam.cluster.errors import ClusterError, ClusterUnavailable
+
+        while not self._stopped.wait(1.0):
+            try:
+                subnet = self.lease.acquire()
+            except ClusterUnavailable:
+                continue
+            except ClusterError as e:  # SubnetTaken: the lease is "lost", ADDs are refused
+                self.mgr.log(f"{self.cfg.network}: {e.msg}")
+                return
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                try:
+                    self._connect(subnet, time.monotonic())
+                    self.offline = None
+                    return
+                except Exception as e:  # noqa: BLE001 - try again
+                    self.mgr.log(f"{self.cfg.network}: {e.__class__.__name__}: {e}")
+
+    def _connect(self, subnet: Any, t0: float) -> None:
+        """Claimed: the VTEP, the record, the renewals, the watch."""
+        from splice.ipam.cluster.peers import PeerRegistry
+
+        cfg, mgr = self.cfg, self.mgr
         self.vtep = self.driver.ensure_vtep(subnet)
         reg = self.registry = PeerRegistry(self.etcd, cfg.network, prefix=cfg.etcd.prefix)
         reg.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=cfg.vni, port=cfg.port)
@@ -175,6 +221,7 @@ class Overlay:
                 f"{len(self.watcher.peers())} peer(s); started in {(time.monotonic() - t0) * 1000:.0f} ms")
 
     def _stop(self, quiet: bool = False) -> None:
+        self._stopped.set()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -199,12 +246,16 @@ class Overlay:
     def subnet_for_add(self) -> Any:
         """The subnet an ADD takes its address from: SubnetTaken (code 50) when another host
         has it now, a ClusterError when none is held."""
+        if self.offline and self.lease.status().state == "none":
+            return self.offline_subnet
         return self.lease.check()
 
     def check_status(self) -> None:
         """Raise the STATUS error of the lease; a VXLAN device deleted (or made again by
         someone) under the running overlay is made again and every peer programmed again."""
         st = self.lease.status()
+        if self.offline and st.state == "none":
+            raise LimitedConnectivity(self.offline, "ADDs go on; other hosts are not programmed until etcd answers")
         if st.usable:
             now = self.driver.vtep()
             if now is None or now.index != self.vtep.index or now.address != self.vtep.address:
