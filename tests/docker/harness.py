@@ -16,7 +16,8 @@ Isolation (nothing here touches the machine's own interfaces, routes, nftables o
 - Private daemon paths: ``--data-root``, ``--exec-root`` (short: containerd's socket paths must fit
   the 108-byte limit), ``-H unix://<base>/docker.sock``, ``--pidfile``, ``--config-file``, a private
   ``--cgroup-parent`` (removed afterwards, cgroupfs), ``--bridge=none --iptables=false
-  --ip6tables=false --ip-forward=false --ip-masq=false --userland-proxy=false``. The CLI is
+  --ip6tables=false --ip-forward=false --ip-masq=false --userland-proxy=false`` (``Dockerd(iptables=True)``,
+  for bench/docker_compare.py, leaves dockerd's defaults for iptables/ip-forward/ip-masq). The CLI is
   /usr/bin/docker (Debian's 20.10; a newer /usr/local/bin/docker may shadow it on PATH) with a
   private ``DOCKER_CONFIG``.
 - Only processes we started are stopped, by PID (dockerd, the driver, the holder); in teardown any
@@ -214,10 +215,14 @@ class Daemon:
 class Dockerd(Daemon):
     name = "dockerd"
 
-    def __init__(self, holder: Holder, base: Path, cgroup_parent: str, storage: str):
+    def __init__(self, holder: Holder, base: Path, cgroup_parent: str, storage: str, iptables: bool = False):
         super().__init__(holder, base, base / "dockerd.log")
         self.cgroup_parent = cgroup_parent
         self.storage = storage
+        # False (the tests): no iptables rules, forwarding or masquerade. True (bench/docker_compare.py):
+        # dockerd's defaults for those three, as users run it; only safe in the throwaway host
+        # namespace, whose iptables/nftables and net sysctls are its own.
+        self.iptables = iptables
         self.socket = base / "docker.sock"
         self.config = base / "daemon.json"
         self.set_live_restore(True)  # see test_dockerd_restart
@@ -232,8 +237,9 @@ class Dockerd(Daemon):
         return [DOCKERD, "--data-root", str(b / "root"), "--exec-root", str(b / "x"),
                 "-H", f"unix://{self.socket}", "--pidfile", str(b / "dockerd.pid"),
                 "--config-file", str(self.config), "--storage-driver", self.storage,
-                "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-                "--ip-masq=false", "--userland-proxy=false",
+                "--bridge=none",
+                *([] if self.iptables else ["--iptables=false", "--ip-forward=false", "--ip-masq=false"]),
+                "--ip6tables=false", "--userland-proxy=false",
                 "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", self.cgroup_parent]
 
     def env(self) -> dict:
