@@ -440,3 +440,20 @@ def test_agent_restarted_while_etcd_is_down(overlay):
         h.delete(cid)
     assert_no_leaks(h1, [c1, c1b])
     assert_no_leaks(h2, [c2])
+
+
+def test_without_default_gateway_the_cluster_route(overlay):
+    """isDefaultGateway false: the container routes clusterCIDR via the bridge, nothing else;
+    containers of two hosts still reach each other."""
+    h1, h2 = overlay.host(), overlay.host()
+    c1, r1 = h1.add(conf=h1.config(isDefaultGateway=False))
+    c2, _ = h2.add(conf=h2.config(isDefaultGateway=False))
+    routes = {r["dst"] for r in oracle.routes(h1.containers[c1].name)}
+    assert CIDR in routes and "default" not in routes, routes
+    assert ping(h1.containers[c1], h2.address(c2)) and ping(h2.containers[c2], h1.address(c1))
+    rc, out, _ = h1.cni("CHECK", c1, dict(h1.config(isDefaultGateway=False), prevResult=r1))
+    assert rc == 0, out
+    h1.delete(c1, conf=h1.config(isDefaultGateway=False))
+    h2.delete(c2, conf=h2.config(isDefaultGateway=False))
+    assert_no_leaks(h1, [c1])
+    assert_no_leaks(h2, [c2])
