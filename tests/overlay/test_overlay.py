@@ -457,3 +457,38 @@ def test_without_default_gateway_the_cluster_route(overlay):
     h2.delete(c2, conf=h2.config(isDefaultGateway=False))
     assert_no_leaks(h1, [c1])
     assert_no_leaks(h2, [c2])
+
+
+def test_ip_masq_only_outside_the_cluster(overlay):
+    """ipMasq: traffic to an address outside clusterCIDR leaves with the host's address (the
+    outside namespace has no route back to the containers, so its reply proves it); traffic
+    to another host's container keeps the container's address (the server sees it)."""
+    h1, h2 = overlay.host(), overlay.host()
+    c1, _ = h1.add()
+    c2, _ = h2.add()
+    out_ns = f"{h1.ns.name}-out"
+    subprocess.run(["ip", "netns", "add", out_ns], check=True)
+    overlay.namespaces.append(out_ns)
+    subprocess.run(["ip", "-n", h1.ns.name, "link", "add", "sptout", "type", "veth", "peer", "name", "eth0",
+                    "netns", out_ns], check=True)
+    for ns, dev, addr in ((h1.ns.name, "sptout", "192.168.77.1/24"), (out_ns, "eth0", "192.168.77.2/24")):
+        subprocess.run(["ip", "-n", ns, "addr", "add", addr, "dev", dev], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+    assert ping(h1.containers[c1], "192.168.77.2", count=1)
+    server = ("import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              "s.bind(('0.0.0.0', 7001)); s.listen(1); s.settimeout(20); c,a=s.accept(); c.sendall(a[0].encode()); "
+              "c.close()")
+    client = "import socket,sys; c=socket.create_connection((sys.argv[1], 7001), timeout=10); print(c.recv(100).decode())"
+    ct2 = h2.containers[c2]
+    p = subprocess.Popen(["ip", "netns", "exec", ct2.name, "python3", "-c", server])
+    try:
+        wait_for(lambda: "7001" in cexec(ct2, "ss", "-ltn").stdout, 5.0, step=0.05)
+        got = cexec(h1.containers[c1], "python3", "-c", client, h2.address(c2))
+        assert got.stdout.strip() == h1.address(c1), (got.stdout, got.stderr)
+    finally:
+        p.kill()
+        p.wait()
+    h1.delete(c1)
+    h2.delete(c2)
+    assert_no_leaks(h1, [c1])
+    assert_no_leaks(h2, [c2])
