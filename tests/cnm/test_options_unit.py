@@ -102,3 +102,20 @@ def test_state_dir(tmp_path):
     for bad in ("", ".hidden", "a/b", "x" * 129, 5, None):
         with pytest.raises(ValueError):
             check_id(bad, "NetworkID")
+
+
+def test_network_records_are_durable_endpoint_records_are_not(tmp_path, monkeypatch):
+    """fsync for network records (they must outlive a power loss: dockerd never re-sends
+    CreateNetwork), none for endpoint records (they die with what they describe)."""
+    import os
+
+    s = StateDir(str(tmp_path / "st"))
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    s.put("endpoints", "e" * 64, {"id": "e"})
+    s.delete("endpoints", "e" * 64)
+    assert synced == []
+    s.put("networks", NID, {"id": NID})
+    assert len(synced) == 2  # the file, then the directory
+    assert [k for k, _ in StateDir(str(tmp_path / "st")).load("networks")] == [NID]
