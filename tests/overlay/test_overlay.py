@@ -492,3 +492,26 @@ def test_ip_masq_only_outside_the_cluster(overlay):
     h2.delete(c2)
     assert_no_leaks(h1, [c1])
     assert_no_leaks(h2, [c2])
+
+
+def test_ipv6_overlay(overlay):
+    """An IPv6 clusterCIDR (/48 in /64s) over the IPv4 underlay: VTEP address <subnet>::/128,
+    the other host's route onlink via its ``::``, its neighbour; ping both ways, the MTU."""
+    from ..conftest import require_ipv6
+
+    require_ipv6()
+    h1, h2 = overlay.host(), overlay.host()
+    conf = {h: h.config(clusterCIDR="fd00:244::/48", subnetLen=64) for h in (h1, h2)}
+    c1, _ = h1.add(conf=conf[h1])
+    c2, _ = h2.add(conf=conf[h2])
+    a1, a2 = h1.address(c1), h2.address(c2)
+    n2 = ipaddress.ip_network(a2 + "/64", strict=False)
+    route = next(r for r in oracle.routes(h1.ns.name, "-6") if r["dst"] == str(n2))
+    assert route["gateway"] == str(n2.network_address) and "onlink" in route["flags"] and route["dev"] == "spvx42"
+    assert ping(h1.containers[c1], a2, count=2) and ping(h2.containers[c2], a1)
+    assert ping(h1.containers[c1], a2, size=1450 - 48, df=True)
+    assert not ping(h1.containers[c1], a2, size=1450 - 47, df=True)
+    h1.delete(c1, conf=conf[h1])
+    h2.delete(c2, conf=conf[h2])
+    assert_no_leaks(h1, [c1])
+    assert_no_leaks(h2, [c2])

@@ -43,8 +43,9 @@ class VxlanPlugin(MainPlugin):
         ipam = dict(a.config.get("ipam") or {}) if isinstance(a.config.get("ipam"), dict) else {}
         ipam.setdefault("type", "splice-ipam")
         config = dict(a.config, ipam=ipam)
-        if subnet is not None:  # the bridge holding the subnet's gateway is the network's own (IPAM overlap check)
-            config["bridge"] = self.driver(a).cfg.bridge
+        if subnet is not None:  # the bridge (gateway) and the device (VTEP address: an IPv6 /128 is a
+            # connected route) are the network's own: IPAM's host-overlap check names them so
+            config["bridge"], config["master"] = self.driver(a).cfg.bridge, self.driver(a).cfg.device
         if subnet is not None:
             ipam["ranges"] = [[{"subnet": str(subnet)}]]
             rc = a.config.get("runtimeConfig")
