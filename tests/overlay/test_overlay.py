@@ -313,7 +313,7 @@ def test_status_follows_the_lease(overlay):
         subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port2, "up"], check=True)
 
 
-def test_device_deleted_under_the_agent_is_made_again_by_status(overlay):
+def test_device_deleted_under_the_agent_is_made_again(overlay):
     h1, h2 = overlay.host(), overlay.host()
     c1, _ = h1.add()
     c2, _ = h2.add()
@@ -328,6 +328,11 @@ def test_device_deleted_under_the_agent_is_made_again_by_status(overlay):
     assert ping(h2.containers[c2], h1.address(c1))
     rc, out, _ = h1.cni("CHECK", c1, dict(h1.config(), prevResult=overlay.results[c1]))
     assert rc == 0, out
+    h1.sh("ip", "link", "del", "spvx42")  # and by an ADD
+    c1b, _ = h1.add()
+    assert wait_for(lambda: ping(h1.containers[c1b], h2.address(c2)), 3.0, step=0) is not None
+    assert ping(h2.containers[c2], h1.address(c1b))
+    h1.delete(c1b)
     rc, out, _ = h1.cni("GC", conf=dict(h1.config(), **{"cni.dev/valid-attachments": []}))
     assert rc == 0, out
     assert_no_leaks(h1, [c1])

@@ -55,7 +55,9 @@ class VxlanPlugin(MainPlugin):
 
     def add(self, a) -> dict:
         self.driver(a)  # a bad config is code 7 before anything else
-        self._ipam(a, self._overlay(a).subnet_for_add())
+        ov = self._overlay(a)
+        ov.check_device()
+        self._ipam(a, ov.subnet_for_add())
         return super().add(a)
 
     def status(self, a) -> None:

@@ -184,6 +184,11 @@ class VxlanDriver:
 
         return rtnl.run(self.host, part)
 
+    def device_index(self) -> int | None:
+        """The VXLAN device's ifindex (one lookup), None when there is none."""
+        dev = rtnl.run(self.host, lambda rt: rt.get_link(self.cfg.device))
+        return dev.index if dev is not None and dev.kind == "vxlan" else None
+
     # =================================================================== peers
     def program_peer(self, vtep: Vtep, peer: Any) -> None:
         """Route, neighbour and FDB entry of one remote host (``peer``: node, subnet, underlay,

@@ -259,13 +259,7 @@ class Overlay:
         if st.usable:
             now = self.driver.vtep()
             if now is None or now.index != self.vtep.index or now.address != self.vtep.address:
-                with self._lock:
-                    old, self.vtep = self.vtep, self.driver.ensure_vtep(st.subnet)
-                    if (old.mac, old.underlay) != (self.vtep.mac, self.vtep.underlay):  # the peers' FDB entries
-                        self.registry.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=self.cfg.vni,
-                                              port=self.cfg.port)
-                    self.dirty = True
-                    self.mgr.log(f"{self.cfg.network}: VXLAN device {self.vtep.name} made again")
+                self.remake_device()
             if self.dirty:
                 self.resync()
         if st.state == "held":
@@ -274,6 +268,25 @@ class Overlay:
             raise LimitedConnectivity(f"network {self.cfg.network}: {st.reason}",
                                       "ADDs go on with the subnet this host holds; changes of other hosts are not seen")
         raise NotAvailable(st.reason or f"network {self.cfg.network}: this host holds no subnet")
+
+    def check_device(self) -> None:
+        """For ADD: one link lookup; a VXLAN device gone or made again by someone is made
+        again (and every peer programmed again)."""
+        if self.driver.device_index() != self.vtep.index:
+            self.remake_device()
+            self.resync()
+
+    def remake_device(self) -> None:
+        st = self.lease.status()
+        subnet = st.subnet if st.usable else self.offline_subnet
+        with self._lock:
+            old, self.vtep = self.vtep, self.driver.ensure_vtep(subnet)
+            self.dirty = True
+            self.mgr.log(f"{self.cfg.network}: VXLAN device {self.vtep.name} made again")
+            if self.registry is not None and (old.mac, old.underlay) != (self.vtep.mac, self.vtep.underlay):
+                # the peers' FDB entries name the old MAC
+                self.registry.publish(self.lease, self.vtep.underlay, self.vtep.mac, vni=self.cfg.vni,
+                                      port=self.cfg.port)
 
     def resync(self) -> None:
         """Program every peer again and remove what no peer accounts for."""
