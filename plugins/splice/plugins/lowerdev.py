@@ -142,8 +142,16 @@ class LowerDevDriver:
     def check_link(self, link: rtnl.Link, master: rtnl.Link, ifname: str) -> None:
         """CheckFailed when the link's kind-specific attributes differ from the config."""
 
+    # what else may hold a master's rx handler (EBUSY), in words
+    busy_holders = "another kind of virtual link or port"
+
     def _kernel_refused(self, e: NetError, master: rtnl.Link) -> Exception:
-        """The kernel's refusal of a new link, in words (default: as it came)."""
+        """The kernel's refusal of a new link, in words (EBUSY: another rx handler owns the
+        master; anything else as it came)."""
+        if isinstance(e, TryAgain):
+            return KernelError(
+                f"master {master.name!r} is in use by {self.busy_holders}: the kernel refuses "
+                f"{'an' if self.link_kind[0] in 'aeiou' else 'a'} {self.link_kind} on it (EBUSY; {e})")
         return e
 
     # =================================================================== ADD

@@ -11,7 +11,7 @@ ipvlan's:
 * l3/l3s: the master routes by destination address, there is no next hop on the segment.
   The sandbox gets a default route via the device for each IP version it has an address
   of, and every IPAM route goes via the device; the result reports no gateway.
-* The kernel's refusals in words: EBUSY (the master has a macvlan, or is a bridge/bond port).
+* The kernel's refusal in words: EBUSY (the master has a macvlan, or is a bridge/bond port).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import ipaddress
 from typing import Any
 
 from splice.libnet import rtnl
-from splice.libnet.errors import NetError, TryAgain
 from splice.libnet.linkinfo import Ipvlan
-from splice.plugins.errors import CheckFailed, ConfigError, KernelError
+from splice.plugins.errors import CheckFailed, ConfigError
 from splice.plugins.ipvlan.config import parse_ipvlan_config
 from splice.plugins.lowerdev import LowerDevDriver
 from splice.plugins.model import Attachment, IPConfig, Route
@@ -35,6 +34,7 @@ class IpvlanDriver(LowerDevDriver):
 
     kind = "ipvlan"
     link_kind = "ipvlan"
+    busy_holders = "another kind of virtual link or port (a macvlan, a bridge or bond port)"
     parse_config = staticmethod(parse_ipvlan_config)
 
     def link_data(self) -> Ipvlan:
@@ -68,11 +68,3 @@ class IpvlanDriver(LowerDevDriver):
             raise CheckFailed(f"ipvlan {ifname!r} has flag {flags}, configured {self.cfg.flag}")
         if master.mac and link.mac and link.mac.lower() != master.mac.lower():
             raise CheckFailed(f"ipvlan {ifname!r} has MAC {link.mac}, its master {master.name!r} {master.mac}")
-
-    def _kernel_refused(self, e: NetError, master: rtnl.Link) -> Exception:
-        text = str(e)
-        if isinstance(e, TryAgain):  # EBUSY: another rx handler owns the master
-            return KernelError(
-                f"master {master.name!r} is in use by another kind of virtual link or port (a macvlan, a "
-                f"bridge or bond port): the kernel refuses an ipvlan on it (EBUSY; {text})")
-        return e

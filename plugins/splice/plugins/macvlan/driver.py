@@ -10,7 +10,7 @@ refusals in words (EBUSY: another kind of link owns the master; EINVAL: passthru
 from __future__ import annotations
 
 from splice.libnet import rtnl
-from splice.libnet.errors import NetError, TryAgain
+from splice.libnet.errors import NetError
 from splice.libnet.linkinfo import Macvlan
 from splice.libnet.names import normalize_mac
 from splice.plugins.errors import CheckFailed, ConfigError, KernelError
@@ -43,12 +43,10 @@ class MacvlanDriver(LowerDevDriver):
         if mode != self.cfg.mode:
             raise CheckFailed(f"macvlan {ifname!r} is in mode {mode}, configured {self.cfg.mode}")
 
+    busy_holders = "another kind of virtual link or port (an ipvlan, a bridge or bond port)"
+
     def _kernel_refused(self, e: NetError, master: rtnl.Link) -> Exception:
         text = str(e)
-        if isinstance(e, TryAgain):  # EBUSY: another rx handler owns the master
-            return KernelError(
-                f"master {master.name!r} is in use by another kind of virtual link or port (an ipvlan, a "
-                f"bridge or bond port): the kernel refuses a macvlan on it (EBUSY; {text})")
         if text.endswith("EINVAL") or "Invalid argument" in text:
             if self.cfg.mode == "passthru":
                 return KernelError(
@@ -57,4 +55,4 @@ class MacvlanDriver(LowerDevDriver):
             return KernelError(
                 f"master {master.name!r} refuses a new macvlan: it carries a passthru macvlan, which takes it "
                 f"alone (the kernel answers EINVAL; {text})")
-        return e
+        return super()._kernel_refused(e, master)
