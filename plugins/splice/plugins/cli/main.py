@@ -98,6 +98,8 @@ def _driver_args(p: argparse.ArgumentParser) -> None:
                    help="default pools of the IPAM driver, as dockerd's flag (repeatable; default "
                         "base=10.200.0.0/16,size=24 and this host's ULA /48 in /64s)")
     p.add_argument("--drivers", default=None, help="comma-separated driver kinds to serve (default: all known)")
+    p.add_argument("--node", default=None,
+                   help="this host's node name in splice-overlay networks' etcd records (default: the host name)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every call")
 
 
@@ -113,7 +115,7 @@ def _driver(args: argparse.Namespace) -> int:
             return 2
     kinds = [k.strip() for k in args.drivers.split(",") if k.strip()] if args.drivers else None
     return serve(args.plugins_dir, args.state_dir, args.ipam_dir, verbose=args.verbose, default_pools=pools,
-                 kinds=kinds)
+                 kinds=kinds, node=args.node)
 
 
 # -- status -------------------------------------------------------------------------

@@ -95,19 +95,21 @@ def parse_pool(text: str) -> tuple[str, int]:
 
 def serve(plugins_dir: str = DEFAULT_PLUGINS_DIR, state_dir: str = DEFAULT_STATE_DIR,
           ipam_dir: str = DEFAULT_IPAM_DIR, *, verbose: bool = False,
-          default_pools: list[tuple[str, int]] | None = None, kinds: list[str] | None = None) -> int:
+          default_pools: list[tuple[str, int]] | None = None, kinds: list[str] | None = None,
+          node: str | None = None) -> int:
     if not _has_net_admin():
         raise SystemExit("splice driver: it needs CAP_NET_ADMIN (run it as root): it makes links, addresses and "
                          "nftables objects, and serves root-only sockets")
     try:
-        return _serve(plugins_dir, state_dir, ipam_dir, verbose=verbose, default_pools=default_pools, kinds=kinds)
+        return _serve(plugins_dir, state_dir, ipam_dir, verbose=verbose, default_pools=default_pools, kinds=kinds,
+                      node=node)
     except PermissionError as e:
         raise SystemExit(f"splice driver: {e.filename or ''}: {e.strerror} (it runs as root: it makes links, "
                          "addresses and nftables objects, and serves root-only sockets)") from None
 
 
 def _serve(plugins_dir: str, state_dir: str, ipam_dir: str, *, verbose: bool,
-           default_pools: list[tuple[str, int]] | None, kinds: list[str] | None) -> int:
+           default_pools: list[tuple[str, int]] | None, kinds: list[str] | None, node: str | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s splice-driver %(levelname)s %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
@@ -128,7 +130,7 @@ def _serve(plugins_dir: str, state_dir: str, ipam_dir: str, *, verbose: bool,
         available = {k: available[k] for k in kinds}
     nft.share_contexts()
     ipam = PoolIpam(ipam_dir, default_pools=default_pools)
-    svc = Service(Netns.current(), state_dir, ipam, available)
+    svc = Service(Netns.current(), state_dir, ipam, available, node=node)
     for kind in available.values():  # import the drivers before the first call
         from splice.plugins import driver as framework
 
@@ -139,6 +141,7 @@ def _serve(plugins_dir: str, state_dir: str, ipam_dir: str, *, verbose: bool,
                  stats["endpoints"], stats["addresses"], stats["errors"], (time.monotonic() - t0) * 1000)
     except Exception as e:  # noqa: BLE001 - serving matters more than collecting
         log.error("collect at start failed: %s", e)
+    svc.start_overlays()  # splice-overlay networks: lease renewed, VTEP, watch (calls wait for them)
 
     os.makedirs(plugins_dir, mode=0o755, exist_ok=True)
     servers: list[PluginServer] = []
@@ -188,6 +191,7 @@ def _serve(plugins_dir: str, state_dir: str, ipam_dir: str, *, verbose: bool,
         t.start()
     for t in closers:
         t.join()
+    svc.close()  # overlays stop; leases not revoked (a restart keeps the subnets)
     ipam.close()
     os.close(lock_fd)
     return 0

@@ -51,6 +51,7 @@ class Kind:
     bridge: bool = False  # the bridge options below apply
     needs_parent: bool = False  # no "parent": refused (splice makes no dummy parent)
     report_mac: bool = True  # CreateEndpoint answers the MAC it chose (an ipvlan has its master's)
+    overlay: bool = False  # a VXLAN overlay: the daemon hosts its overlay manager, IPAM from the host's leased subnet
 
 
 KINDS: dict[str, Kind] = {
@@ -62,6 +63,11 @@ KINDS: dict[str, Kind] = {
     "ipvlan": Kind("ipvlan", "splice-ipvlan", options={"parent": "master", "ipvlan_mode": "mode",
                                                        "ipvlan_flag": "flag"},
                    detach_in_host=True, needs_parent=True, report_mac=False),
+    # splice.<key> are the vxlan driver's own keys (docs/design.md "splice-overlay"); splice.name is the
+    # overlay's name in etcd, shared by every host (Docker's network ids differ per host)
+    "vxlan": Kind("vxlan", "splice-overlay", overlay=True,
+                  splice_keys=("name", "vni", "etcd", "clusterCIDR", "subnetLen", "port", "vtepInterface", "mtu",
+                               "ipMasq", "leaseTTL", "hairpinMode", "macspoofchk", "bridge", "device")),
 }
 
 
@@ -170,6 +176,10 @@ def translate(kind: Kind, network_id: str, options: Any, has_gateway: bool) -> N
     for docker_key, driver_key in kind.options.items():
         if docker_key in generic and generic[docker_key] not in (None, ""):
             cfg[driver_key] = _string(generic[docker_key], docker_key)
+    if kind.overlay:
+        masq = parse_bool(generic.get(SPLICE_PREFIX + "ipMasq", True), SPLICE_PREFIX + "ipMasq")
+        cfg["ipMasq"] = masq and not internal  # as Docker's networks: containers reach the outside
+        cfg["isDefaultGateway"] = False  # libnetwork sets the container's routes (Join's Gateway)
     if kind.needs_parent and not cfg.get("master"):
         raise ConfigError(f"{kind.plugin} networks need -o parent=<interface> (or <interface>.<vlan id> for an "
                           "802.1Q sub-interface made on demand); splice makes no dummy parent")
@@ -180,5 +190,13 @@ def translate(kind: Kind, network_id: str, options: Any, has_gateway: bool) -> N
         if own not in kind.splice_keys:
             known = ", ".join(SPLICE_PREFIX + k for k in kind.splice_keys) or "none"
             raise UnsupportedField(f"option {key} is not known to {kind.plugin} (known: {known})")
+        if kind.overlay and own == "ipMasq":
+            continue  # done above (Go ParseBool forms)
         cfg[own] = _splice_value(value)
+    if kind.overlay:
+        name, vni = cfg.get("name"), cfg.get("vni")
+        if name is None:  # (no vni: parse_config says vni is required)
+            cfg["name"] = f"vxlan{vni}" if isinstance(vni, int) and not isinstance(vni, bool) else "vxlan"
+        elif not isinstance(name, str):
+            cfg["name"] = str(name)
     return out

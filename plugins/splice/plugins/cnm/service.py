@@ -47,6 +47,8 @@ log = logging.getLogger("splice.driver")
 
 LOCAL_SPACE = "SpliceLocal"
 GLOBAL_SPACE = "SpliceGlobal"
+OVERLAY_SPACE = "SpliceOverlay"  # splice-overlay's IPAM: the clusterCIDR pools (Docker's view of the network)
+HOST_SPACE = "SpliceOverlayHost"  # the host's leased subnet of each overlay: the addresses handed out
 IFNAME = "eth"  # the attachment's interface name: identity only (libnetwork names the interface)
 GATEWAY_TYPE = "com.docker.network.gateway"
 SERIAL = "com.docker.network.ipam.serial"
@@ -223,8 +225,12 @@ class _Stripes:
 class Service:
     """Every call of every socket, on one state (see the module docstring)."""
 
-    def __init__(self, host: Netns, state_dir: str, ipam: PoolIpam, kinds: dict[str, Kind] | None = None) -> None:
+    def __init__(self, host: Netns, state_dir: str, ipam: PoolIpam, kinds: dict[str, Kind] | None = None, *,
+                 node: str | None = None) -> None:
         self.host = host
+        self.node = node  # the overlay's node name (splice driver --node; default the host name)
+        self._overlays: Any = None  # splice.plugins.vxlan.overlay.OverlayManager, made on first use
+        self._overlay_lock = threading.Lock()
         self.ipam = ipam
         self.kinds = dict(kinds if kinds is not None else served_kinds())
         self.state = StateDir(state_dir)
@@ -248,6 +254,10 @@ class Service:
             "/IpamDriver.RequestAddress": self.request_address,
             "/IpamDriver.ReleaseAddress": self.release_address,
         }
+        if kind is not None and kind.overlay:
+            ipam_routes["/IpamDriver.GetDefaultAddressSpaces"] = lambda b: {
+                "LocalDefaultAddressSpace": OVERLAY_SPACE, "GlobalDefaultAddressSpace": OVERLAY_SPACE}
+            ipam_routes["/IpamDriver.RequestPool"] = self.overlay_request_pool
         routes: dict[str, Callable[[dict], Any]] = dict(ipam_routes)
         implements = ["IpamDriver"]
         if kind is not None:
@@ -311,17 +321,165 @@ class Service:
         opts = _map(b, "Options")
         gateway = opts.get("RequestAddressType") == GATEWAY_TYPE
         serial = str(opts.get(SERIAL, "")).lower() == "true"
+        if pid.startswith(OVERLAY_SPACE + "/"):
+            return self.overlay_request_address(pid, addr, gateway, serial)
         lease = self.ipam.request_address(pid, addr or None, gateway=gateway, serial=serial)
         return {"Address": str(lease.address), "Data": {}}
 
     def release_address(self, b: dict) -> dict:
         pid = _str(b, "PoolID", required=True)
         addr = _str(b, "Address", required=True)
+        if pid.startswith(OVERLAY_SPACE + "/"):
+            try:
+                ip = ipaddress.ip_interface(addr).ip
+            except ValueError:
+                raise ConfigError(f"Address {addr[:80]!r} is not an IP address") from None
+            for p in self.ipam.pools(HOST_SPACE):  # a container's: from the host subnet
+                if ip in p.subnet and ip != p.subnet.network_address + 1:  # (never the host's gateway)
+                    self.ipam.release_address(p.id, ip)
+                    return {}
         try:
             self.ipam.release_address(pid, addr)
         except PoolNotFound:
             log.info("ReleaseAddress %s of unknown pool %r: nothing to do", addr, pid)
         return {}
+
+    # ================================================================ splice-overlay
+    # Docker sees the clusterCIDR as the network's pool (address space SpliceOverlay); the
+    # addresses come from this host's leased subnet (a pool of SpliceOverlayHost), with the
+    # host prefix length, so containers reach other hosts through their gateway, the bridge.
+    def overlay_request_pool(self, b: dict) -> dict:
+        space = _str(b, "AddressSpace", required=True)
+        pool, sub = _str(b, "Pool"), _str(b, "SubPool")
+        if b.get("V6", False):
+            raise ConfigError("splice-overlay: one IPv4 clusterCIDR per network (dual-stack overlays are not "
+                              "supported): leave --ipv6 out")
+        if space != OVERLAY_SPACE:
+            raise ConfigError(f"splice-overlay: unknown address space {space!r} (its own is {OVERLAY_SPACE})")
+        if not pool:
+            raise ConfigError("splice-overlay: the network needs --subnet <clusterCIDR> (the overlay's address "
+                              "space, the same on every host; each host leases a subnet of it from etcd)")
+        if sub:
+            raise ConfigError("splice-overlay: --ip-range is not supported: each host takes addresses from the "
+                              "subnet it leases from etcd")
+        p = self.ipam.request_pool(OVERLAY_SPACE, pool, None, _map(b, "Options"), False)
+        return {"PoolID": p.id, "Pool": str(p.subnet), "Data": {}}
+
+    def overlay_request_address(self, pid: str, addr: str, gateway: bool, serial: bool) -> dict:
+        if gateway:
+            if addr:
+                raise ConfigError("splice-overlay: the gateway is per host (the first address of the subnet the "
+                                  "host leases, on its bridge): leave --gateway out")
+            # Docker's network-wide gateway is nominal (the clusterCIDR's first address, held in
+            # its pool); each host's containers get their own subnet's gateway in Join
+            lease = self.ipam.request_address(pid, gateway=True)
+            return {"Address": str(lease.address), "Data": {}}
+        with self.lock:
+            net = next((n for n in self.networks.values() if n.get("overlay_pool") == pid), None)
+        if net is None:
+            self.ipam.get_pool(pid)  # PoolNotFound for an unknown pool
+            raise ConfigError(f"pool {pid} belongs to no splice-overlay network (yet): --ipam-driver "
+                              "splice-overlay serves the addresses of splice-overlay networks only")
+        ov = self._overlay(net)
+        subnet = ov.subnet_for_add()
+        hp = self._host_pool(subnet)
+        if addr:
+            try:
+                ip = ipaddress.ip_interface(addr).ip
+            except ValueError:
+                raise ConfigError(f"Address {addr[:80]!r} is not an IP address") from None
+            if ip not in subnet:
+                raise ConfigError(f"address {ip} is not in this host's subnet {subnet} of the overlay: each host "
+                                  "hands out addresses of the subnet it leases from etcd")
+        lease = self.ipam.request_address(hp, addr or None, serial=serial)
+        return {"Address": str(lease.address), "Data": {}}
+
+    def _host_pool(self, subnet: Any) -> str:
+        """The IPAM pool of this host's leased subnet, its first address held as the gateway."""
+        from splice.ipam.errors import AddressUnavailable
+        from splice.ipam.pools import make_pool_id
+
+        pid = make_pool_id(HOST_SPACE, subnet)
+        with self._overlay_lock:
+            try:
+                self.ipam.get_pool(pid)
+            except PoolNotFound:
+                self.ipam.request_pool(HOST_SPACE, str(subnet), None, {}, subnet.version == 6)
+                try:
+                    self.ipam.request_address(pid, subnet.network_address + 1, gateway=True)
+                except AddressUnavailable:
+                    pass
+        return pid
+
+    def _overlay_manager(self) -> Any:
+        with self._overlay_lock:
+            if self._overlays is None:
+                import socket
+
+                from splice.plugins.vxlan.overlay import OverlayManager
+
+                self._overlays = OverlayManager(self.node or socket.gethostname(),
+                                                os.path.join(self.state.root, "overlay"))
+            return self._overlays
+
+    def _overlay(self, net: dict) -> Any:
+        """The started overlay of an overlay network (started now if needed: lease, VTEP,
+        record, watch, in the daemon's host namespace), as the agent hosts it."""
+        driver = self._driver(net)
+        ov = self._overlay_manager().overlay(driver.cfg)
+        driver.mtu = ov.vtep.mtu
+        return ov
+
+    def start_overlays(self) -> list[threading.Thread]:
+        """At start-up: every overlay network's overlay started on a thread of its own (a
+        call of the network waits for it; a failed start is tried again by the next call)."""
+        threads = []
+        for net in [n for n in self.networks.values() if KINDS.get(n["kind"]) and KINDS[n["kind"]].overlay
+                    and not n.get("pending")]:
+            def run(net: dict = net) -> None:
+                try:
+                    ov = self._overlay(net)
+                    self._host_pool(ov.subnet_for_add())
+                except Exception as e:  # noqa: BLE001 - the next call tries again
+                    log.error("network %s: the overlay did not start: %s", net["id"][:12], classify(e)[2])
+
+            t = threading.Thread(target=run, name=f"overlay-{net['id'][:12]}", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def _leave_overlay(self, net: dict) -> None:
+        """DeleteNetwork: stop the overlay and leave (lease revoked, record withdrawn), and
+        release the host subnet's IPAM pool."""
+        cfg = self._driver(net).cfg
+        self._overlay_manager().remove(cfg)
+        cidr = ipaddress.ip_network(cfg.cluster_cidr)
+        for p in self.ipam.pools(HOST_SPACE):
+            if p.subnet.version == cidr.version and p.subnet.subnet_of(cidr):
+                self.ipam.release_pool(p.id)
+
+    def close(self) -> None:
+        """Overlays stop (leases not revoked: a restart keeps the subnets)."""
+        with self._overlay_lock:
+            mgr, self._overlays = self._overlays, None
+        if mgr is not None:
+            mgr.close()
+
+    def _overlay_create(self, kind: Kind, nid: str, v4: list[dict], v6: list[dict], opts: Any) -> None:
+        """CreateNetwork checks of an overlay: our IPAM, one IPv4 pool, clusterCIDR = the pool."""
+        if v6 or len(v4) != 1 or v4[0]["space"] != OVERLAY_SPACE:
+            got = ", ".join(f"{d['pool']} ({d['space'] or 'no address space'})" for d in v4 + v6) or "none"
+            raise ConfigError(f"{kind.plugin} networks take their addresses from the subnet each host leases from "
+                              f"etcd: create them with --ipam-driver {kind.plugin} and one IPv4 --subnet (the "
+                              f"clusterCIDR); got the pool(s) {got}")
+        pool = v4[0]["pool"]
+        cidr = opts.config.get("clusterCIDR")
+        if cidr is None:
+            opts.config["clusterCIDR"] = pool
+        elif not isinstance(cidr, str) or str(ipaddress.ip_network(cidr, strict=False)) != pool:
+            raise ConfigError(f"splice.clusterCIDR {cidr!r} differs from the network's --subnet {pool}")
+        if "subnetLen" not in opts.config and ipaddress.ip_network(pool).prefixlen > 24:
+            pass  # parse_config explains a /25 or longer clusterCIDR with subnetLen 24
 
     # ================================================================ networks
     def _driver(self, net: dict) -> Any:
@@ -344,11 +502,17 @@ class Service:
         v6 = _ipam_data(b.get("IPv6Data"), 6, "IPv6Data")
         gateways = [d["gateway"] for d in v4 + v6 if d["gateway"]]
         opts = translate(kind, nid, b.get("Options"), has_gateway=bool(gateways))
+        if kind.overlay:
+            self._overlay_create(kind, nid, v4, v6, opts)
+            gateways = []  # Docker's is nominal: each host's is its subnet's first address
         cls = framework.driver_class(kind.kind)
         cfg = cls.parse_config(opts.config)  # the driver's own validation: nothing made yet
         rec = {"id": nid, "kind": kind.kind, "config": opts.config, "ipv4": v4, "ipv6": v6,
                "internal": opts.internal, "ipv6_enabled": opts.ipv6, "host_binding_ipv4": opts.host_binding_ipv4,
                "dst_prefix": opts.dst_prefix, "created": time.time()}
+        if kind.overlay:
+            pool = self.ipam.pools(OVERLAY_SPACE)
+            rec["overlay_pool"] = next((p.id for p in pool if str(p.subnet) == v4[0]["pool"]), None)
         with self.net_lock:  # one network change at a time: the conflict checks see every network
             old = self.networks.get(nid)
             if old is not None:
@@ -362,9 +526,22 @@ class Service:
             # record that the next start's collection removes with what it made
             self.state.put("networks", nid, dict(rec, pending=True))
             try:
-                driver.ensure_network([ipaddress.ip_interface(g) for g in gateways])
+                if kind.overlay:  # lease, VTEP + bridge, record, watch; the host subnet's pool
+                    with self.lock:
+                        self._drivers[nid] = driver
+                    ov = self._overlay(rec)
+                    self._host_pool(ov.subnet_for_add())
+                else:
+                    driver.ensure_network([ipaddress.ip_interface(g) for g in gateways])
                 self.state.put("networks", nid, rec)
             except BaseException as exc:
+                if kind.overlay:
+                    try:
+                        self._leave_overlay(rec)
+                    except Exception as e:  # noqa: BLE001
+                        exc.add_note(f"rollback: leave the overlay: {getattr(e, 'msg', None) or e}")
+                    with self.lock:
+                        self._drivers.pop(nid, None)
                 self._remove_network_objects(driver, rec, exc)
                 try:
                     self.state.delete("networks", nid)
@@ -422,6 +599,8 @@ class Service:
             driver = self._driver(net)
             steps.run(driver.gc, nid, set())  # what crashed calls left (untracked links)
             steps.run(self.portmap.gc, nid, set())
+            if KINDS.get(net["kind"]) is not None and KINDS[net["kind"]].overlay:
+                steps.run(self._leave_overlay, net)
             steps.run(self._remove_network_objects, driver, net)
             steps.done()  # on failure the record stays: DeleteNetwork may be called again
             self.state.delete("networks", nid)
@@ -446,6 +625,8 @@ class Service:
 
     @staticmethod
     def _gateway(net: dict, address: Any) -> Any:
+        if net.get("overlay_pool") is not None:  # the host subnet's first address (on the bridge)
+            return address.network.network_address + 1
         for d in net["ipv4"] + net["ipv6"]:
             if d["gateway"] and address.ip in ipaddress.ip_network(d["pool"]):
                 return ipaddress.ip_interface(d["gateway"]).ip
@@ -461,7 +642,10 @@ class Service:
             if value not in (None, ""):
                 a = _iface(value, f"Interface.{key}", version)
                 pools = [ipaddress.ip_network(d["pool"]) for d in net["ipv4" if version == 4 else "ipv6"]]
-                if pools and not any(a.network == p for p in pools):
+                if net.get("overlay_pool") is not None:  # the host subnet: inside the clusterCIDR
+                    if not any(a.version == p.version and a.network.subnet_of(p) for p in pools):
+                        raise ConfigError(f"Interface.{key} {value!r} is not in the overlay {pools[0]}")
+                elif pools and not any(a.network == p for p in pools):
                     raise ConfigError(f"Interface.{key} {value!r} is not in a subnet of network {nid[:12]} "
                                       f"({', '.join(map(str, pools))})")
                 addrs.append(a)
@@ -481,6 +665,8 @@ class Service:
                         old.get("mac_requested") == mac:
                     return self._create_answer(old)  # a repeated call
                 raise Conflict(f"endpoint {eid} already exists with other settings")
+            if net.get("overlay_pool") is not None:
+                self._overlay(net).check_device()  # started (its MTU known); the device made again if gone
             ips = [IPConfig(address=a, gateway=self._gateway(net, a)) for a in addrs]
             wanted = mac
             v4 = next((a for a in addrs if a.version == 4), None)
@@ -583,6 +769,9 @@ class Service:
         cfg = self._driver(net).cfg
         if net["internal"]:
             answer["DisableGatewayService"] = True
+            if net.get("overlay_pool") is not None and 4 in gws:  # no default route; the other hosts still
+                answer["StaticRoutes"].append({"Destination": cfg.cluster_cidr, "RouteType": 0,
+                                               "NextHop": str(gws[4])})
         elif getattr(cfg, "routed", False):  # an l3 ipvlan: default routes through the device
             for a in ep["addresses"]:
                 v = ipaddress.ip_interface(a).version
@@ -741,6 +930,8 @@ class Service:
             try:
                 driver = self._driver(net)
                 driver.gc(net["id"], set())
+                if KINDS.get(net["kind"]) is not None and KINDS[net["kind"]].overlay:
+                    self._leave_overlay(net)
                 self._remove_network_objects(driver, net)
                 self.state.delete("networks", net["id"])
                 with self.lock:
@@ -828,6 +1019,12 @@ class Service:
         n = 0
         for a in ep["addresses"]:
             ip = ipaddress.ip_interface(a).ip
+            if net.get("overlay_pool") is not None:  # from the host subnet's pool
+                for p in self.ipam.pools(HOST_SPACE):
+                    if ip in p.subnet and ip != p.subnet.network_address + 1 and \
+                            self.ipam.release_address(p.id, ip) is not None:
+                        n += 1
+                continue
             for d in net["ipv4"] + net["ipv6"]:
                 if d["space"] not in (LOCAL_SPACE, GLOBAL_SPACE) or ip not in ipaddress.ip_network(d["pool"]):
                     continue

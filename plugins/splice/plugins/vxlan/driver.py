@@ -247,6 +247,21 @@ class VxlanDriver:
         """The bridge with ``gateways`` (the VXLAN device needs the host subnet: :meth:`ensure_vtep`)."""
         self.bridge_driver().ensure_network(list(gateways))
 
+    def remove_network(self, gateways: Any = ()) -> bool:
+        """Undo :meth:`ensure_vtep` (the Docker front-end's DeleteNetwork; the CNI side never
+        deletes these shared objects): this network's VXLAN device (ours: its alias), with
+        every route, neighbour and FDB entry on it, then the bridge as
+        :meth:`BridgeDriver.remove_network` (deleted once no container port is left).
+        Idempotent; False while a container port is left on the bridge."""
+
+        def part(rt: rtnl.Rtnl) -> None:
+            dev = rt.get_link(self.cfg.device)
+            if dev is not None and dev.kind == "vxlan" and dev.alias == DEVICE_ALIAS + self.cfg.network:
+                rt.delete_link(index=dev.index)
+
+        rtnl.run(self.host, part)
+        return self.bridge_driver().remove_network(list(gateways))
+
     def _overlay_mtu(self) -> int:
         if self.mtu is None:
             vtep = self.vtep()

@@ -109,6 +109,18 @@ class OverlayManager:
         for ov in overlays:
             ov.close()
 
+    def remove(self, cfg: Any) -> None:
+        """The network is deleted on this host (the Docker front-end's DeleteNetwork): its
+        overlay stops and the host leaves: the lease is revoked (the subnet key and the VTEP
+        record go at once, the other hosts drop this host's route, neighbour and FDB entry)
+        and the state file is removed. etcd out of reach: the keys expire after the TTL
+        (nobody renews them), the state file goes all the same."""
+        with self._lock:
+            ov = self._overlays.pop(cfg.network, None)
+        if ov is None:  # not started in this process (e.g. its start failed): the state file
+            ov = Overlay(self, cfg)
+        ov.leave()
+
 
 class Overlay:
     """One network's lease, VTEP and peer watch (see the module docstring)."""
@@ -240,6 +252,34 @@ class Overlay:
 
     def close(self) -> None:
         with self._lock:
+            self._stop()
+
+    def leave(self) -> None:
+        """Stop and release the subnet (:meth:`OverlayManager.remove`)."""
+        with self._lock:
+            self._stopped.set()
+            if self.watcher is not None:
+                self.watcher.stop()
+                self.watcher = None
+            if self.lease is None:
+                from splice.ipam.cluster.subnets import SubnetLease
+
+                cfg = self.cfg
+                self.etcd = cfg.etcd.client()
+                self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=self.mgr.node,
+                                         state_dir=self.mgr.state_dir, subnet_len=cfg.subnet_len,
+                                         prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl)
+            try:
+                self.lease.release()
+                self.mgr.log(f"{self.cfg.network}: left the overlay (lease revoked)")
+            except Exception as e:  # noqa: BLE001 - etcd out of reach: the keys expire after the TTL
+                self.lease.close()
+                try:
+                    self.lease.state.remove()
+                except Exception:  # noqa: BLE001
+                    pass
+                self.mgr.log(f"{self.cfg.network}: leaving: the lease could not be revoked "
+                             f"({getattr(e, 'msg', None) or e}); its keys expire after {self.cfg.lease_ttl} s")
             self._stop()
 
     # -- for the calls -----------------------------------------------------------------
