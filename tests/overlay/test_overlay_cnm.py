@@ -174,7 +174,11 @@ def test_bad_options_and_foreign_ipam(hosts):
     # a new host whose etcd does not answer: CreateNetwork fails naming it, nothing is left
     dead = {**gen, "splice.etcd": json.dumps({"endpoints": ["http://10.231.0.99:2379"], "timeout": 0.5})}
     st, ans = create(dead)
+    assert st == 400 and "not requested from splice-overlay's IPAM" in ans["Err"], ans  # no RequestPool
+    p = c.ok("IpamDriver.RequestPool", {"AddressSpace": SPACE, "Options": {}, "Pool": CIDR, "SubPool": "", "V6": False})
+    st, ans = create(dead)
     assert st >= 500 and "10.231.0.99" in ans["Err"], ans
+    c.ok("IpamDriver.ReleasePool", {"PoolID": p["PoolID"]})
     assert oracle.link_names(h1.h.ns.name) == {"lo", "eth0"}
     assert not list((h1.d.state_dir / "overlay").glob("subnet-*.json"))
     st, ans = create(gen, space="LocalDefault", pool="172.30.0.0/16", gateway="172.30.0.1/16")  # Docker's own IPAM

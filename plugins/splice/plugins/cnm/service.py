@@ -478,8 +478,6 @@ class Service:
             opts.config["clusterCIDR"] = pool
         elif not isinstance(cidr, str) or str(ipaddress.ip_network(cidr, strict=False)) != pool:
             raise ConfigError(f"splice.clusterCIDR {cidr!r} differs from the network's --subnet {pool}")
-        if "subnetLen" not in opts.config and ipaddress.ip_network(pool).prefixlen > 24:
-            pass  # parse_config explains a /25 or longer clusterCIDR with subnetLen 24
 
     # ================================================================ networks
     def _driver(self, net: dict) -> Any:
@@ -513,6 +511,9 @@ class Service:
         if kind.overlay:
             pool = self.ipam.pools(OVERLAY_SPACE)
             rec["overlay_pool"] = next((p.id for p in pool if str(p.subnet) == v4[0]["pool"]), None)
+            if rec["overlay_pool"] is None:
+                raise ConfigError(f"pool {v4[0]['pool']} was not requested from {kind.plugin}'s IPAM (RequestPool "
+                                  f"before CreateNetwork, --ipam-driver {kind.plugin})")
         with self.net_lock:  # one network change at a time: the conflict checks see every network
             old = self.networks.get(nid)
             if old is not None:
@@ -752,6 +753,8 @@ class Service:
             elif not src or rtnl.run(self.host, lambda rt: rt.get_link(src)) is None:
                 # the container end is not in the host (a reboot took it): wire it again
                 log.warning("Join %s: its container end %r is not in the host: wiring it again", eid[:12], src)
+                if net.get("overlay_pool") is not None:
+                    self._overlay(net)  # the VXLAN device and the bridge first (their MTU)
                 ips = [IPConfig(address=ipaddress.ip_interface(a), gateway=self._gateway(net, ipaddress.ip_interface(a)))
                        for a in ep["addresses"]]
                 self._driver(net).detach(self._attachment(net, ep, kind.detach_in_host), ips)
