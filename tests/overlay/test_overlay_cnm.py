@@ -200,6 +200,19 @@ def test_two_docker_hosts(overlay, hosts):
     h1, h2 = hosts
     n1, n2 = h1.create_network(), h2.create_network()
     s1, s2 = h1.subnet(), h2.subnet()
+    # a second overlay network on host 1 with the same name or vni (another clusterCIDR): 409, nothing
+    # of the first touched (its traffic below)
+    p = h1.c.ok("IpamDriver.RequestPool", {"AddressSpace": SPACE, "Options": {}, "Pool": "10.245.0.0/16",
+                                           "SubPool": "", "V6": False})
+    for gen, text in ((h1.generic(**{"splice.vni": "43"}), "overlay name"),
+                      (h1.generic(**{"splice.name": "other"}), "vni")):
+        st, ans = h1.c.call("NetworkDriver.CreateNetwork", {
+            "NetworkID": nid(), "IPv6Data": [],
+            "IPv4Data": [{"AddressSpace": SPACE, "Gateway": "10.245.0.1/16", "Pool": "10.245.0.0/16"}],
+            "Options": {"com.docker.network.generic": gen}})
+        assert st == 409 and text in ans["Err"], ans
+    h1.c.ok("IpamDriver.ReleasePool", {"PoolID": p["PoolID"]})
+    assert h1.subnet() == s1
     assert s1 != s2 and s1.subnet_of(ipaddress.ip_network(CIDR)) and s2.subnet_of(ipaddress.ip_network(CIDR))
     # the device and the bridge, the other host programmed
     dev = oracle.links(h1.h.ns.name)

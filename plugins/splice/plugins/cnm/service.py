@@ -566,6 +566,14 @@ class Service:
                     if mine.version == theirs.version and mine.overlaps(theirs):
                         raise Conflict(f"subnet {mine} overlaps subnet {theirs} of network {other['id'][:12]} "
                                        f"({kind.plugin})")
+            if kind.overlay:  # one overlay per name, VNI, device and bridge on a host
+                theirs = self._driver(other).cfg
+                mine = framework.driver_class(kind.kind).parse_config(rec["config"])
+                for attr, what in (("network", "overlay name (splice.name)"), ("vni", "vni"),
+                                   ("device", "VXLAN device"), ("bridge", "bridge")):
+                    if getattr(mine, attr) == getattr(theirs, attr):
+                        raise Conflict(f"{what} {getattr(mine, attr)!r} is already used by network "
+                                       f"{other['id'][:12]} ({kind.plugin})")
             if kind.bridge and other["config"].get("bridge") == rec["config"].get("bridge"):
                 raise Conflict(f"bridge {rec['config'].get('bridge')!r} is already used by network "
                                f"{other['id'][:12]}")
