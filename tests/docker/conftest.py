@@ -121,7 +121,8 @@ class DockerEnv:
         return self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     def ping(self, name: str, address: str, count: int = 1) -> bool:
-        return self.exec(name, "ping", "-c", str(count), "-W", "2", address, check=False).returncode == 0
+        # -w: one echo a second until a reply or 6 s (a first reply lost on a loaded machine)
+        return self.exec(name, "ping", "-c", str(count), "-W", "2", "-w", "6", address, check=False).returncode == 0
 
     def remove_all(self) -> None:
         """Every container, then every network that is not built in (needs the driver up)."""

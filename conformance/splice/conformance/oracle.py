@@ -114,9 +114,15 @@ def bridge_vlans(netns: str | None) -> list[dict]:
     return json.loads(out) if out.strip() else []
 
 
-def ping(netns: str | None, address: str, count: int = 1, timeout: int = 2) -> bool:
-    argv = _nsargv(netns) + ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout), address]
-    return subprocess.run(argv, capture_output=True, timeout=timeout * count + 10).returncode == 0
+def ping(netns: str | None, address: str, count: int = 1, timeout: int = 2, deadline: int | None = None) -> bool:
+    """``count`` replies from ``address`` within ``deadline`` seconds (ping sends one echo a
+    second until then: a first reply lost to a slow neighbour resolution on a loaded machine
+    is retried). Default deadline: 6 s for the default ``timeout`` (a reachability check),
+    ``timeout * count`` for a shorter one (an "unreachable" check stays short)."""
+    if deadline is None:
+        deadline = 6 if timeout >= 2 else timeout * count
+    argv = _nsargv(netns) + ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout), "-w", str(deadline), address]
+    return subprocess.run(argv, capture_output=True, timeout=deadline + 10).returncode == 0
 
 
 # -- helpers for the conformance kit's leak checks ------------------------------------------
