@@ -24,6 +24,11 @@ Everything else (an address leased to someone else, a missing masquerade entry, 
 its bridge, a lease with a link but no cached result: a runtime with another cache
 directory?) is printed with the commands to repair it by hand.
 
+Host-level (doctor_host.py): the forwarding sysctls of gateway bridges (``--fix`` sets
+them), 802.1Q sub-interfaces of macvlan/ipvlan networks (a splice-made one nothing uses and
+registrations of links that are gone: ``--fix`` removes them) and the VXLAN device's routes,
+neighbours and FDB entries of splice-vxlan networks (named only).
+
 Drivers: bridge fully (links, sandbox, masquerade, port map, leases); macvlan/ipvlan the
 cache, the sandbox link (kind and owner alias) and the leases (their link lives only in
 the sandbox, so a lease without a cached result is reported, not released).
@@ -198,6 +203,7 @@ class Doctor:
         self.args = args
         self.k = kernel
         self.flags = common.location_flags(args)
+        self.vlan_masters: dict[str, str] = {}  # sub-interface -> a network with cached attachments on it
 
     def cmd(self, *argv: str) -> str:
         return common.quote(["splice", *argv, *self.flags])
@@ -211,6 +217,19 @@ class Doctor:
         leases = _leases(net)
         stats = {"network": net.name, "driver": net.driver_label, "cached": len(cached), "leases": len(leases)}
         kind = net.kind
+        if kind is None and net.main.get("type") == "splice-vxlan":  # its leases are the cluster's (etcd)
+            from splice.plugins.cli import doctor_host
+            from splice.plugins.vxlan.config import parse_vxlan_config
+
+            try:
+                vcfg = parse_vxlan_config({**net.main, "name": net.name, "cniVersion": net.conf.get("cniVersion")})
+            except Exception as e:  # noqa: BLE001
+                probs.append(Problem(net.name, "-", f"network {net.name!r}: its config in {net.path} does not parse: "
+                                                    f"{e}", f"fix {net.path}"))
+                return probs, stats
+            stats["driver"] = "vxlan"
+            probs += doctor_host.vxlan_problems(self, net, vcfg, cached, Problem)
+            return probs, stats
         if kind is None:
             probs.append(Problem(net.name, "-", f"not a splice network (first plugin {net.main.get('type')!r}): "
                                                f"only its cache and leases are compared"))
@@ -220,6 +239,15 @@ class Doctor:
             probs.append(Problem(net.name, "-", str(e), f"fix {net.path} (splice net create --dry-run shows a valid "
                                                         f"one)"))
             return probs, stats
+        from splice.plugins.cli import doctor_host
+
+        if kind == "bridge":
+            probs += doctor_host.sysctl_problems(self, net, cfg, cached, Problem)
+        elif kind in ("macvlan", "ipvlan"):
+            probs += doctor_host.vlan_problems(self, net, cfg, cached, Problem)
+            name = doctor_host.vlan_name(cfg)
+            if name and cached:
+                self.vlan_masters[name] = net.name
         bridge = links = None
         if kind == "bridge":
             links = self.k.links()
@@ -547,6 +575,10 @@ def run(args) -> int:
         ps, st = doc.examine(net)
         problems += ps
         stats.append(st)
+    if not args.name:  # sub-interfaces and registrations of the whole host: only without NAME
+        from splice.plugins.cli import doctor_host
+
+        problems += doctor_host.vlan_orphans(doc, doc.vlan_masters, Problem)
     # the system's Docker state only with the system's locations (not with --config-dir)
     cnm = args.cnm_state_dir or (CNM_STATE_DIR if not (args.name or args.config_dir
                                                         or os.environ.get("SPLICE_CONFIG_DIR")) else None)
