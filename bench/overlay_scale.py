@@ -431,6 +431,8 @@ def main() -> int:
         for h in o.hosts:
             t_add, others, own = join(o, h)
             joins.append({"node": h.node, "add": t_add, "others": others, "own": own})
+            if len(joins) % 10 == 0 and len(joins) < len(o.hosts):
+                print(f"  {len(joins)} joined ({time.monotonic() - t:.1f} s)", flush=True)
         conv = [j["others"] for j in joins[1:]]
         own = [j["own"] for j in joins[1:]]
         first_adds = [j["add"] for j in joins]
