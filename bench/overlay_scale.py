@@ -30,15 +30,17 @@ Limit of the simulation: the kernel's IPv4 neighbour table is one for all namesp
 machine-wide gc_thresh3 (1024 by default; left alone here) bounds the ARP entries of every
 simulated host and container together (a real host has a table of its own). Each pinged pair
 adds ~4 entries (container -> gateway, the underlay both ways, bridge -> container): past ~1000
-(e.g. 50 x 20 with 200 pairs) some first echoes are dropped ("table_fulls" in
-/proc/net/stat/arp_cache grows) and answer when tried again; the script prints both counts.
+(e.g. 50 x 20 with 200 pairs, unflushed) some first echoes are dropped ("table_fulls" in
+/proc/net/stat/arp_cache grows), for this run and for anything else on the machine. So the
+pings go in batches of ``--batch`` pairs, the batch's ARP entries flushed after it (permanent
+entries stay); the script prints the counts.
 
 Prints join convergence p50/max, ADD p50/p99 (thin client + agent, wall clock of the
 executable under nsenter; the joins' first ADDs apart), the checks and the total wall time.
 Exit status 1 when a check fails.
 
 Usage (root):  .venv/bin/python bench/overlay_scale.py [--hosts 20] [--containers 20]
-               [--workers 1] [--pairs 200] [--out report.json] [--logs DIR]
+               [--workers 1] [--pairs 200] [--batch 50] [--out report.json] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -316,7 +318,7 @@ def check_unique(o: BenchOverlay) -> tuple[list[str], int, int]:
     return problems, len(set(subnets)), len(set(addrs))
 
 
-def reachability(o: BenchOverlay, pairs: int, seed: int) -> tuple[int, list[str], list[str]]:
+def reachability(o: BenchOverlay, pairs: int, seed: int, batch: int) -> tuple[int, list[str], list[str]]:
     """(pairs, pairs whose one echo got no answer within 2 s, of those: no answer again 1 s later)"""
     rng = random.Random(seed)
     all_c = [(h, cid) for h in o.hosts for cid in h.containers]
@@ -333,8 +335,21 @@ def reachability(o: BenchOverlay, pairs: int, seed: int) -> tuple[int, list[str]
         p = subprocess.run(["nsenter", f"--net={ha.containers[ca].path}", "ping", "-c1", "-W2", "-q", hb.address(cb)],
                            capture_output=True, text=True, timeout=30)
         return None if p.returncode == 0 else ping_name(pair)
+    def flush(pairs) -> None:
+        # the kernel's neighbour table is one for the whole machine (gc_thresh3): the ARP
+        # entries these pings made (~4 a pair) go after each batch, permanent ones stay
+        paths = {x for (ha, ca), (hb, cb) in pairs
+                 for x in (ha.ns.path, hb.ns.path, ha.containers[ca].path, hb.containers[cb].path)}
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda path: subprocess.run(["nsenter", f"--net={path}", "ip", "neigh", "flush", "all"],
+                                                    capture_output=True), paths))
+    failed = []
     with ThreadPoolExecutor(8) as ex:
-        failed = [pair for pair, r in zip(sample, ex.map(ping, sample)) if r]
+        for i in range(0, len(sample), batch):
+            part = sample[i:i + batch]
+            failed += [pair for pair, r in zip(part, ex.map(ping, part)) if r]
+            if batch < len(sample):
+                flush(part)
     time.sleep(1)
     still = [r for r in map(ping, failed) if r]  # once more, one at a time: lost, or not routed?
     return len(sample), [ping_name(p) for p in failed], still
@@ -392,9 +407,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="concurrent ADDs after the joins")
     ap.add_argument("--pairs", type=int, default=200, help="random container pairs pinged")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=50,
+                    help="pairs pinged between flushes of the ARP entries they made (0: no flush)")
     ap.add_argument("--out", help="write the figures as JSON")
     ap.add_argument("--logs", help="after a failure, copy the agents' logs here")
     args = ap.parse_args()
+    args.batch = args.batch if args.batch > 0 else max(1, args.pairs)
     if os.geteuid() != 0:
         raise SystemExit("root needed (network namespaces)")
     if not 1 <= args.hosts <= 200 or args.containers < 1 or args.containers > 250:
@@ -451,7 +469,7 @@ def main() -> int:
         failures += uniq
         neigh_before, fulls0 = dynamic_neighbours(o), table_fulls()
         t = time.monotonic()
-        n_pairs, failed, still = reachability(o, args.pairs, args.seed)
+        n_pairs, failed, still = reachability(o, args.pairs, args.seed, args.batch)
         ping_s = time.monotonic() - t
         fulls = table_fulls() - fulls0
         neigh_after = dynamic_neighbours(o)
@@ -522,7 +540,7 @@ def main() -> int:
         print(f"  reachability: {report['pairs'] - report['pairs_failed']}/{report['pairs']} random cross-host "
               f"pairs answered one echo within 2 s ({report['ping_seconds']:.1f} s, 8 at a time); "
               f"no answer on a second try: {report['pairs_failed_twice']}")
-        print(f"  dynamic neighbour entries of the run's namespaces before/after the pings: "
+        print(f"  dynamic neighbour entries of the run's namespaces before/after the pings (batches of {args.batch}): "
               f"{report['dynamic_neighbours'][0]}/{report['dynamic_neighbours'][1]} "
               f"(one kernel table for all namespaces: gc_thresh3 {report['gc_thresh3']}; "
               f"table-full events during the pings, machine-wide: {report['table_fulls_during_pings']})")
