@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import struct
 
@@ -162,6 +161,8 @@ def _prune(cookie: str, name: str, keep: int | None) -> None:
     """Drop the registrations of ``name`` that belong to no existing link (index ≠ ``keep``)."""
     for index, path in _entries(cookie, name):
         if index != keep:
+            import shutil  # rare (a registration directory to drop): not on every ADD's import
+
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -314,6 +315,8 @@ def gc(rt: Rtnl, in_use: set[str] | frozenset[str] = frozenset()) -> list[str]:
         head, _, rest = entry.partition("-")
         index, _, safe = rest.partition("-")
         if head == cookie and index.isdigit() and (int(index), safe) not in present:
+            import shutil
+
             shutil.rmtree(os.path.join(_dir(), entry), ignore_errors=True)
     deleted = []
     for link in links:
