@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from splice.conformance.kit import CheckFailed, Outcome, Skip, is_cidr, outcome_of, summary
+
 # Sources (upstream moby/moby paths; the texts the checks paraphrase)
 REMOTE_MD = "libnetwork docs/remote.md"
 IPAM_MD = "libnetwork docs/ipam.md"
@@ -57,14 +59,6 @@ GW_TYPE = {"RequestAddressType": "com.docker.network.gateway"}
 PORTMAP = "com.docker.network.portmap"
 EXPOSED = "com.docker.network.endpoint.exposedports"
 LINK_GRACE = 2.0
-
-
-class CheckFailed(Exception):
-    """A check's verdict: the one-line reason."""
-
-
-class Skip(Exception):
-    """The check does not apply (the driver does not implement the interface, no --netns, …)."""
 
 
 @dataclass
@@ -91,21 +85,6 @@ def check(id: str, title: str, source: str, level: str, quote: str, needs: Itera
         return fn
 
     return deco
-
-
-@dataclass
-class Outcome:
-    id: str
-    title: str
-    spec: str
-    result: str  # pass | fail | skip
-    reason: str = ""
-    seconds: float = 0.0
-    level: str = "MUST"
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "title": self.title, "spec": self.spec, "level": self.level, "result": self.result,
-                "reason": self.reason, "seconds": round(self.seconds, 3)}
 
 
 # ------------------------------------------------------------------------------ transport
@@ -608,14 +587,6 @@ def _is_ip(v: Any, version: int | None = None) -> bool:
     return isinstance(v, str) and (version is None or ip.version == version)
 
 
-def _is_cidr(v: Any) -> bool:
-    try:
-        ipaddress.ip_interface(v)
-    except (ValueError, TypeError):
-        return False
-    return isinstance(v, str) and "/" in v
-
-
 def _same_net(a: Any, b: str) -> bool:
     try:
         return isinstance(a, str) and ipaddress.ip_network(a) == ipaddress.ip_network(b)
@@ -657,7 +628,7 @@ def join_problems(ans: Any, driver_type: str) -> list[str]:
                 if not isinstance(r, dict):
                     p.append(f"StaticRoutes[{i}] is not an object")
                     continue
-                if r.get("Destination") not in (None, "") and not _is_cidr(r.get("Destination")):
+                if r.get("Destination") not in (None, "") and not is_cidr(r.get("Destination")):
                     p.append(f"StaticRoutes[{i}].Destination {r.get('Destination')!r} is not a CIDR")
                 rt, nh = r.get("RouteType"), r.get("NextHop")
                 if rt == 0 and not _is_ip(nh):
@@ -907,7 +878,7 @@ def ep_01(x: Ctx) -> None:
                 if v:
                     raise CheckFailed(f"CreateEndpoint ({what}): answered Interface.{k} {got!r} although dockerd "
                                       f"supplied {v!r} (libnetwork: driver modified interface …, rolled back)")
-                ok = _is_mac(got) if k == "MacAddress" else _is_cidr(got)
+                ok = _is_mac(got) if k == "MacAddress" else is_cidr(got)
                 if not ok:
                     raise CheckFailed(f"CreateEndpoint ({what}): Interface.{k} {got!r} does not parse")
         x.delete_endpoint(ep)
@@ -1362,12 +1333,8 @@ def run_check(session: Session, chk: CnmCheck) -> Outcome:
         if leaks:
             raise CheckFailed("leak after teardown in the driver's namespace: " + "; ".join(leaks))
         out = Outcome(chk.id, chk.title, chk.spec, "pass")
-    except Skip as e:
-        out = Outcome(chk.id, chk.title, chk.spec, "skip", str(e))
-    except CheckFailed as e:
-        out = Outcome(chk.id, chk.title, chk.spec, "fail", " ".join(str(e).split()))
     except Exception as e:  # noqa: BLE001 - a kit error is reported, never hidden
-        out = Outcome(chk.id, chk.title, chk.spec, "fail", f"kit error: {e.__class__.__name__}: {e}")
+        out = outcome_of(chk, e)
     finally:
         if ctx is not None:
             ctx.close()
@@ -1393,10 +1360,6 @@ def run(cfg: CnmConfig, patterns: list[str] | None = None,
         if progress:
             progress(o)
     return session, outcomes
-
-
-def summary(outcomes: list[Outcome]) -> dict[str, int]:
-    return {k: sum(1 for o in outcomes if o.result == k) for k in ("pass", "fail", "skip")}
 
 
 def json_report(session: Session, outcomes: list[Outcome], seconds: float) -> dict:

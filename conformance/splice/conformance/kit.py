@@ -575,6 +575,17 @@ def select(patterns: list[str] | None) -> list[Check]:
     return out
 
 
+def outcome_of(chk, e: Exception) -> Outcome:
+    """The verdict of a check that raised ``e`` (this kit's and the CNM kit's runners)."""
+    if isinstance(e, Skip):
+        return Outcome(chk.id, chk.title, chk.spec, "skip", str(e))
+    if isinstance(e, CheckFailed):
+        return Outcome(chk.id, chk.title, chk.spec, "fail", " ".join(str(e).split()))
+    if isinstance(e, CniCallError):
+        return Outcome(chk.id, chk.title, chk.spec, "fail", f"unexpected failure: {short_error(e)}")
+    return Outcome(chk.id, chk.title, chk.spec, "fail", f"kit error: {e.__class__.__name__}: {e}")
+
+
 def run_check(session: Session, chk: Check) -> Outcome:
     t0 = time.perf_counter()
     reason = session.skip_reason(chk)
@@ -587,14 +598,8 @@ def run_check(session: Session, chk: Check) -> Outcome:
         if chk.leak_check:
             ctx.assert_clean()
         out = Outcome(chk.id, chk.title, chk.spec, "pass")
-    except Skip as e:
-        out = Outcome(chk.id, chk.title, chk.spec, "skip", str(e))
-    except CheckFailed as e:
-        out = Outcome(chk.id, chk.title, chk.spec, "fail", " ".join(str(e).split()))
-    except CniCallError as e:
-        out = Outcome(chk.id, chk.title, chk.spec, "fail", f"unexpected failure: {short_error(e)}")
     except Exception as e:  # noqa: BLE001 - a kit error is reported, never hidden
-        out = Outcome(chk.id, chk.title, chk.spec, "fail", f"kit error: {e.__class__.__name__}: {e}")
+        out = outcome_of(chk, e)
     finally:
         if ctx is not None:
             ctx.close()
