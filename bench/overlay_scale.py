@@ -136,22 +136,14 @@ class BenchHost(Host):
 
 
 class BenchOverlay(Overlay):
+    host_class = BenchHost
+    stop_signal = signal.SIGTERM
+
     def __init__(self, cluster, tmp: Path, install: Path) -> None:
         super().__init__(cluster, tmp)
         self.install = install
         self.pids: list[int] = []
         self.add_times: list[tuple[str, float, float]] = []
-
-    def host(self, start: bool = True) -> BenchHost:
-        h = BenchHost(self, len(self.hosts) + 1)
-        self.hosts.append(h)
-        return h.start_agent() if start else h
-
-    def close(self) -> None:
-        for h in self.hosts:
-            h.stop_agent(signal.SIGTERM)
-        for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 # -- kernel state of one host, read inside its namespace -----------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..cluster import conftest as cluster_conftest
+from ..cluster.harness import _ip
 from ..conftest import Namespace, bin_dir, require_tool
 
 etcd_cluster = cluster_conftest.etcd_cluster  # the session's 3-member etcd (tests/cluster/harness.py)
@@ -27,12 +28,6 @@ PLUGIN = str(bin_dir() / "splice-vxlan")
 NET = "ovl"
 VNI = 42
 CIDR = "10.244.0.0/16"
-
-
-def _ip(*argv: str) -> None:
-    p = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30)
-    if p.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(argv)}: {p.stderr.strip()}")
 
 
 class Host:
@@ -141,6 +136,9 @@ class Host:
 
 
 class Overlay:
+    host_class: type = Host  # bench/overlay_scale.py runs its own hosts
+    stop_signal = signal.SIGKILL  # how close() ends the agents
+
     def __init__(self, cluster, tmp: Path) -> None:
         self.cluster = cluster
         self.tmp = tmp
@@ -150,13 +148,13 @@ class Overlay:
         self.results: dict[str, dict] = {}
 
     def host(self, start: bool = True) -> Host:
-        h = Host(self, len(self.hosts) + 1)
+        h = self.host_class(self, len(self.hosts) + 1)
         self.hosts.append(h)
         return h.start_agent() if start else h
 
     def close(self) -> None:
         for h in self.hosts:
-            h.stop_agent(signal.SIGKILL)
+            h.stop_agent(self.stop_signal)
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
