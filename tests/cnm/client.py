@@ -3,22 +3,10 @@ kept-alive connection, as dockerd's plugin client."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from typing import Any
 
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
+from splice.conformance.cnm import UnixConnection as UnixHTTPConnection
 
 
 class Plugin:

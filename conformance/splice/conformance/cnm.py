@@ -90,11 +90,13 @@ def check(id: str, title: str, source: str, level: str, quote: str, needs: Itera
 # ------------------------------------------------------------------------------ transport
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float, counter: list[int]) -> None:
+class UnixConnection(http.client.HTTPConnection):
+    """http.client over a unix socket (also the tests' plugin clients); ``counter[0]`` counts connects."""
+
+    def __init__(self, path: str, timeout: float = 30.0, counter: list[int] | None = None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
-        self.counter = counter
+        self.counter = counter if counter is not None else [0]
 
     def connect(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -141,7 +143,7 @@ class Client:
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self.counter = [0]
-        self.conn = _UnixConnection(path, timeout, self.counter)
+        self.conn = UnixConnection(path, timeout, self.counter)
 
     @property
     def connects(self) -> int:
