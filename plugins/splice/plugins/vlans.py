@@ -298,26 +298,45 @@ def release(rt: Rtnl, name: str, user: str | None = None) -> bool:
         return True
 
 
+def registry_dir() -> str:
+    """Where the registrations are (``$SPLICE_VLAN_DIR``, else ``/run/splice/vlans``)."""
+    return _dir()
+
+
+def registrations() -> list[str]:
+    """The entry names of the registry directory (every namespace's); [] when it does not exist."""
+    try:
+        return os.listdir(_dir())
+    except FileNotFoundError:
+        return []
+
+
+def stale_registrations(entries: list[str], links: list[Link]) -> list[str]:
+    """Of ``entries`` (:func:`registrations`), those of this namespace whose link is not in
+    ``links`` (a dump of this namespace's links taken after the listing)."""
+    cookie = _cookie()
+    present = {(link.index, _safe(link.name)) for link in links}
+    stale = []
+    for entry in entries:
+        head, _, rest = entry.partition("-")
+        index, _, safe = rest.partition("-")
+        if head == cookie and index.isdigit() and (int(index), safe) not in present:
+            stale.append(entry)
+    return stale
+
+
 def gc(rt: Rtnl, in_use: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Delete every splice-made sub-interface of this namespace that is not in ``in_use``
     (e.g. the masters of existing Docker networks) and that nothing uses (as
     :func:`release`); drop registrations of links that are gone. Returns the deleted names.
     Stale users (attachments that no longer exist) are the caller's: :func:`users`, then
     ``release(rt, name, user)``."""
-    cookie = _cookie()
-    try:  # listed before the dump: a directory whose link is not in the dump is stale
-        entries = os.listdir(_dir())
-    except FileNotFoundError:
-        entries = []
+    entries = registrations()  # listed before the dump: a directory whose link is not in the dump is stale
     links = rt.dump_links()
-    present = {(link.index, _safe(link.name)) for link in links}
-    for entry in entries:
-        head, _, rest = entry.partition("-")
-        index, _, safe = rest.partition("-")
-        if head == cookie and index.isdigit() and (int(index), safe) not in present:
-            import shutil
+    for entry in stale_registrations(entries, links):
+        import shutil
 
-            shutil.rmtree(os.path.join(_dir(), entry), ignore_errors=True)
+        shutil.rmtree(os.path.join(_dir(), entry), ignore_errors=True)
     deleted = []
     for link in links:
         if is_ours(link) and link.name not in in_use and release(rt, link.name):

@@ -108,18 +108,11 @@ def vlan_orphans(doc, masters_in_use: dict[str, str], Problem) -> list:
 
     def body(rt):
         links = rt.dump_links()
-        cookie = vlans._cookie()
         try:
-            entries = os.listdir(vlans._dir())
-        except (FileNotFoundError, NotADirectoryError):
+            entries = vlans.registrations()
+        except NotADirectoryError:
             entries = []
-        present = {(lk.index, vlans._safe(lk.name)) for lk in links}
-        stale = []
-        for e in entries:
-            head, _, rest = e.partition("-")
-            index, _, safe = rest.partition("-")
-            if head == cookie and index.isdigit() and (int(index), safe) not in present:
-                stale.append(e)
+        stale = vlans.stale_registrations(entries, links)
         unused = []
         for lk in links:
             if not vlans.is_ours(lk) or lk.master is not None:
@@ -139,7 +132,7 @@ def vlan_orphans(doc, masters_in_use: dict[str, str], Problem) -> list:
         if net is not None:
             out.append(Problem("vlan", name, f"splice-made VLAN sub-interface {name} has no registered user, but "
                                              f"network {net} has cached attachments on it (registrations lost: "
-                                             f"{vlans._dir()} emptied?)",
+                                             f"{vlans.registry_dir()} emptied?)",
                                f"{doc.cmd('detach', net, '--container-id', 'ID')} and attach again for each, "
                                f"which registers them"))
             continue
@@ -148,7 +141,7 @@ def vlan_orphans(doc, masters_in_use: dict[str, str], Problem) -> list:
                            f"ip link del {name}  (or {doc.cmd('gc', 'NETWORK')} of the network that made it)",
                            lambda n=name: _rt(lambda rt: vlans.release(rt, n))))
     for e in stale:
-        path = os.path.join(vlans._dir(), e)
+        path = os.path.join(vlans.registry_dir(), e)
         out.append(Problem("vlan", e, f"VLAN registration {path} names a link that is gone",
                            f"rm -r {path}", lambda p=path: shutil.rmtree(p)))
     return out
