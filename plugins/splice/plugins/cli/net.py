@@ -315,13 +315,12 @@ def _lease_count(net: common.Network) -> int | None:
     """Leases in the network's splice-ipam store; None when it has none (or not ours)."""
     if not net.ipam_is_splice:
         return None
-    from splice.ipam.config import parse_data_dir
+    from splice.ipam.store import DB_NAME
 
     try:
-        data_dir = parse_data_dir(net.ipam)
-    except Exception:  # noqa: BLE001 - a broken config lists as "?"
+        db = os.path.join(net.store_dir(), DB_NAME)
+    except CliError:  # a broken config lists as "-"
         return None
-    db = os.path.join(data_dir, net.name, "store.db")
     if not os.path.exists(db):
         return 0
     import sqlite3
