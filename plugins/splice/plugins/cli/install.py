@@ -24,6 +24,7 @@ import json
 import os
 import time
 
+from splice.plugins.cli.main import DEFAULT_SOCKET
 from splice.plugins.cli.output import CliError
 
 DEFAULT_MANIFEST = "/var/lib/splice/install.json"
@@ -100,7 +101,7 @@ def add_install_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-spec-dir", default=DEFAULT_SPEC_DIR, metavar="DIR")
     p.add_argument("--docker-plugins-dir", default="/run/docker/plugins", metavar="DIR",
                    help="where the driver's sockets will be (default /run/docker/plugins)")
-    p.add_argument("--socket", default="/run/splice/agent.sock", help="the agent's socket")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help="the agent's socket")
     p.add_argument("--manifest", default=DEFAULT_MANIFEST, metavar="PATH",
                    help=f"the record of what was written (default {DEFAULT_MANIFEST})")
 
@@ -183,7 +184,7 @@ def install(args) -> int:
             if d not in made_dirs:
                 made_dirs.append(d)
     try:
-        written = install_cni(cni_bin, lib=lib, socket=args.socket if args.socket != "/run/splice/agent.sock" else None)
+        written = install_cni(cni_bin, lib=lib, socket=args.socket if args.socket != DEFAULT_SOCKET else None)
     except OSError as e:
         raise CliError(f"cannot write the CNI executables into {cni_bin}: {e.strerror or e} (root? --cni-bin)") from None
     cli = os.path.join(lib, "splice")
