@@ -9,7 +9,6 @@ machine is touched. Kernel state is read only through ``splice.conformance.oracl
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from splice.conformance import oracle
 
+from ..clients import hostenv
 from ..conftest import Namespace, bin_dir, require_nft, require_tool
 from .client import Plugin
 
@@ -212,15 +212,7 @@ def assert_clean(d: DriverProcess) -> None:
 
 
 def wait_until(fn, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def jdump(x) -> str:
-    return json.dumps(x, sort_keys=True)
+    hostenv.wait_until(fn, timeout=timeout, interval=0.05, what=what)
 
 
 def _del_ns_name(name: str) -> None:
