@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splice.libnet.names import ifname_problem
+from splice.plugins.confkeys import boolean, fmt, integer
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 DEFAULT_BRIDGE = "cni0"
@@ -88,32 +89,9 @@ class BridgeConfig:
         return f"{self.bridge}.{self.vlan}" if self.vlan else None
 
 
-def _fmt(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _bool(conf: dict, key: str) -> bool:
-    value = conf.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be a boolean, got {_fmt(value)}")
-    return value
-
-
-def _int(conf: dict, key: str, default: int) -> int:
-    value = conf.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {_fmt(value)}")
-    return value
-
-
 def _vid(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{what} must be an integer, got {_fmt(value)}")
+        raise ConfigError(f"{what} must be an integer, got {fmt(value)}")
     if not 1 <= value <= MAX_VID:
         raise ConfigError(f"{what} must be between 1 and {MAX_VID}, got {value}")
     return value
@@ -123,16 +101,16 @@ def _vlan_trunk(value: Any) -> tuple[int, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigError(f"vlanTrunk must be a list of {{\"id\"}} or {{\"minID\", \"maxID\"}} objects, got {_fmt(value)}")
+        raise ConfigError(f"vlanTrunk must be a list of {{\"id\"}} or {{\"minID\", \"maxID\"}} objects, got {fmt(value)}")
     vids: set[int] = set()
     for i, item in enumerate(value):
         where = f"vlanTrunk[{i}]"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be an object with \"id\" or \"minID\"/\"maxID\", got {_fmt(item)}")
+            raise ConfigError(f"{where} must be an object with \"id\" or \"minID\"/\"maxID\", got {fmt(item)}")
         has_min, has_max = item.get("minID") is not None, item.get("maxID") is not None
         if has_min != has_max:
             missing = "maxID" if has_min else "minID"
-            raise ConfigError(f"{where}: minID and maxID must be given together ({missing} is missing) in {_fmt(item)}")
+            raise ConfigError(f"{where}: minID and maxID must be given together ({missing} is missing) in {fmt(item)}")
         if has_min:
             lo = _vid(item["minID"], f"{where}.minID")
             hi = _vid(item["maxID"], f"{where}.maxID")
@@ -142,23 +120,23 @@ def _vlan_trunk(value: Any) -> tuple[int, ...]:
         if item.get("id") is not None:
             vids.add(_vid(item["id"], f"{where}.id"))
         elif not has_min:
-            raise ConfigError(f"{where} needs \"id\" or \"minID\"/\"maxID\", got {_fmt(item)}")
+            raise ConfigError(f"{where} needs \"id\" or \"minID\"/\"maxID\", got {fmt(item)}")
     return tuple(sorted(vids))
 
 
 def parse_bridge_config(conf: dict) -> BridgeConfig:
     """Validate a bridge network configuration; see the module docstring."""
     if not isinstance(conf, dict):
-        raise ConfigError(f"the network configuration must be a JSON object, got {_fmt(conf)}")
+        raise ConfigError(f"the network configuration must be a JSON object, got {fmt(conf)}")
 
     bridge = conf.get("bridge", DEFAULT_BRIDGE)
     if bridge is None:
         bridge = DEFAULT_BRIDGE
     problem = ifname_problem(bridge)
     if problem:
-        raise ConfigError(f"bridge {_fmt(bridge)} is not a valid interface name: it {problem}")
+        raise ConfigError(f"bridge {fmt(bridge)} is not a valid interface name: it {problem}")
 
-    flags = {attr: _bool(conf, key) for key, attr in _BOOLS.items()}
+    flags = {attr: boolean(conf, key) for key, attr in _BOOLS.items()}
     if "preserveDefaultVlan" not in conf or conf["preserveDefaultVlan"] is None:
         flags["preserve_default_vlan"] = True
     if flags["is_default_gateway"]:
@@ -168,9 +146,9 @@ def parse_bridge_config(conf: dict) -> BridgeConfig:
     if backend is None:
         backend = "nftables"
     if not isinstance(backend, str):
-        raise ConfigError(f"ipMasqBackend must be a string, got {_fmt(backend)}")
+        raise ConfigError(f"ipMasqBackend must be a string, got {fmt(backend)}")
     if backend not in ("nftables", "iptables"):
-        raise ConfigError(f"ipMasqBackend must be \"nftables\" (or \"iptables\"), got {_fmt(backend)}")
+        raise ConfigError(f"ipMasqBackend must be \"nftables\" (or \"iptables\"), got {fmt(backend)}")
     if backend == "iptables":
         if flags["ip_masq"]:
             raise UnsupportedField(
@@ -179,11 +157,11 @@ def parse_bridge_config(conf: dict) -> BridgeConfig:
             )
         backend = "nftables"
 
-    mtu = _int(conf, "mtu", 0)
+    mtu = integer(conf, "mtu", 0)
     if mtu and not MIN_MTU <= mtu <= MAX_MTU:
         raise ConfigError(f"mtu must be between {MIN_MTU} and {MAX_MTU} (or 0 for the kernel default), got {mtu}")
 
-    vlan = _int(conf, "vlan", 0)
+    vlan = integer(conf, "vlan", 0)
     if not 0 <= vlan <= MAX_VID:
         raise ConfigError(f"vlan must be between 0 and {MAX_VID}, got {vlan}")
     trunk = _vlan_trunk(conf.get("vlanTrunk"))
@@ -196,7 +174,7 @@ def parse_bridge_config(conf: dict) -> BridgeConfig:
     ipam = conf.get("ipam")
     if flags["disable_container_interface"] and isinstance(ipam, dict) and ipam.get("type"):
         raise ConfigError(
-            f"disableContainerInterface cannot be used with IPAM (ipam type {_fmt(ipam.get('type'))}): "
+            f"disableContainerInterface cannot be used with IPAM (ipam type {fmt(ipam.get('type'))}): "
             "a disabled interface gets no addresses"
         )
 

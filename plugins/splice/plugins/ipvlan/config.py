@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from splice.plugins.macvlan.config import parse_choice, parse_lower_common
+from splice.plugins.confkeys import choice
+from splice.plugins.macvlan.config import parse_lower_common
 
 MODES = ("l2", "l3", "l3s")
 FLAGS = ("bridge", "private", "vepa")
@@ -39,6 +40,6 @@ class IpvlanConfig:
 
 def parse_ipvlan_config(conf: dict) -> IpvlanConfig:
     common = parse_lower_common(conf)
-    mode = parse_choice(conf, "mode", MODES, "l2")
-    flag = parse_choice(conf, "flag", FLAGS, "bridge")
+    mode = choice(conf, "mode", MODES, "l2")
+    flag = choice(conf, "flag", FLAGS, "bridge")
     return IpvlanConfig(mode=mode, flag=flag, **common)

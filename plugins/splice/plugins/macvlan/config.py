@@ -23,6 +23,7 @@ from typing import Any
 
 from splice.libnet.names import ifname_problem, normalize_mac
 from splice.plugins import vlans
+from splice.plugins.confkeys import boolean, choice, fmt, integer
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 MODES = ("bridge", "private", "vepa", "passthru")
@@ -42,25 +43,20 @@ class MacvlanConfig:
     vlan: int | None = None
 
 
-def _fmt(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def parse_lower_common(conf: dict) -> dict[str, Any]:
     """The keys every link-on-a-master driver shares (macvlan, ipvlan): ``master``/``vlan``
     (802.1Q), ``mtu``, ``linkInContainer``; a dict of the config's fields."""
     if not isinstance(conf, dict):
-        raise ConfigError(f"the network configuration must be a JSON object, got {_fmt(conf)}")
+        raise ConfigError(f"the network configuration must be a JSON object, got {fmt(conf)}")
     master = conf.get("master")
     if master in (None, ""):
         master = None
     else:
         if not isinstance(master, str):
-            raise ConfigError(f"master must be a string, got {_fmt(master)}")
+            raise ConfigError(f"master must be a string, got {fmt(master)}")
         problem = ifname_problem(master)
         if problem:
-            raise ConfigError(f"master {_fmt(master)} is not a valid interface name: it {problem}")
+            raise ConfigError(f"master {fmt(master)} is not a valid interface name: it {problem}")
     vlan = conf.get("vlan")
     if vlan == 0 and not isinstance(vlan, bool):
         vlan = None  # 0: no VLAN (as mtu 0)
@@ -72,45 +68,28 @@ def parse_lower_common(conf: dict) -> dict[str, Any]:
         else:
             parent = None
     elif vlan is not None:
-        raise ConfigError(f"vlan {_fmt(vlan)} needs a master: the 802.1Q sub-interface is made on it")
+        raise ConfigError(f"vlan {fmt(vlan)} needs a master: the 802.1Q sub-interface is made on it")
 
-    mtu = conf.get("mtu", 0)
-    if mtu is None:
-        mtu = 0
-    if isinstance(mtu, bool) or not isinstance(mtu, int):
-        raise ConfigError(f"mtu must be an integer, got {_fmt(mtu)}")
+    mtu = integer(conf, "mtu", 0)
     if mtu and not MIN_MTU <= mtu <= MAX_MTU:
         raise ConfigError(f"mtu must be between {MIN_MTU} and {MAX_MTU} (or 0 for the master's), got {mtu}")
 
-    lic = conf.get("linkInContainer", False)
-    if lic is None:
-        lic = False
-    if not isinstance(lic, bool):
-        raise ConfigError(f"linkInContainer must be a boolean, got {_fmt(lic)}")
+    lic = boolean(conf, "linkInContainer")
     if lic and vid is not None:
         raise UnsupportedField(f"linkInContainer with an 802.1Q master ({master!r}): splice makes and shares "
                                f"sub-interfaces in the host only")
     return {"master": master, "mtu": mtu or None, "link_in_container": lic, "vlan_parent": parent, "vlan": vid}
 
 
-def parse_choice(conf: dict, key: str, choices: tuple[str, ...], default: str) -> str:
-    value = conf.get(key)
-    if value in (None, ""):
-        return default
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {_fmt(value)}")
-    return value
-
-
 def parse_macvlan_config(conf: dict) -> MacvlanConfig:
     common = parse_lower_common(conf)
-    mode = parse_choice(conf, "mode", MODES, "bridge")
+    mode = choice(conf, "mode", MODES, "bridge")
     mac = conf.get("mac")
     if mac in (None, ""):
         mac = None
     else:
         if not isinstance(mac, str):
-            raise ConfigError(f"mac must be a MAC address string, got {_fmt(mac)}")
+            raise ConfigError(f"mac must be a MAC address string, got {fmt(mac)}")
         try:
             mac = normalize_mac(mac)
         except ValueError as e:
