@@ -275,7 +275,8 @@ class Doctor:
             result = rec.get("result")
             detach = self.cmd("detach", net.name, "--container-id", cid, "--ifname", ifn)
             again = ["attach", net.name, "--netns", netns or "NETNS", "--container-id", cid, "--ifname", ifn]
-            for a in _container_ips(result, ifn, netns):  # the same addresses and ports again
+            ips = _container_ips(result, ifn, netns)
+            for a in ips:  # the same addresses and ports again
                 again += ["--ip", a.split("/")[0]]
             for m in (rec.get("capabilityArgs") or {}).get("portMappings") or []:
                 hip = f"{m['hostIP']}:" if m.get("hostIP") else ""
@@ -296,7 +297,6 @@ class Doctor:
                 if bridge is not None and veth.master != bridge.index:
                     probs.append(Problem(net.name, who, f"host veth {veth_name} is not a port of bridge {cfg.bridge}",
                                          reattach))
-            ips = _container_ips(result, ifn, netns)
             if netns and kind:
                 try:
                     link, have = self.k.sandbox(netns, ifn)
@@ -601,12 +601,7 @@ def run(args) -> int:
         dump_json({"networks": stats, "problems": [p.as_dict() for p in problems]})
     else:
         for p in problems:
-            if p.fixed:
-                tag = paint("FIXED  ", "green")
-            elif p.fix is not None and not args.fix:
-                tag = paint("PROBLEM", "red")
-            else:
-                tag = paint("PROBLEM", "red")
+            tag = paint("FIXED  ", "green") if p.fixed else paint("PROBLEM", "red")
             print(f"{tag} {p.network} {p.owner}: {p.what}")
             if p.error:
                 print(f"        the repair failed: {p.error}")
