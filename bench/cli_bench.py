@@ -120,7 +120,6 @@ def bench_listing(root: Path, n: int, runs: int, env: dict) -> None:
 def bench_doctor(root: Path, n: int, n_ns: int, runs: int, env: dict) -> None:
     from splice.conformance.runtime import Runtime
     from splice.plugins.cli import common
-    from splice.plugins.cli.common import Network
 
     tag = f"spb-{os.getpid()}"
     host = f"{tag}-h"
@@ -154,7 +153,7 @@ def bench_doctor(root: Path, n: int, n_ns: int, runs: int, env: dict) -> None:
             netns = f"/run/netns/{sandboxes[i // per % n_ns]}"
             cid, ifname = f"c{i:05d}", f"eth{i % per}"
             result = rt.add(net.conf, cid, netns, ifname)
-            common.write_cached(args, Network("doc", net.conf, net.path), cid, ifname, netns, [], {}, result)
+            common.write_cached(args, net, cid, ifname, netns, [], {}, result)
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
