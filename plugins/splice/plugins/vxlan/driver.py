@@ -35,6 +35,7 @@ from splice.libnet.names import random_mac
 from splice.libnet.netns import Netns
 from splice.plugins.bridge.config import BridgeConfig
 from splice.plugins.bridge.driver import BridgeDriver
+from splice.plugins.bridge.driver import _masquerade as _masq  # libnet.masq, imported on use
 from splice.plugins.driver import IN_SANDBOX
 from splice.plugins.errors import CheckFailed, ConfigError, KernelError
 from splice.plugins.model import Attachment, IPConfig, Route, Wiring
@@ -58,12 +59,6 @@ class Vtep(NamedTuple):
 def vtep_address(subnet: Any) -> Any:
     """A host's VTEP address in the overlay: its subnet's network address (as flannel)."""
     return subnet.network_address
-
-
-def _masq() -> Any:
-    from splice.libnet.masq import Masquerade
-
-    return Masquerade()
 
 
 class VxlanDriver:
