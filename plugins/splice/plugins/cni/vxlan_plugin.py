@@ -46,7 +46,6 @@ class VxlanPlugin(MainPlugin):
         if subnet is not None:  # the bridge (gateway) and the device (VTEP address: an IPv6 /128 is a
             # connected route) are the network's own: IPAM's host-overlap check names them so
             config["bridge"], config["master"] = self.driver(a).cfg.bridge, self.driver(a).cfg.device
-        if subnet is not None:
             ipam["ranges"] = [[{"subnet": str(subnet)}]]
             rc = a.config.get("runtimeConfig")
             if isinstance(rc, dict) and "ipRanges" in rc:  # the range is the lease's, not the runtime's
@@ -61,14 +60,14 @@ class VxlanPlugin(MainPlugin):
         return super().add(a)
 
     def status(self, a) -> None:
-        from splice.ipam.cluster.errors import ClusterConfigError, ClusterError
+        from splice.ipam.cluster.errors import ClusterConfigError, ClusterError, SubnetTaken
         from splice.plugins.errors import NotAvailable
 
         self.driver(a)
         try:
             ov = self._overlay(a)
         except ClusterError as e:
-            if isinstance(e, ClusterConfigError) or e.__class__.__name__ == "SubnetTaken":
+            if isinstance(e, (ClusterConfigError, SubnetTaken)):
                 raise
             raise NotAvailable(f"network {a.config.get('name')}: the overlay cannot start: {e.msg}", e.details) from None
         ov.check_status()
