@@ -139,12 +139,10 @@ class Overlay:
         self.driver: Any = None
         self.vtep: Any = None
         self.registry: Any = None
-        self.peers_programmed: dict[str, Any] = {}
         self.offline: str | None = None  # started without etcd: why (ADDs use the state file's subnet)
         self.offline_subnet: Any = None
         self._stopped = threading.Event()
         self.dirty = False  # a peer event failed to program: the next STATUS programs every peer again
-        self.last_event: float = 0.0
 
     # -- start / stop ----------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -163,17 +161,13 @@ class Overlay:
 
     def _start(self) -> None:
         from splice.ipam.cluster.errors import ClusterUnavailable
-        from splice.ipam.cluster.subnets import SubnetLease
         from splice.libnet.netns import Netns
         from splice.plugins.vxlan.driver import VxlanDriver
 
         cfg, mgr = self.cfg, self.mgr
         t0 = time.monotonic()
         self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # the host: the caller's
-        self.etcd = cfg.etcd.client()
-        self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=mgr.node, state_dir=mgr.state_dir,
-                                 subnet_len=cfg.subnet_len, prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl,
-                                 on_change=self._lease_changed)
+        self._new_lease(on_change=self._lease_changed)
         self.driver = VxlanDriver(cfg, Netns.from_fd(self.fd))
         try:
             subnet = self.lease.acquire()
@@ -191,6 +185,16 @@ class Overlay:
             mgr.log(f"{self.offline}; retrying every second")
             return
         self._connect(subnet, t0)
+
+    def _new_lease(self, on_change: Any = None) -> None:
+        """The etcd client and this host's (unacquired) SubnetLease of the network."""
+        from splice.ipam.cluster.subnets import SubnetLease
+
+        cfg, mgr = self.cfg, self.mgr
+        self.etcd = cfg.etcd.client()
+        self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=mgr.node, state_dir=mgr.state_dir,
+                                 subnet_len=cfg.subnet_len, prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl,
+                                 on_change=on_change)
 
     def _reconnect(self) -> None:
         from splice.ipam.cluster.errors import ClusterError, ClusterUnavailable
@@ -262,13 +266,7 @@ class Overlay:
                 self.watcher.stop()
                 self.watcher = None
             if self.lease is None:
-                from splice.ipam.cluster.subnets import SubnetLease
-
-                cfg = self.cfg
-                self.etcd = cfg.etcd.client()
-                self.lease = SubnetLease(self.etcd, cfg.network, cfg.cluster_cidr, node=self.mgr.node,
-                                         state_dir=self.mgr.state_dir, subnet_len=cfg.subnet_len,
-                                         prefix=cfg.etcd.prefix, ttl=cfg.lease_ttl)
+                self._new_lease()
             try:
                 self.lease.release()
                 self.mgr.log(f"{self.cfg.network}: left the overlay (lease revoked)")
@@ -336,7 +334,6 @@ class Overlay:
                 peers = [p for p in self.watcher.peers().values() if p.extra.get("vni", self.cfg.vni) == self.cfg.vni]
                 for peer in peers:
                     self.driver.program_peer(self.vtep, peer)
-                    self.peers_programmed[peer.node] = peer
                 self.driver.reconcile(self.vtep, peers)
             except BaseException:
                 self.dirty = True
@@ -357,15 +354,12 @@ class Overlay:
         try:
             if ev.previous is not None and (ev.peer is None or ev.previous[:4] != ev.peer[:4]):
                 drv.remove_peer(vtep, ev.previous)
-                self.peers_programmed.pop(ev.node, None)
             if ev.peer is not None:
                 if ev.peer.extra.get("vni", self.cfg.vni) != self.cfg.vni:
                     self.mgr.log(f"{self.cfg.network}: peer {ev.node} has vni {ev.peer.extra.get('vni')}, "
                                  f"this host {self.cfg.vni}: not programmed")
                     return
                 drv.program_peer(vtep, ev.peer)
-                self.peers_programmed[ev.node] = ev.peer
-            self.last_event = time.monotonic()
         except Exception as e:  # noqa: BLE001 - keep watching; the next STATUS programs every peer again
             self.dirty = True
             self.mgr.log(f"{self.cfg.network}: peer {ev.node} {ev.kind}: {e.__class__.__name__}: {e}")
