@@ -46,7 +46,6 @@ class StateDir:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._lock = threading.Lock()
         for sub in ("", *KINDS):
             path = os.path.join(root, sub)
             os.makedirs(path, mode=0o700, exist_ok=True)

@@ -332,7 +332,3 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-    @property
-    def open_connections(self) -> int:
-        return self._open
