@@ -23,7 +23,7 @@ from splice.conformance import oracle
 
 from ..clients import hostenv, image
 from ..conftest import Namespace, _del_ns, _new_ns, bin_dir, require, require_root, require_tool
-from .harness import DOCKER, DOCKERD, Dockerd, Driver, Holder, cgroup_pids, wait_until
+from .harness import DOCKER, DOCKERD, Dockerd, Driver, Holder, cgroup_pids
 
 PID = os.getpid()
 IMAGE = "splice-busybox:latest"
@@ -167,7 +167,7 @@ class DockerEnv:
         """Leak check: nothing of ours in the host namespace, none in the machine's."""
         if timeout:
             try:
-                wait_until(lambda: not self.leftovers(allow_links), timeout=timeout, what="a clean host namespace")
+                hostenv.wait_until(lambda: not self.leftovers(allow_links), timeout=timeout, what="a clean host namespace")
             except AssertionError:
                 pass
         left = self.leftovers(allow_links)

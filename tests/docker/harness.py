@@ -26,18 +26,18 @@ Isolation (nothing here touches the machine's own interfaces, routes, nftables o
 
 from __future__ import annotations
 
-import http.client
 import http.server
 import json
 import os
 import shlex
 import signal
-import socket
 import socketserver
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from splice.conformance.cnm import UnixConnection
 
 from ..clients import hostenv
 
@@ -116,20 +116,9 @@ class Holder:
 # --------------------------------------------------------------------------- plugin HTTP
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 5.0):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def plugin_call(sock: Path | str, path: str, body: object = None, timeout: float = 5.0) -> tuple[int, object]:
     """POST one remote-plugin call the way dockerd does; (status, decoded JSON reply)."""
-    conn = _UnixHTTPConnection(str(sock), timeout)
+    conn = UnixConnection(str(sock), timeout)
     try:
         data = b"" if body is None else json.dumps(body).encode()
         conn.request("POST", path, body=data,
@@ -249,7 +238,7 @@ class Dockerd(Daemon):
 
     def ready(self) -> bool:
         try:
-            conn = _UnixHTTPConnection(str(self.socket), 2)
+            conn = UnixConnection(str(self.socket), 2)
             conn.request("GET", "/_ping")
             ok = conn.getresponse().status == 200
             conn.close()
@@ -318,10 +307,6 @@ class Driver(Daemon):
             return self.log.stat().st_size
         except OSError:
             return 0
-
-
-def wait_until(pred, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
-    return hostenv.wait_until(pred, timeout=timeout, interval=interval, what=what)
 
 
 def cgroup_pids(cgroup_parent: str) -> list[int]:

@@ -22,9 +22,10 @@ import pytest
 
 from splice.conformance import oracle
 
+from ..clients.hostenv import wait_until
 from ..conftest import has_ipv6, make_switch
 from .conftest import IMAGE, SLEEP
-from .harness import Tombstone, wait_until
+from .harness import Tombstone
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -500,23 +501,28 @@ def host_side_of(dk, bridge: str) -> dict:
             "leases": len(st.get("leases", []))}
 
 
+def with_failpoint(dk, n: int, action: str) -> dict:
+    """Network ``n<n>`` (bridge spdbr<n>) with container ok1, then the driver restarted with
+    ``bridge.masq_added:<action>``; what the host held before."""
+    dk.network_create(f"n{n}", "--subnet", subnet(n), "-o", f"com.docker.network.bridge.name=spdbr{n}")
+    dk.run("ok1", f"n{n}")
+    before = host_side_of(dk, f"spdbr{n}")
+    dk.driver.extra_env = {"SPLICE_FAILPOINT": f"bridge.masq_added:{action}"}
+    dk.driver.restart()
+    return before
+
+
 def test_driver_error_mid_attachment_leaves_nothing(dk):
     """A failure half-way through wiring an endpoint (after the veth and the masquerade are made):
     dockerd reports the driver's message, the driver rolls back, and keeps serving."""
-    dk.network_create("n19", "--subnet", subnet(19), "-o", "com.docker.network.bridge.name=spdbr19")
-    dk.run("ok1", "n19")
-    before = host_side_of(dk, "spdbr19")
-    dk.driver.stop()
-    dk.driver.extra_env = {"SPLICE_FAILPOINT": "bridge.masq_added:error"}
-    dk.driver.start()
+    before = with_failpoint(dk, 19, "error")
     p = dk("run", "-d", "--name", "bad", "--network", "n19", IMAGE, *SLEEP, check=False)
     assert p.returncode != 0 and "failpoint bridge.masq_added" in p.stderr, p.stderr
     assert host_side_of(dk, "spdbr19") == before
     dk("rm", "-f", "bad")
     assert dk.ping("ok1", addr(19, 1))
-    dk.driver.stop()
     dk.driver.extra_env = {}
-    dk.driver.start()
+    dk.driver.restart()
     dk.run("ok2", "n19")
     assert dk.ping("ok2", dk.container_ip("ok1", "n19"))
     dk("rm", "-f", "ok1", "ok2")
@@ -528,12 +534,7 @@ def test_driver_killed_mid_attachment(dk):
     """The driver is SIGKILLed half-way through wiring an endpoint; it is started again at once
     (dockerd retries the call after 1 s): the next start collects the half-made attachment, and
     the container either runs attached or fails cleanly - nothing is left after its removal."""
-    dk.network_create("n20", "--subnet", subnet(20), "-o", "com.docker.network.bridge.name=spdbr20")
-    dk.run("ok1", "n20")
-    before = host_side_of(dk, "spdbr20")
-    dk.driver.stop()
-    dk.driver.extra_env = {"SPLICE_FAILPOINT": "bridge.masq_added:kill"}
-    dk.driver.start()
+    before = with_failpoint(dk, 20, "kill")
     result: list[subprocess.CompletedProcess] = []
     t = threading.Thread(target=lambda: result.append(
         dk("run", "-d", "--name", "crash", "--network", "n20", IMAGE, *SLEEP, check=False)))
