@@ -45,15 +45,9 @@ def sysctl_problems(doc, net, cfg, cached, Problem) -> list:
     if not cached or not (getattr(cfg, "is_gateway", False) or getattr(cfg, "ip_masq", False)):
         return []
     versions = set()
-    for rs in (net.ipam or {}).get("ranges") or []:
-        for r in rs if isinstance(rs, list) else [rs]:
-            try:
-                versions.add(ipaddress.ip_network(str(r.get("subnet")), strict=False).version)
-            except (ValueError, AttributeError):
-                pass
-    if isinstance((net.ipam or {}).get("subnet"), str):
+    for subnet, _gw in net.subnets():
         try:
-            versions.add(ipaddress.ip_network(net.ipam["subnet"], strict=False).version)
+            versions.add(ipaddress.ip_network(subnet, strict=False).version)
         except ValueError:
             pass
     versions = versions or {4}
