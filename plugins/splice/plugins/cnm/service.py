@@ -754,6 +754,7 @@ class Service:
         _map(b, "Options")
         with self.stripe(eid):
             net, ep = self._endpoint(kind, nid, eid)
+            addrs = [ipaddress.ip_interface(a) for a in ep["addresses"]]
             src = ep.get("src_name")
             if ep.get("joined"):  # a repeated Join: the container end is in its sandbox now
                 if (ep.get("sandbox") or "") != sandbox:
@@ -763,8 +764,7 @@ class Service:
                 log.warning("Join %s: its container end %r is not in the host: wiring it again", eid[:12], src)
                 if net.get("overlay_pool") is not None:
                     self._overlay(net)  # the VXLAN device and the bridge first (their MTU)
-                ips = [IPConfig(address=ipaddress.ip_interface(a), gateway=self._gateway(net, ipaddress.ip_interface(a)))
-                       for a in ep["addresses"]]
+                ips = [IPConfig(address=a, gateway=self._gateway(net, a)) for a in addrs]
                 self._driver(net).detach(self._attachment(net, ep, kind.detach_in_host), ips)
                 self._wire(net, ep, ips)
             if not ep.get("joined"):
@@ -773,8 +773,8 @@ class Service:
         answer: dict[str, Any] = {"InterfaceName": {"SrcName": ep["src_name"], "DstPrefix": net["dst_prefix"]},
                                   "StaticRoutes": []}
         gws = {}
-        for a in ep["addresses"]:
-            gw = self._gateway(net, ipaddress.ip_interface(a))
+        for a in addrs:
+            gw = self._gateway(net, a)
             if gw is not None:
                 gws.setdefault(gw.version, gw)
         cfg = self._driver(net).cfg
@@ -784,8 +784,8 @@ class Service:
                 answer["StaticRoutes"].append({"Destination": cfg.cluster_cidr, "RouteType": 0,
                                                "NextHop": str(gws[4])})
         elif getattr(cfg, "routed", False):  # an l3 ipvlan: default routes through the device
-            for a in ep["addresses"]:
-                v = ipaddress.ip_interface(a).version
+            for a in addrs:
+                v = a.version
                 dst = "0.0.0.0/0" if v == 4 else "::/0"
                 if not any(r["Destination"] == dst for r in answer["StaticRoutes"]):
                     answer["StaticRoutes"].append({"Destination": dst, "RouteType": 1})
