@@ -24,7 +24,6 @@ from ..conftest import Namespace, bin_dir, require_tool
 etcd_cluster = cluster_conftest.etcd_cluster  # the session's 3-member etcd (tests/cluster/harness.py)
 
 SPLICE = str(bin_dir() / "splice")
-PLUGIN = str(bin_dir() / "splice-vxlan")
 NET = "ovl"
 VNI = 42
 CIDR = "10.244.0.0/16"
@@ -87,6 +86,12 @@ class Host:
                 self.proc.wait()
 
     # -- CNI -----------------------------------------------------------------------------
+    cni_timeout = 60
+
+    def plugin_dir(self) -> Path:
+        """CNI_PATH, where ``splice-vxlan`` is."""
+        return bin_dir()
+
     def config(self, **kw) -> dict:
         conf = {"cniVersion": "1.1.0", "name": NET, "type": "splice-vxlan", "vni": VNI, "clusterCIDR": CIDR,
                 "subnetLen": 24, "ipMasq": True, "leaseTTL": 3,
@@ -97,25 +102,32 @@ class Host:
 
     def cni(self, command: str, cid: str = "", conf: dict | None = None, *, agent: bool = True,
             ifname: str = "eth0") -> tuple[int, dict | None, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_PATH": str(bin_dir()),
+        plugins = self.plugin_dir()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_PATH": str(plugins),
                "SPLICE_AGENT_SOCKET": self.socket if agent else "off"}
         if cid:
             env.update(CNI_CONTAINERID=cid, CNI_IFNAME=ifname)
             if cid in self.containers:
                 env["CNI_NETNS"] = self.containers[cid].path
-        p = subprocess.run(["nsenter", f"--net={self.ns.path}", PLUGIN], input=json.dumps(conf or self.config()),
-                           env=env, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(["nsenter", f"--net={self.ns.path}", str(plugins / "splice-vxlan")],
+                           input=json.dumps(conf or self.config()), env=env, capture_output=True, text=True,
+                           timeout=self.cni_timeout)
         out = json.loads(p.stdout) if p.stdout.strip() else None
         return p.returncode, out, p.stderr
 
-    def add(self, cid: str | None = None, conf: dict | None = None) -> tuple[str, dict]:
-        cid = cid or f"c{self.index}-{secrets.token_hex(3)}"
+    def container(self, cid: str) -> Namespace:
+        """The namespace of container ``cid`` (made at first use, removed with the overlay)."""
         if cid not in self.containers:
             name = f"{self.ns.name}-{cid[-6:]}"
             _ip("netns", "add", name)
             self.o.namespaces.append(name)
             _ip("-n", name, "link", "set", "lo", "up")
             self.containers[cid] = Namespace(name)
+        return self.containers[cid]
+
+    def add(self, cid: str | None = None, conf: dict | None = None) -> tuple[str, dict]:
+        cid = cid or f"c{self.index}-{secrets.token_hex(3)}"
+        self.container(cid)
         rc, out, err = self.cni("ADD", cid, conf)
         assert rc == 0, (out, err, self.log.read_text()[-3000:])
         self.o.results[cid] = out

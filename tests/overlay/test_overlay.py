@@ -133,12 +133,7 @@ def test_two_hosts_ping_tcp_mtu(overlay):
 
 def test_without_agent_add_fails_clearly(overlay):
     h = overlay.host(start=False)
-    name = f"{h.ns.name}-x"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    overlay.namespaces.append(name)
-    from ..conftest import Namespace
-
-    h.containers["cx"] = Namespace(name)
+    h.container("cx")
     rc, out, err = h.cni("ADD", "cx", agent=False)
     assert rc != 0 and out["code"] == 108 and "splice agent" in out["msg"], (out, err)
     assert not [link for link in oracle.link_names(h.ns.name) if link.startswith(("veth", "spvx"))]
@@ -300,12 +295,7 @@ def test_status_follows_the_lease(overlay):
         conf = h2.config(etcd={"endpoints": overlay.cluster.endpoints, "prefix": overlay.prefix, "timeout": 0.5})
         rc, out, _ = h2.cni("STATUS", conf=conf)
         assert rc != 0 and out["code"] == 50 and "etcd" in out["msg"] + out.get("details", ""), out
-        name = f"{h2.ns.name}-y"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        overlay.namespaces.append(name)
-        from ..conftest import Namespace
-
-        h2.containers["cy"] = Namespace(name)
+        h2.container("cy")
         rc, out, _ = h2.cni("ADD", "cy", conf=conf)
         assert rc != 0 and out["code"] == 11 and "etcd" in out["msg"], out
         assert not [link for link in oracle.link_names(h2.ns.name) if link.startswith(("veth", "spvx"))]
@@ -360,12 +350,7 @@ def test_etcd_member_killed_and_whole_cluster_down(overlay):
     assert ping(h1.containers[c1c], h2.address(c2))
     h4 = overlay.host()
     conf4 = h4.config(etcd={"endpoints": cluster.endpoints, "prefix": overlay.prefix, "timeout": 0.5})
-    name = f"{h4.ns.name}-z"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    overlay.namespaces.append(name)
-    from ..conftest import Namespace
-
-    h4.containers["cz"] = Namespace(name)
+    h4.container("cz")
     rc, out, _ = h4.cni("ADD", "cz", conf=conf4)
     assert rc != 0 and out["code"] == 11 and "no etcd endpoint answered" in out["msg"], out
     assert not [link for link in oracle.link_names(h4.ns.name) if link.startswith(("veth", "spvx"))]
