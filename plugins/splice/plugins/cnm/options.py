@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from splice.plugins.confkeys import fmt
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 GENERIC = "com.docker.network.generic"
@@ -91,7 +92,7 @@ def parse_bool(value: Any, key: str) -> bool:
             return True
         if value in ("0", "f", "F", "FALSE", "false", "False"):
             return False
-    raise ConfigError(f"option {key} must be a boolean (true or false), got {_fmt(value)}")
+    raise ConfigError(f"option {key} must be a boolean (true or false), got {fmt(value)}")
 
 
 def parse_int(value: Any, key: str) -> int:
@@ -102,12 +103,12 @@ def parse_int(value: Any, key: str) -> int:
             return int(value.strip(), 10)
         except ValueError:
             pass
-    raise ConfigError(f"option {key} must be an integer, got {_fmt(value)}")
+    raise ConfigError(f"option {key} must be an integer, got {fmt(value)}")
 
 
 def _string(value: Any, key: str) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"option {key} must be a string, got {_fmt(value)}")
+        raise ConfigError(f"option {key} must be a string, got {fmt(value)}")
     return value
 
 
@@ -121,21 +122,16 @@ def _splice_value(value: Any) -> Any:
         return value
 
 
-def _fmt(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def translate(kind: Kind, network_id: str, options: Any, has_gateway: bool) -> NetworkOptions:
     """CreateNetwork ``Options`` -> the driver config and the front-end's options.
     ConfigError / UnsupportedField naming the option; nothing is looked up in the kernel."""
     if options is None:
         options = {}
     if not isinstance(options, dict):
-        raise ConfigError(f"Options must be an object, got {_fmt(options)}")
+        raise ConfigError(f"Options must be an object, got {fmt(options)}")
     generic = options.get(GENERIC) or {}
     if not isinstance(generic, dict):
-        raise ConfigError(f"option {GENERIC} must be an object, got {_fmt(generic)}")
+        raise ConfigError(f"option {GENERIC} must be an object, got {fmt(generic)}")
     internal = parse_bool(options.get(INTERNAL, False), INTERNAL)
     ipv6 = parse_bool(options.get(ENABLE_IPV6, False), ENABLE_IPV6)
     out = NetworkOptions(config={}, internal=internal, ipv6=ipv6)
@@ -143,7 +139,7 @@ def translate(kind: Kind, network_id: str, options: Any, has_gateway: bool) -> N
     if IFACE_PREFIX in generic:
         prefix = _string(generic[IFACE_PREFIX], IFACE_PREFIX)
         if not prefix or len(prefix) > 12 or not prefix.isascii() or not prefix.replace("-", "").isalnum():
-            raise ConfigError(f"option {IFACE_PREFIX} must be 1-12 letters or digits, got {_fmt(prefix)}")
+            raise ConfigError(f"option {IFACE_PREFIX} must be 1-12 letters or digits, got {fmt(prefix)}")
         out.dst_prefix = prefix
     if MTU in generic:
         mtu = parse_int(generic[MTU], MTU)
@@ -171,7 +167,7 @@ def translate(kind: Kind, network_id: str, options: Any, has_gateway: bool) -> N
             try:
                 addr = ipaddress.ip_address(_string(hb, HOST_BINDING_IPV4))
             except ValueError:
-                raise ConfigError(f"option {HOST_BINDING_IPV4} must be an IP address, got {_fmt(hb)}") from None
+                raise ConfigError(f"option {HOST_BINDING_IPV4} must be an IP address, got {fmt(hb)}") from None
             out.host_binding_ipv4 = str(addr)
     for docker_key, driver_key in kind.options.items():
         if docker_key in generic and generic[docker_key] not in (None, ""):
