@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splice.libnet.names import ifname_problem
+from splice.plugins.confkeys import boolean, fmt, integer
 from splice.plugins.errors import ConfigError, UnsupportedField
 
 DEFAULT_PORT = 4789
@@ -71,60 +72,35 @@ class VxlanConfig:
                 self.subnet_len, self.lease_ttl, e.endpoints, e.prefix, e.ca_file, e.cert_file, e.key_file)
 
 
-def _fmt(v: Any) -> str:
-    t = repr(v)
-    return t if len(t) <= 80 else t[:77] + "..."
-
-
-def _int(conf: dict, key: str, default: int | None, lo: int, hi: int) -> int | None:
-    v = conf.get(key, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{key} must be an integer, got {_fmt(v)}")
-    if not lo <= v <= hi:
-        raise ConfigError(f"{key} must be between {lo} and {hi}, got {v}")
-    return v
-
-
-def _bool(conf: dict, key: str, default: bool) -> bool:
-    v = conf.get(key, default)
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key} must be a boolean, got {_fmt(v)}")
-    return v
-
-
 def _name(conf: dict, key: str, default: str) -> str:
     v = conf.get(key) or default
     if not isinstance(v, str):
-        raise ConfigError(f"{key} must be an interface name, got {_fmt(v)}")
+        raise ConfigError(f"{key} must be an interface name, got {fmt(v)}")
     problem = ifname_problem(v)
     if problem:
-        raise ConfigError(f"{key} {_fmt(v)} is not a valid interface name: it {problem}")
+        raise ConfigError(f"{key} {fmt(v)} is not a valid interface name: it {problem}")
     return v
 
 
 def parse_vxlan_config(conf: dict) -> VxlanConfig:
     if not isinstance(conf, dict):
-        raise ConfigError(f"the network configuration must be a JSON object, got {_fmt(conf)}")
+        raise ConfigError(f"the network configuration must be a JSON object, got {fmt(conf)}")
     network = conf.get("name")
     if not isinstance(network, str) or not network:
         raise ConfigError("the network configuration needs a name")
     for key in _UNSUPPORTED:
         if conf.get(key) not in (None, False, 0, []):
-            raise UnsupportedField(f"{key} is not supported by splice-vxlan (got {_fmt(conf[key])})")
+            raise UnsupportedField(f"{key} is not supported by splice-vxlan (got {fmt(conf[key])})")
     if conf.get("isGateway") is False:
         raise UnsupportedField("isGateway false is not supported by splice-vxlan: the bridge routes to the overlay")
     backend = conf.get("ipMasqBackend")
     if backend not in (None, "nftables"):
-        raise UnsupportedField(f"ipMasqBackend {_fmt(backend)}: splice masquerades with nftables only")
+        raise UnsupportedField(f"ipMasqBackend {fmt(backend)}: splice masquerades with nftables only")
     if "vni" not in conf or conf["vni"] is None:
         raise ConfigError("vni is required (the VXLAN network identifier, 1-16777215)")
-    vni = _int(conf, "vni", None, 1, MAX_VNI)
-    port = _int(conf, "port", DEFAULT_PORT, 1, 65535)
-    mtu = _int(conf, "mtu", 0, 0, 65535) or None
+    vni = integer(conf, "vni", None, 1, MAX_VNI)
+    port = integer(conf, "port", DEFAULT_PORT, 1, 65535)
+    mtu = integer(conf, "mtu", 0, 0, 65535) or None
     if mtu is not None and mtu < 68:
         raise ConfigError(f"mtu must be between 68 and 65535 (or 0: the underlay's - 50), got {mtu}")
     vtep = conf.get("vtepInterface")
@@ -134,7 +110,7 @@ def parse_vxlan_config(conf: dict) -> VxlanConfig:
     device = _name(conf, "device", f"spvx{vni}")
     if device == bridge:
         raise ConfigError(f"bridge and device must differ, both are {bridge!r}")
-    ttl = _int(conf, "leaseTTL", DEFAULT_TTL, 2, 3600)
+    ttl = integer(conf, "leaseTTL", DEFAULT_TTL, 2, 3600)
 
     from splice.ipam.cluster.config import parse_etcd
     from splice.ipam.cluster.subnets import SubnetSpace
@@ -142,7 +118,7 @@ def parse_vxlan_config(conf: dict) -> VxlanConfig:
     cidr = conf.get("clusterCIDR")
     if not isinstance(cidr, str) or not cidr:
         raise ConfigError("clusterCIDR is required (the overlay's address space, cut into subnetLen host subnets)")
-    subnet_len = _int(conf, "subnetLen", 24, 1, 128)
+    subnet_len = integer(conf, "subnetLen", 24, 1, 128)
     space = SubnetSpace.parse(cidr, subnet_len)  # ClusterConfigError (code 7)
     if "etcd" not in conf:
         raise ConfigError("etcd is required: {\"endpoints\": [\"http://HOST:2379\", ...], \"prefix\": \"/splice\"}")
@@ -150,12 +126,12 @@ def parse_vxlan_config(conf: dict) -> VxlanConfig:
     ipam = conf.get("ipam")
     if ipam and (not isinstance(ipam, dict) or ipam.get("type", "splice-ipam") != "splice-ipam"):
         raise ConfigError("splice-vxlan takes addresses from its host subnet with splice-ipam: leave ipam out or "
-                          f"use {{\"type\": \"splice-ipam\"}}, got {_fmt(ipam)}")
+                          f"use {{\"type\": \"splice-ipam\"}}, got {fmt(ipam)}")
     if isinstance(ipam, dict) and (ipam.get("ranges") or ipam.get("subnet")):
         raise ConfigError("splice-vxlan: ipam must not set ranges/subnet: the range is the host's leased subnet")
     return VxlanConfig(
         network=network, vni=vni, cluster_cidr=str(space.cidr), subnet_len=subnet_len, port=port,  # type: ignore[arg-type]
-        vtep_interface=vtep, mtu=mtu, bridge=bridge, device=device, ip_masq=_bool(conf, "ipMasq", False),
-        is_default_gateway=_bool(conf, "isDefaultGateway", True), hairpin_mode=_bool(conf, "hairpinMode", False),
-        enable_dad=_bool(conf, "enabledad", False), mac_spoof_check=_bool(conf, "macspoofchk", False),
+        vtep_interface=vtep, mtu=mtu, bridge=bridge, device=device, ip_masq=boolean(conf, "ipMasq", False),
+        is_default_gateway=boolean(conf, "isDefaultGateway", True), hairpin_mode=boolean(conf, "hairpinMode", False),
+        enable_dad=boolean(conf, "enabledad", False), mac_spoof_check=boolean(conf, "macspoofchk", False),
         lease_ttl=ttl, etcd=etcd)  # type: ignore[arg-type]
