@@ -52,7 +52,6 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _ROUTE_INT_FIELDS = ("mtu", "advmss", "priority", "table", "scope")
 
 
-
 def ip_of(value: Any) -> "IPAddress | None":
     """``value`` as an address: an address, an interface (its address) or a string
     ``"a.b.c.d"`` / ``"a.b.c.d/len"``; None when it is none of these."""
