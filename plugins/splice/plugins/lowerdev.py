@@ -306,7 +306,7 @@ class LowerDevDriver:
         def part(rt: rtnl.Rtnl) -> None:
             link = rt.get_link(att.ifname)
             if link is not None and link.alias == alias:
-                rt.delete_link(index=link.index)
+                rt.delete_link(index=link.index, early=True)  # returns on the kernel's announcement
                 return
             for other in rt.dump_links():  # a crashed ADD's temporary name
                 if other.alias == alias and other.kind == self.link_kind:

@@ -539,8 +539,8 @@ class BridgeDriver:
             if cfg.ip_masq:
                 steps.run(lambda: _masquerade().remove(owner, [ip.address for ip in ips] if ips else None,
                                                        iface=self.masq_iface))
-            # both ends; ENODEV (already gone) is fine
-            steps.run(lambda: rt.delete_link(name=host_veth))
+            # both ends; ENODEV (already gone) is fine; early: on the kernel's announcement
+            steps.run(lambda: rt.delete_link(name=host_veth, early=True))
 
         steps.run(rtnl.run, self.host, host_part)
         steps.done()
