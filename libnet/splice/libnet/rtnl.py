@@ -1237,7 +1237,10 @@ def _delete_early(op: _Op, index: int | None, name: str | None) -> bool | None:
                 if state.get("detached"):  # the caller returned on the announcement
                     os.close(r)
                 else:
-                    os.write(w, b"x")
+                    try:
+                        os.write(w, b"x")
+                    except OSError:  # the caller is gone (it closed r on an error)
+                        pass
                 os.close(w)
             with _early_cond:
                 _early_pending -= 1
