@@ -113,3 +113,20 @@ def test_many_at_once(host_ns):
     assert results == [True] * 12
     assert not {f"mv{i}" for i in range(12)} & host_ns.links()
     assert rtnl.wait_deletions(10)
+
+
+def test_a_thread_outside_the_sockets_namespace_deletes_the_plain_way(host_ns, sandbox_ns, held_ack):
+    """The watch and the background socket would be made in the calling thread's namespace:
+    when that is not the Rtnl's, the deletion goes through the Rtnl's own socket (right
+    namespace), not early."""
+    from splice.libnet.netns import Netns
+
+    _macvlan(host_ns)
+    with Netns.open(host_ns.path) as h, Netns.open(sandbox_ns.path) as s:
+        rt = h.run(rtnl.Rtnl)
+        try:
+            assert s.run(lambda: rt.delete_link(name="mv0", early=True)) is True
+        finally:
+            rt.close()
+    assert rtnl.pending_deletions() == 0
+    assert "mv0" not in host_ns.links()

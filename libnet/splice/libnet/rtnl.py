@@ -772,7 +772,7 @@ class Rtnl:
         """
         op = self._delete_link_op(index, name)
         if early and _early_slots.acquire(blocking=False):
-            gone = _delete_early(op, index, name)  # gives the slot back on every path
+            gone = _delete_early(op, index, name, self._nl)  # gives the slot back on every path
             if gone is not None:
                 return gone
         return self._run(op)
@@ -1164,6 +1164,7 @@ class Rtnl:
 
 # -- early deletion (Rtnl.delete_link(early=True)) -----------------------------------------
 RTMGRP_LINK = 1
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h
 MAX_EARLY_DELETIONS = 64  # background deletions at once; beyond, callers wait for the ACK
 _early_slots = threading.BoundedSemaphore(MAX_EARLY_DELETIONS)
 _early_cond = threading.Condition()
@@ -1201,12 +1202,19 @@ def _announced(data: bytes, index: int | None, name: str | None) -> bool:
     return False
 
 
-def _delete_early(op: _Op, index: int | None, name: str | None) -> bool | None:
+def _netns_cookie(sock: Any) -> int:
+    return int.from_bytes(sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+
+
+def _delete_early(op: _Op, index: int | None, name: str | None, owner: nl.Socket) -> bool | None:
     """Send ``op`` (an RTM_DELLINK) on a background thread and return when the kernel
     announces the link gone, or with the request's own answer when that comes first
     (an error, or a kernel that does not announce). None: no watch was possible (the
-    caller deletes the plain way). The caller holds one ``_early_slots`` slot: given back
-    here when no background thread starts, else by that thread."""
+    caller deletes the plain way): also when this thread is not in the namespace of the
+    ``owner`` socket (the Rtnl's), whose namespace the new sockets must share (compared
+    by ``SO_NETNS_COOKIE``, Linux >= 5.14; without it, the plain way). The caller holds
+    one ``_early_slots`` slot: given back here when no background thread starts, else by
+    that thread."""
     global _early_pending
     try:
         mon = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, nl.NETLINK_ROUTE)
@@ -1214,6 +1222,8 @@ def _delete_early(op: _Op, index: int | None, name: str | None) -> bool | None:
         _early_slots.release()
         return None
     try:
+        if _netns_cookie(mon) != _netns_cookie(owner._sock):
+            raise OSError("not in the Rtnl's namespace")
         mon.bind((0, RTMGRP_LINK))  # subscribed before the request is sent: no announcement missed
         sock = nl.Socket()  # in this thread's namespace, for the background thread alone
     except OSError:
