@@ -25,7 +25,6 @@ import secrets
 import select
 import socket
 import statistics
-import struct
 import subprocess
 import threading
 import time
@@ -33,24 +32,15 @@ import time
 from splice.libnet import rtnl
 from splice.libnet.netns import Netns
 
-RTM_DELLINK = 17
-
 
 def _sh(ns: str, *argv: str) -> None:
     subprocess.run(["ip", "-n", ns, *argv], check=True, capture_output=True)
 
 
 def _wait_notification(mon: socket.socket, index: int) -> float:
-    while True:
-        data = mon.recv(1 << 16)
-        i = 0
-        while i + 16 <= len(data):
-            size, kind = struct.unpack_from("=IH", data, i)
-            if size < 16:
-                break
-            if kind == RTM_DELLINK and struct.unpack_from("=i", data, i + 20)[0] == index:
-                return time.perf_counter()
-            i += (size + 3) & ~3
+    while not rtnl._announced(mon.recv(1 << 16), index, None):  # the parser early deletion uses
+        pass
+    return time.perf_counter()
 
 
 def _make(ns: str, kind: str) -> None:

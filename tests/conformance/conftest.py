@@ -39,8 +39,19 @@ def kernel_has(kind: str) -> bool:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def failed(outcomes: dict[str, kit.Outcome]) -> dict[str, str]:
+def failed(outcomes: dict) -> dict[str, str]:
+    """The failed checks and their reasons (CNI kit or CNM kit outcomes alike)."""
     return {i: o.reason for i, o in outcomes.items() if o.result == "fail"}
+
+
+def assert_caught(outcomes: dict, must_fail: dict[str, str], must_pass) -> None:
+    """Exactly ``must_fail`` failed, each reason containing its fragment; ``must_pass`` passed."""
+    got = failed(outcomes)
+    assert set(got) == set(must_fail), got
+    for check_id, fragment in must_fail.items():
+        assert fragment in got[check_id], f"{check_id}: {got[check_id]}"
+    for check_id in must_pass:
+        assert outcomes[check_id].result == "pass", f"{check_id}: {outcomes[check_id].reason}"
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,19 @@ def wait_for(pred, timeout: float, step: float = 0.01) -> float | None:
     return None
 
 
+def wait_status_error(host, code: int, timeout: float) -> dict:
+    """Poll STATUS until it fails with ``code``; its error JSON (the test fails on timeout)."""
+    seen: dict = {}
+
+    def failing() -> bool:
+        rc, out, _ = host.cni("STATUS")
+        seen["out"] = out
+        return rc != 0 and out["code"] == code
+
+    assert wait_for(failing, timeout, step=0.2) is not None, seen
+    return seen["out"]
+
+
 def test_join_leave_restart(overlay):
     """A third host joining is reachable from the others in under 1 s; a host whose agent is
     gone (lease expired, TTL 3 s) is removed from the others (route, neighbour, FDB); an agent
@@ -272,15 +285,8 @@ def test_status_follows_the_lease(overlay):
                 if link["ifname"].startswith("h1") and link.get("master") == "br0")
     subprocess.run(["ip", "-n", overlay.cluster.underlay, "link", "set", port, "down"], check=True)
     try:
-        seen: dict = {}
-
-        def unreachable() -> bool:
-            rc, out, _ = h1.cni("STATUS")
-            seen["out"] = out
-            return rc != 0 and out["code"] == 51
-
-        assert wait_for(unreachable, 15.0, step=0.2) is not None, seen
-        assert "cannot renew the lease" in seen["out"]["msg"]
+        out = wait_status_error(h1, 51, 15.0)
+        assert "cannot renew the lease" in out["msg"]
         cid, _ = h1.add()  # ADDs keep using the held subnet
         h1.delete(cid)
     finally:
@@ -385,15 +391,8 @@ def test_subnet_taken_by_another_host(overlay):
             e.close()
 
     overlay.cluster.run(take)
-    seen: dict = {}
-
-    def lost() -> bool:
-        rc, out, _ = h1.cni("STATUS")
-        seen["out"] = out
-        return rc != 0 and out["code"] == 50
-
-    assert wait_for(lost, 10.0, step=0.2) is not None, seen
-    assert "taken by node intruder" in seen["out"]["msg"], seen
+    out = wait_status_error(h1, 50, 10.0)
+    assert "taken by node intruder" in out["msg"], out
     h1.containers[c1 + "x"] = h1.containers[c1]
     rc, out, _ = h1.cni("ADD", c1 + "x", h1.config(), ifname="eth1")
     assert rc != 0 and out["code"] == 50 and "intruder" in out["msg"], out

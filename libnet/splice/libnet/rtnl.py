@@ -35,7 +35,6 @@ import _socket
 import functools
 import ipaddress
 import os
-import select
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -1216,6 +1215,8 @@ def _delete_early(op: _Op, index: int | None, name: str | None, owner: nl.Socket
     one ``_early_slots`` slot: given back here when no background thread starts, else by
     that thread."""
     global _early_pending
+    import select  # here: only deletions need it (CNI processes import this module)
+
     try:
         mon = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, nl.NETLINK_ROUTE)
     except OSError:

@@ -104,11 +104,15 @@ def release_pool(b: dict) -> dict:
     return {}
 
 
+def _known(table: dict, b: dict, key: str, what: str) -> dict:
+    ident = s(b, key)
+    if ident not in table:
+        raise Refused(f"{what} {ident} not found", 404)
+    return table[ident]
+
+
 def pool_of(b: dict) -> dict:
-    pid = s(b, "PoolID")
-    if pid not in POOLS:
-        raise Refused(f"pool {pid} not found", 404)
-    return POOLS[pid]
+    return _known(POOLS, b, "PoolID", "pool")
 
 
 def request_address(b: dict) -> dict:
@@ -176,18 +180,12 @@ def delete_network(b: dict) -> dict:
 
 
 def network_of(b: dict) -> dict:
-    nid = s(b, "NetworkID")
-    if nid not in NETWORKS:
-        raise Refused(f"network {nid} not found", 404)
-    return NETWORKS[nid]
+    return _known(NETWORKS, b, "NetworkID", "network")
 
 
 def endpoint_of(b: dict) -> dict:
     network_of(b)
-    eid = s(b, "EndpointID")
-    if eid not in ENDPOINTS:
-        raise Refused(f"endpoint {eid} not found", 404)
-    return ENDPOINTS[eid]
+    return _known(ENDPOINTS, b, "EndpointID", "endpoint")
 
 
 def create_endpoint(b: dict) -> dict:
